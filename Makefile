@@ -1,0 +1,30 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both install what they need.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CORES  ?= 2
+
+.PHONY: install demo test slurm-deps clean
+
+$(STAMP): requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+# Debian's Slurm + munge for the one-node loopback cluster used by the Slurm test.
+slurm-deps:
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null)
+
+demo: install
+	$(VENV)/bin/snakemake --cores $(CORES) results/table.md
+
+test: install slurm-deps
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf results .snakemake

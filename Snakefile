@@ -1,0 +1,23 @@
+# MDETR referring-expression segmentation on PhraseCut.
+#   snakemake --cores 2 results/table.md                 # embedded default (synthetic PhraseCut, CPU)
+#   snakemake --profile slurm --configfile config/phrasecut.yaml results/table.md   # published recipe on Slurm
+# Rules are thin: each calls one `mdetr-phrasecut` subcommand; all logic lives in src/mdetr_phrasecut.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# The embedded default, unless configs are given with --configfile (they replace it rather than merge into it).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/table.md",

@@ -1,0 +1,127 @@
+"""Training checkpoints that resume bit-exactly, and stop signals (Slurm pre-emption / time limit).
+
+A checkpoint has the release's keys (`model`, `model_ema`, `optimizer`, `lr_scheduler`, `epoch`: the last
+finished epoch, `args`) plus `position` (the next step to run: epoch, step in the epoch, global step),
+`layout` (world size and per-process batch size, which fix the data order) and `rng` (every process's
+python, numpy, torch and CUDA generator states, in rank order).
+"""
+import random
+import signal
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io import atomic_torch_save
+from .distributed import DistEnv, gather_objects
+from .loop import Position
+
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: stopped by a signal after saving; run the same command again to resume
+
+
+def rng_state() -> dict:
+    keys, pos, has_gauss, cached = np.random.get_state()[1:]
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.copy()), "pos": pos, "has_gauss": has_gauss, "cached": cached},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_rng_state(state: dict):
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(path: Path, *, denv: DistEnv, model, model_ema, optimizer, scheduler,
+                             position: Position, args: dict, batch_size: int):
+    """Collect every process's RNG state and let rank 0 write the checkpoint atomically.
+
+    Must be called by every process at the same step (it gathers)."""
+    states = gather_objects(rng_state())
+    if not denv.is_main:
+        return
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise RuntimeError(f"not saving {path}: weight {name} is not finite; the previous checkpoint is kept")
+    atomic_torch_save({
+        "model": model.state_dict(),
+        "model_ema": model_ema.state_dict() if model_ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "epoch": position.epoch - 1,
+        "args": args,
+        "position": vars(position).copy(),
+        "layout": {"world_size": denv.world_size, "batch_size": batch_size},
+        "rng": states,
+    }, path)
+
+
+def load_checkpoint_file(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: name it and stop
+        raise InputError(f"{path}: cannot load the checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") \
+            from None
+
+
+def restore_training_checkpoint(ckpt: dict, path, *, denv: DistEnv, model, model_ema, optimizer, scheduler,
+                                batch_size: int, seed: int) -> Position:
+    """Load everything a training checkpoint holds into the live objects; returns where to continue."""
+    for key in ("model", "optimizer", "lr_scheduler", "position", "layout", "rng"):
+        if key not in ckpt:
+            raise InputError(f"{path}: field '{key}' missing: not a training checkpoint of this engine "
+                             "(use --init for weights-only loading)")
+    position = Position(**ckpt["position"])
+    layout = {"world_size": denv.world_size, "batch_size": batch_size}
+    if position.step and ckpt["layout"] != layout:
+        raise InputError(f"{path}: field 'layout' {ckpt['layout']} was saved mid-epoch and differs from this "
+                         f"run's {layout}; resume with the same number of processes and batch size")
+    model.load_state_dict(ckpt["model"])
+    if model_ema is not None:
+        if ckpt.get("model_ema") is None:
+            raise InputError(f"{path}: field 'model_ema' is empty but this run trains with EMA")
+        model_ema.load_state_dict(ckpt["model_ema"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["lr_scheduler"])
+    if len(ckpt["rng"]) == denv.world_size:
+        set_rng_state(ckpt["rng"][denv.rank])
+    else:  # another number of processes, at an epoch boundary: fresh per-process states
+        seed_everything(seed + denv.rank + 1000 * position.epoch)
+    return position
+
+
+class StopSignal:
+    """Remembers SIGTERM / SIGUSR1 (Slurm sends them before pre-emption or the time limit) so the loop can
+    checkpoint at the next step boundary instead of dying mid-step."""
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1)):
+        self.received: Optional[int] = None
+        self._previous = {s: signal.signal(s, self._handle) for s in signals}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)

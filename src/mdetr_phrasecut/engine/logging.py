@@ -1,0 +1,117 @@
+"""Training logs written by rank 0: per-step `log.csv`, per-epoch `val.csv`, TensorBoard if installed,
+and `curves.png`."""
+import csv
+from pathlib import Path
+from typing import Dict, Optional
+
+from ..io import atomic_path
+
+
+class CsvLog:
+    """Append-only CSV whose columns are fixed by the first row written (missing values stay empty)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.fields = None
+        if self.path.exists():
+            with self.path.open(newline="") as f:
+                self.fields = next(csv.reader(f), None)
+
+    def truncate(self, keep_before: int, key: str = "step"):
+        """Drop rows with `key` >= keep_before: the steps a killed run logged after its last checkpoint."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r[key]) < keep_before]
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, row: Dict):
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def _tensorboard_writer(log_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(log_dir))
+
+
+class TrainingLog:
+    """Everything rank 0 logs while training; other ranks get a TrainingLog(None) that does nothing."""
+
+    def __init__(self, out_dir: Optional[Path], stage: str = ""):
+        self.out_dir = out_dir
+        self.stage = stage
+        self.steps = CsvLog(out_dir / "log.csv") if out_dir else None
+        self.val = CsvLog(out_dir / "val.csv") if out_dir else None
+        self.tb = _tensorboard_writer(out_dir / "tensorboard") if out_dir else None
+
+    def rewind(self, global_step: int, epoch: int):
+        """Forget what was logged at or after the step (and epoch) a resumed run restarts from."""
+        if self.out_dir:
+            self.steps.truncate(global_step, "step")
+            self.val.truncate(epoch, "epoch")
+
+    def step(self, row: Dict):
+        if self.out_dir:
+            self.steps.write(row)
+            if self.tb:
+                for k, v in row.items():
+                    if k not in ("epoch", "step"):
+                        self.tb.add_scalar(f"train/{k}", v, row["step"])
+
+    def epoch(self, row: Dict):
+        if self.out_dir:
+            self.val.write(row)
+            if self.tb:
+                for k, v in row.items():
+                    if k != "epoch":
+                        self.tb.add_scalar(f"val/{k}", v, row["epoch"])
+            self.plot()
+
+    def plot(self):
+        """curves.png: training loss terms per step, validation loss per epoch."""
+        if self.out_dir:
+            plot_curves(self.out_dir / "log.csv", self.out_dir / "val.csv", self.out_dir / "curves.png",
+                        self.stage)
+
+    def close(self):
+        if self.tb:
+            self.tb.close()
+
+
+def plot_curves(step_csv: Path, val_csv: Path, out_png: Path, title: str = ""):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    steps = pd.read_csv(step_csv) if step_csv.exists() else pd.DataFrame()
+    val = pd.read_csv(val_csv) if val_csv.exists() else pd.DataFrame()
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_cols = [c for c in steps.columns if c == "loss" or (c.startswith("loss_") and not c[-1].isdigit())]
+    for col in loss_cols:
+        ax_train.plot(steps["step"], steps[col], label=col, lw=2 if col == "loss" else 1)
+    ax_train.set(xlabel="step", ylabel="weighted loss", title=f"{title} training".strip(), yscale="log")
+    for col in [c for c in val.columns if c != "epoch"]:
+        ax_val.plot(val["epoch"], val[col], marker="o", label=col)
+    ax_val.set(xlabel="epoch", title=f"{title} validation".strip())
+    for ax in (ax_train, ax_val):
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,78 @@
+"""Deterministic, resumable data order: which batches each process sees, and per-item augmentation seeds.
+
+An epoch's batches depend only on (seed, epoch, world size, batch size), so a run can restart at any
+step; each item's random augmentations depend only on (seed, epoch, index), so they do not depend on
+the number of data-loader workers, on the process that loads the item, or on where a run was resumed.
+"""
+import random
+from typing import List
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from .distributed import DistEnv
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset so that item `i` of epoch `e` is produced with python/numpy/torch RNGs seeded
+    from (seed, e, i); the caller's RNG states are left untouched."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(item_seed)
+                random.seed(item_seed)
+                np.random.seed(item_seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def epoch_batches(dataset: Dataset, batch_size: int, denv: DistEnv, seed: int, epoch: int,
+                  max_steps: int = 0) -> List[List[int]]:
+    """This process's batches of dataset indices for `epoch` (shuffled, full batches only)."""
+    sampler = DistributedSampler(dataset, num_replicas=denv.world_size, rank=denv.rank, shuffle=True,
+                                 seed=seed)
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    batches = [indices[i:i + batch_size] for i in range(0, len(indices) - batch_size + 1, batch_size)]
+    return batches[:max_steps] if max_steps else batches
+
+
+def train_loader(items: SeededItems, batches: List[List[int]], collate_fn, num_workers: int,
+                 epoch: int, pin_memory: bool = False) -> DataLoader:
+    """A loader over pre-computed batches; its own generator keeps the global torch RNG untouched."""
+    items.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(items.seed + epoch)
+    return DataLoader(items, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
+                      generator=generator, pin_memory=pin_memory)
+
+
+def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num_workers: int,
+               pin_memory: bool = False):
+    """This process's share of the validation set: every world_size-th item, padded by repeating the first
+    ones so that all processes run the same number of batches (the criterion synchronises).
+
+    Returns (loader, number of items that are not padding; they come first)."""
+    own = list(range(denv.rank, len(dataset), denv.world_size))
+    per_process = -(-len(dataset) // denv.world_size)
+    padded = own + list(range(per_process - len(own)))
+    loader = DataLoader(Subset(dataset, padded), batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(0),
+                        pin_memory=pin_memory)
+    return loader, len(own)

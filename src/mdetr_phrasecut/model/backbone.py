@@ -1,0 +1,92 @@
+"""CNN backbones with frozen BatchNorm, returning four feature levels (strides 4, 8, 16, 32) with their padding masks.
+
+Key names follow the release: `backbone.0.body.*` is the torchvision ResNet or the timm EfficientNet, `backbone.1`
+the position encoding (see `Joiner`).
+"""
+from typing import List
+
+import timm
+import torch.nn.functional as F
+import torchvision
+from timm.layers import freeze_batch_norm_2d
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ..nested_tensor import NestedTensor
+
+# The release adds eps 1e-5 before rsqrt in every frozen BatchNorm, whatever eps the network was built with.
+FROZEN_BN_EPS = 1e-5
+
+RESNET_CHANNELS = {
+    "resnet18": [64, 128, 256, 512],
+    "resnet34": [64, 128, 256, 512],
+    "resnet50": [256, 512, 1024, 2048],
+    "resnet101": [256, 512, 1024, 2048],
+}
+# Our backbone names -> timm model names (the release's `timm_tf_efficientnet_b3_ns` is accepted as an alias).
+TIMM_MODELS = {
+    "efficientnet_b3": "tf_efficientnet_b3.ns_jft_in1k",
+    "timm_tf_efficientnet_b3_ns": "tf_efficientnet_b3.ns_jft_in1k",
+}
+BACKBONES = tuple(RESNET_CHANNELS) + tuple(TIMM_MODELS)
+
+
+def resnet_body(name: str, train_backbone: bool, pretrained: bool):
+    """torchvision ResNet with FrozenBatchNorm2d; layer2-4 train when `train_backbone`, the stem and layer1 never."""
+    weights = "IMAGENET1K_V1" if pretrained else None  # the weights `pretrained=True` gave the release
+    net = getattr(torchvision.models, name)(weights=weights, norm_layer=FrozenBatchNorm2d)
+    for param_name, param in net.named_parameters():
+        param.requires_grad_(train_backbone and param_name.startswith(("layer2", "layer3", "layer4")))
+    body = IntermediateLayerGetter(net, return_layers={f"layer{i}": str(i - 1) for i in range(1, 5)})
+    return body, RESNET_CHANNELS[name]
+
+
+def timm_body(name: str, train_backbone: bool, pretrained: bool):
+    """timm features_only network (out_indices 1-4) with every BatchNorm frozen, as the release's TimmBackbone."""
+    body = timm.create_model(TIMM_MODELS[name], pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4))
+    body = freeze_batch_norm_2d(body)  # BatchNormAct2d -> FrozenBatchNormAct2d keeps the activation
+    for module in body.modules():
+        if hasattr(module, "running_var") and hasattr(module, "eps"):
+            module.eps = FROZEN_BN_EPS
+    body.requires_grad_(train_backbone)  # the release trains the whole timm body at lr_backbone
+    return body, list(body.feature_info.channels())
+
+
+class Backbone(nn.Module):
+    """Runs `body` on the padded images and resizes the padding mask (nearest) to each of the four levels."""
+
+    def __init__(self, name: str, train_backbone: bool, pretrained: bool = False):
+        super().__init__()
+        if name in RESNET_CHANNELS:
+            self.body, self.channels = resnet_body(name, train_backbone, pretrained)
+        elif name in TIMM_MODELS:
+            self.body, self.channels = timm_body(name, train_backbone, pretrained)
+        else:
+            raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
+        self.num_channels = self.channels[-1]
+
+    def forward(self, samples: NestedTensor) -> List[NestedTensor]:
+        features = self.body(samples.tensors)
+        if isinstance(features, dict):
+            features = list(features.values())
+        out = []
+        for x in features:
+            mask = F.interpolate(samples.mask[None].float(), size=x.shape[-2:]).bool()[0]
+            out.append(NestedTensor(x, mask))
+        return out
+
+
+class Joiner(nn.Sequential):
+    """`backbone.0` (the CNN) + `backbone.1` (position encoding): returns all feature levels and the last one's
+    position encoding (the only one the transformer uses)."""
+
+    def __init__(self, backbone: Backbone, position_embedding: nn.Module):
+        super().__init__(backbone, position_embedding)
+        self.channels = backbone.channels
+        self.num_channels = backbone.num_channels
+
+    def forward(self, samples: NestedTensor):
+        features = self[0](samples)
+        pos = self[1](features[-1]).to(features[-1].tensors.dtype)
+        return features, pos

@@ -1,0 +1,45 @@
+"""The text side: a `transformers` RoBERTa encoder with its tokenizer, and the resizer to the transformer width."""
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from ..errors import InputError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def load_text_encoder(text_encoder_type: str):
+    """(tokenizer, encoder) for a hub name such as ``roberta-base`` or a local folder.
+
+    A folder with weights loads them; a folder with only ``config.json`` (plus tokenizer files) builds a randomly
+    initialised encoder of that architecture, for when a checkpoint supplies the weights. The encoder keeps its
+    pooler, so its keys match the release's (``transformer.text_encoder.pooler.dense.*``).
+    """
+    folder = Path(text_encoder_type).expanduser()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(text_encoder_type)
+        if folder.is_dir() and not any((folder / name).exists() for name in WEIGHT_FILES):
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+        else:
+            encoder = AutoModel.from_pretrained(text_encoder_type, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"text_encoder_type {text_encoder_type!r}: cannot load tokenizer/encoder: {first_line}") from e
+    if not tokenizer.is_fast:
+        raise InputError(f"text_encoder_type {text_encoder_type!r}: a fast tokenizer (tokenizer.json) is required")
+    return tokenizer, encoder
+
+
+class FeatureResizer(nn.Module):
+    """Linear map of text features to the transformer width, then LayerNorm (eps 1e-12) and dropout."""
+
+    def __init__(self, input_feat_size: int, output_feat_size: int, dropout: float = 0.1):
+        super().__init__()
+        self.fc = nn.Linear(input_feat_size, output_feat_size)
+        self.layer_norm = nn.LayerNorm(output_feat_size, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.layer_norm(self.fc(x)))

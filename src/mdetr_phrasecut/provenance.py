@@ -1,0 +1,273 @@
+"""Provenance records next to every artifact, and an audit of the chain behind one.
+
+A step that writes `out` also writes `out.prov.json`: the sha256 of its outputs and inputs
+(with the path of each input's own record), the config slice it used, the code and package
+versions, the command line, host and timing. Paths in a record are relative to the record's
+folder, so a results tree can be moved as a whole. `audit(target)` walks the records back from
+a target and names every artifact that is missing, altered, or was produced from an input or a
+config other than the current one.
+"""
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+from .io import atomic_write_json, sha256_file
+
+SUFFIX = ".prov.json"
+FORMAT = "mdetr-phrasecut-provenance/1"
+PACKAGES = ("torch", "torchvision", "timm", "transformers", "numpy", "scipy", "pandas", "pillow",
+            "pycocotools", "snakemake", "snakemake-executor-plugin-slurm")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def record_path(artifact) -> Path:
+    """Where the provenance record of `artifact` lives: `<artifact>.prov.json`."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + SUFFIX)
+
+
+def digest(path) -> str:
+    """sha256 of a file; of a folder, sha256 over its files' relative paths and sha256s."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def code_version() -> dict:
+    """Git commit and dirty flag of the checkout holding this package (None outside git),
+    the package version and a sha256 over the package's source files."""
+    def git(*args):
+        try:
+            out = subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    h = hashlib.sha256()
+    for f in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(f"{f.relative_to(PACKAGE_DIR).as_posix()}\0{sha256_file(f)}\n".encode())
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status),
+            "package_version": __version__, "source_sha256": h.hexdigest()}
+
+
+@functools.cache
+def package_versions() -> dict:
+    """Installed versions of the libraries the results depend on (None when absent)."""
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def record(outputs, inputs, config_slice, command=None, started=None) -> None:
+    """Write `<output>.prov.json` next to each output.
+
+    `outputs`/`inputs` are paths (files or folders) that must exist; `config_slice` is the part of
+    the config the step used; `command` defaults to sys.argv; `started` is the step's start time
+    (epoch seconds, default now).
+    """
+    outputs, inputs = [Path(p) for p in outputs], [Path(p) for p in inputs]
+    finished = time.time()
+    started = finished if started is None else started
+    output_digests = {p: digest(p) for p in outputs}
+    input_entries = [(p, digest(p), record_path(p) if record_path(p).is_file() else None) for p in inputs]
+    common = {
+        "format": FORMAT,
+        "config": _jsonable(config_slice),
+        "code": code_version(),
+        "packages": package_versions(),
+        "command": list(sys.argv if command is None else command),
+        "host": socket.gethostname(),
+        "started": _iso(started),
+        "finished": _iso(finished),
+        "duration_s": round(finished - started, 3),
+    }
+    for out in outputs:
+        here = out.parent
+
+        def rel(p):
+            return Path(os.path.relpath(p, here)).as_posix()
+
+        atomic_write_json(record_path(out), {
+            "outputs": [{"path": rel(p), "sha256": d} for p, d in output_digests.items()],
+            "inputs": [{"path": rel(p), "sha256": d, "record": rel(r) if r else None} for p, d, r in input_entries],
+            **common,
+        }, indent=1)
+
+
+@contextlib.contextmanager
+def step(outputs, inputs=(), config=None, command=None):
+    """`with step(outputs=[...], inputs=[...], config=slice):` records provenance when the block succeeds."""
+    started = time.time()
+    yield
+    record(outputs, inputs, {} if config is None else config, command=command, started=started)
+
+
+@dataclass
+class Problem:
+    artifact: str
+    kind: str  # missing | altered | unrecorded | different-input | different-config
+    detail: str
+
+    def __str__(self):
+        return f"{self.artifact}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class Artifact:
+    path: str
+    sha256: str | None = None
+    record: str | None = None
+    problems: list = field(default_factory=list)
+
+
+def _config_differences(recorded, current, prefix=""):
+    """Dotted keys whose recorded value differs from the current config (keys absent there are not judged)."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        for key in sorted(recorded.keys() & current.keys()):
+            yield from _config_differences(recorded[key], current[key], f"{prefix}{key}.")
+    elif recorded != current:
+        yield prefix.rstrip("."), recorded, current
+
+
+def _read_record(path: Path):
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"unreadable record {path}: {e}"
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        return None, f"{path} is not a provenance record ({FORMAT})"
+    return rec, None
+
+
+def walk(target, config=None) -> list[Artifact]:
+    """Check every artifact in the chain behind `target`, target first (depth-first)."""
+    current_config = None if config is None else _jsonable(config)
+    seen: dict[Path, Artifact] = {}
+
+    def visit(path: Path, name: str, expected=None, consumer: Artifact | None = None):
+        art = seen.get(path)
+        if art is None:
+            art = seen[path] = Artifact(name)
+            inspect(path, art)
+        if expected is not None and art.sha256 is not None and art.sha256 != expected["sha256"]:
+            own = art.record is not None and not any(p.kind == "altered" for p in art.problems)
+            if own:  # the input was remade and is consistent with its record: the consumer is stale
+                consumer.problems.append(Problem(consumer.path, "different-input", (
+                    f"made from {name} with sha256 {expected['sha256'][:12]}, "
+                    f"which is now {art.sha256[:12]} (its record {art.record} agrees); re-run the step")))
+            elif art.record is None:
+                art.problems.append(Problem(name, "altered", (
+                    f"sha256 {art.sha256[:12]} differs from {expected['sha256'][:12]} recorded by {consumer.path}")))
+        if expected is not None and expected.get("record") and art.record is None and os.path.exists(path):
+            art.problems.append(Problem(name, "unrecorded", (
+                f"{consumer.path} recorded its provenance record, now missing")))
+        return art
+
+    def inspect(path: Path, art: Artifact):
+        rec_file = record_path(path)
+        if not os.path.exists(path):
+            art.problems.append(Problem(art.path, "missing", "file not found"))
+        else:
+            art.sha256 = digest(path)
+        if not rec_file.is_file():
+            return
+        rec, error = _read_record(rec_file)
+        if error:
+            art.problems.append(Problem(art.path, "unrecorded", error))
+            return
+        art.record = str(rec_file)
+        own = next((o for o in rec["outputs"] if (rec_file.parent / o["path"]).resolve() == path.resolve()), None)
+        if own is None:
+            art.problems.append(Problem(art.path, "unrecorded", f"{rec_file} does not list it among its outputs"))
+        elif art.sha256 is not None and art.sha256 != own["sha256"]:
+            art.problems.append(Problem(art.path, "altered", (
+                f"sha256 {art.sha256[:12]} differs from {own['sha256'][:12]} in its own record")))
+        if current_config is not None:
+            for key, old, new in _config_differences(rec.get("config"), current_config):
+                art.problems.append(Problem(art.path, "different-config", f"{key} was {old!r}, config says {new!r}"))
+        for entry in rec["inputs"]:
+            child = Path(os.path.normpath(rec_file.parent / entry["path"]))
+            visit(child, str(child), entry, art)
+
+    target = Path(target)
+    root = visit(target, str(target))
+    if root.record is None and not root.problems:
+        root.problems.append(Problem(root.path, "unrecorded", f"no provenance record {record_path(target)}"))
+    return list(seen.values())
+
+
+def audit(target, config=None) -> list[Problem]:
+    """Problems in the chain behind `target`, the target's first; empty when the chain is intact.
+
+    `config` (optional) is the current config: any record whose config slice disagrees with it
+    on a key both hold is reported as produced with a different config.
+    """
+    return [p for art in walk(target, config) for p in art.problems]
+
+
+def add_arguments(parser):
+    parser.add_argument("target", help="artifact whose provenance chain to verify, e.g. results/table.md")
+    parser.add_argument("--config-json", help="current config (a JSON file, or inline JSON) to compare the records' config slices with")
+    parser.add_argument("--out", help="write the per-artifact report here as JSON")
+
+
+def _load_config(value):
+    if value is None:
+        return None
+    text = value if value.lstrip().startswith("{") else None
+    if text is None:
+        try:
+            text = Path(value).read_text()
+        except OSError as e:
+            raise InputError(f"--config-json {value}: cannot read: {e.strerror}")
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise InputError(f"--config-json {value}: not valid JSON: {e}")
+
+
+def main(args):
+    artifacts = walk(args.target, _load_config(args.config_json))
+    for art in artifacts:
+        status = ", ".join(sorted({p.kind for p in art.problems})) or "ok"
+        print(f"{status:<16} {art.path}  sha256 {(art.sha256 or '-')[:12]}  record {art.record or '-'}")
+        for p in art.problems:
+            print(f"{'':<16}   {p.kind}: {p.detail}")
+    problems = [p for art in artifacts for p in art.problems]
+    if args.out:
+        atomic_write_json(args.out, {"target": args.target, "ok": not problems,
+                                     "artifacts": [asdict(a) for a in artifacts]}, indent=1)
+    if problems:
+        raise InputError(f"provenance of {args.target} is broken ({len(problems)} problem(s)); first: {problems[0]}")
+    print(f"provenance of {args.target}: {len(artifacts)} artifact(s), all consistent")

@@ -1,0 +1,33 @@
+"""Shared fixtures: the reference folder of the published release (next to the repo) and its tiny tokenizer."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def repo_dir():
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def reference_dir():
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference data not found at {REFERENCE}")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(reference_dir):
+    return reference_dir / "tiny_roberta"
+
+
+def env_paths(name):
+    """Extra fixture paths from an os.pathsep-separated environment variable (e.g. MDETR_GOLDEN)."""
+    return [Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p]

@@ -1,0 +1,82 @@
+# Config validation and helpers shared by the rules: paths, per-stage specs, Slurm resources, launchers.
+import json
+import shlex
+from pathlib import Path
+
+from mdetr_phrasecut.config import run_model, run_train, validate_config
+
+REPO = Path(workflow.basedir).resolve()
+validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
+
+RUNS = list(config["runs"])
+DATA = "results/phrasecut"
+COCO = "results/coco"
+SPLITS = sorted({config["dataset"][k] for k in ("train_split", "val_split", "test_split")})
+
+
+def cli():
+    """The package's entry point inside the environment Snakemake runs in."""
+    return "mdetr-phrasecut"
+
+
+def quoted_json(obj):
+    return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def download_path(name):
+    """Where a `downloads` entry lands; an extracted archive's folder is this path + ".unpacked"."""
+    entry = config["downloads"][name]
+    if entry["dest"]:
+        return f"results/{entry['dest']}"
+    return f"results/downloads/{name}/{Path(entry['url'].split('?')[0]).name or name}"
+
+
+def download_args(name):
+    entry = config["downloads"][name]
+    args = ["--url", entry["url"].replace("{repo}", str(REPO))]
+    args += ["--sha256", entry["sha256"]] if entry["sha256"] else ["--allow-unverified"]
+    if entry["extract"]:
+        args += ["--extract-to", download_path(name) + ".unpacked"]
+    return " ".join(map(shlex.quote, args))
+
+
+def synth_args():
+    s = config["dataset"]["synth"]
+    return (f"--seed {s['seed']} --train-images {s['train_images']} --val-images {s['val_images']} "
+            f"--test-images {s['test_images']} --min-size {s['min_size']} --max-size {s['max_size']}")
+
+
+def stage_spec(run, stage):
+    """The JSON handed to `train`: the run's model and stage sections (also Snakemake's params, so a change
+    of either re-runs that stage and what depends on it, nothing upstream)."""
+    model = run_model(config, run)
+    return {"model": model, "train": run_train(config, run, stage)}
+
+
+def slurm_resources(stage):
+    """Resources of a stage from config, in the Slurm executor plugin's terms."""
+    r = {**config["resources"]["default"], **{k: v for k, v in config["resources"].get(stage, {}).items()}}
+    res = {
+        "nodes": r["nodes"],
+        "tasks": r["nodes"],  # one task per node: torchrun starts the per-GPU processes
+        "cpus_per_task": r["cpus_per_task"],
+        "mem_mb": r["mem_mb"],
+        "runtime": r["runtime"],
+    }
+    if r["gpus_per_node"]:
+        res["gpu"] = r["gpus_per_node"]
+    if r["partition"]:
+        res["slurm_partition"] = r["partition"]
+    return res
+
+
+def launcher(stage):
+    """How a training stage starts: one process, or torchrun across the allocated nodes (one srun task per node)."""
+    r = {**config["resources"]["default"], **config["resources"].get(stage, {})}
+    procs = r["gpus_per_node"] or r["tasks_per_node"]
+    if r["nodes"] == 1 and procs == 1:
+        return cli()
+    torchrun = (f"torchrun --nnodes={r['nodes']} --nproc-per-node={procs} --rdzv-backend=c10d "
+                "--rdzv-endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 "
+                "-m mdetr_phrasecut.cli")
+    return f"srun --ntasks-per-node=1 {torchrun}" if r["nodes"] > 1 else torchrun

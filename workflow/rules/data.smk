@@ -1,0 +1,88 @@
+# Downloads (checksummed, resumable), the original PhraseCut files (synthetic or downloaded), their
+# conversion to MDETR's COCO format, and the audit of MDETR's released annotations against it.
+ORIGINAL_FILES = ["image_data_split.json", "name_att_rel_count.json"] + [f"refer_{s}.json" for s in SPLITS]
+
+
+def original(name):
+    """An original PhraseCut file: written by `synth`, or the download entry named in dataset.originals."""
+    if config["dataset"]["source"] == "synth":
+        return f"{DATA}/{name}"
+    return download_path(config["dataset"]["originals"][name])
+
+
+def images_dir():
+    """The folder a rule depends on for the images (an extracted download, or synth's images/)."""
+    if config["dataset"]["source"] == "synth":
+        return f"{DATA}/images"
+    return f"{download_path(config['dataset']['images'])}.unpacked"
+
+
+def images_arg(wildcards, input):
+    """The folder of {image_id}.jpg handed to the subcommands."""
+    if config["dataset"]["source"] == "synth":
+        return input.images
+    return f"{input.images}/{config['dataset']['images_subdir']}"
+
+
+for _name in config["downloads"]:
+
+    rule:
+        name:
+            f"download_{_name}"
+        output:
+            archive=ensure(download_path(_name), non_empty=True),
+            **({"unpacked": directory(download_path(_name) + ".unpacked")} if config["downloads"][_name]["extract"] else {}),
+        params:
+            args=download_args(_name),
+        log:
+            f"results/logs/download_{_name}.log",
+        shell:
+            "mdetr-phrasecut download {params.args} --out {output.archive:q} 2> {log}"
+
+
+if config["dataset"]["source"] == "synth":
+
+    rule synth:
+        """Synthetic PhraseCut in the exact original on-disk format (embedded default)."""
+        output:
+            files=[f"{DATA}/{name}" for name in ORIGINAL_FILES],
+            images=directory(f"{DATA}/images"),
+        params:
+            args=lambda w: synth_args(),
+        log:
+            "results/logs/synth.log",
+        shell:
+            "mdetr-phrasecut synth --out {DATA} {params.args} 2> {log}"
+
+
+rule convert:
+    """Original PhraseCut annotations -> MDETR's finetune_phrasecut_{split}.json."""
+    input:
+        refer=lambda w: original(f"refer_{w.split}.json"),
+        split=lambda w: original("image_data_split.json"),
+    output:
+        ensure(f"{COCO}/finetune_phrasecut_{{split}}.json", non_empty=True),
+    params:
+        mode=config["dataset"]["conversion_mode"],
+        root=lambda w, input: Path(input.refer).parent,
+    log:
+        "results/logs/convert_{split}.log",
+    shell:
+        "mdetr-phrasecut convert --root {params.root:q} --split {wildcards.split} --mode {params.mode} "
+        "--out {output:q} 2> {log}"
+
+
+rule audit_annotations:
+    """Compare MDETR's released finetune_phrasecut_{split}.json with our conversion of the originals."""
+    input:
+        mdetr=lambda w: f"{download_path(config['dataset']['mdetr_annotations'])}.unpacked",
+        refer=lambda w: original(f"refer_{w.split}.json"),
+    output:
+        "results/audit/mdetr_annotations_{split}.json",
+    params:
+        root=lambda w, input: Path(input.refer).parent,
+    log:
+        "results/logs/audit_annotations_{split}.log",
+    shell:
+        "mdetr-phrasecut audit-annotations --mdetr {input.mdetr:q}/finetune_phrasecut_{wildcards.split}.json "
+        "--root {params.root:q} --split {wildcards.split} --out {output:q} 2> {log}"

@@ -1,0 +1,90 @@
+# Test evaluation (PhraseCut protocol), the released checkpoints' evaluation, results/table.md and plots.
+TEST = config["dataset"]["test_split"]
+
+
+def evaluate_inputs(ckpt):
+    return dict(
+        ckpt=ckpt,
+        coco=f"{COCO}/finetune_phrasecut_{TEST}.json",
+        refer=original(f"refer_{TEST}.json"),
+        split=original("image_data_split.json"),
+        counts=original("name_att_rel_count.json"),
+        images=images_dir(),
+    )
+
+
+EVALUATE_SHELL = (
+    "mdetr-phrasecut evaluate --checkpoint {input.ckpt:q} --spec-json {params.spec} "
+    "--coco {input.coco:q} --root {params.root:q} --images {params.images:q} --split " + TEST + " "
+    "--out-dir {params.out_dir} --threshold {params.threshold} --size {params.size} --max-size {params.max_size} "
+    "--batch-size {params.batch_size} --workers {params.workers} {params.ema} 2> {log}"
+)
+EVALUATE_PARAMS = dict(
+    root=lambda w, input: Path(input.refer).parent,
+    images=images_arg,
+    threshold=config["evaluate"]["threshold"],
+    size=config["evaluate"]["size"],
+    max_size=config["evaluate"]["max_size"],
+    batch_size=config["evaluate"]["batch_size"],
+    workers=config["evaluate"]["workers"],
+    ema="" if config["evaluate"]["use_ema"] else "--no-ema",
+)
+
+
+rule evaluate:
+    """Our stage-2 checkpoint on the test split: predictions, per-phrase scores, metrics per subset."""
+    input:
+        **evaluate_inputs("results/runs/{run}/stage2/checkpoint.pth"),
+    output:
+        metrics=ensure("results/runs/{run}/test/metrics.json", non_empty=True),
+        per_task="results/runs/{run}/test/per_task.json",
+        predictions="results/runs/{run}/test/predictions.npz",
+    params:
+        spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        out_dir="results/runs/{run}/test",
+        **EVALUATE_PARAMS,
+    resources:
+        **slurm_resources("evaluate"),
+    benchmark:
+        "results/benchmarks/evaluate_{run}.tsv"
+    log:
+        "results/logs/evaluate_{run}.log",
+    shell:
+        EVALUATE_SHELL
+
+
+rule evaluate_released:
+    """The published checkpoint of a run, evaluated without training: reproduces the published numbers."""
+    input:
+        **evaluate_inputs(lambda w: download_path(config["runs"][w.run]["released"])),
+    output:
+        metrics=ensure("results/released/{run}/test/metrics.json", non_empty=True),
+        per_task="results/released/{run}/test/per_task.json",
+        predictions="results/released/{run}/test/predictions.npz",
+    params:
+        spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        out_dir="results/released/{run}/test",
+        **EVALUATE_PARAMS,
+    resources:
+        **slurm_resources("evaluate"),
+    log:
+        "results/logs/evaluate_released_{run}.log",
+    shell:
+        EVALUATE_SHELL
+
+
+rule table:
+    """results/table.md (+ .csv): the published table regenerated from measured metrics, published values beside."""
+    input:
+        metrics=expand("results/runs/{run}/test/metrics.json", run=RUNS),
+    output:
+        md=report("results/table.md", category="Results"),
+        csv="results/table.csv",
+    params:
+        runs=quoted_json({r: {k: config["runs"][r][k] for k in ("label", "published")} for r in RUNS}),
+        dataset=shlex.quote(config["dataset"]["name"]),
+    log:
+        "results/logs/table.log",
+    shell:
+        "mdetr-phrasecut table --metrics {input.metrics:q} --runs-json {params.runs} --dataset {params.dataset} "
+        "--out {output.md:q} --csv {output.csv:q} 2> {log}"

@@ -1,0 +1,77 @@
+# Stage 1 fine-tunes the detector from a pre-trained checkpoint; stage 2 freezes it and trains the smallconv
+# mask head. `pretrain` makes the embedded demo's stage-0 checkpoint (MDETR's detection objective, from scratch).
+
+
+def coco(split_key):
+    return f"{COCO}/finetune_phrasecut_{config['dataset'][split_key]}.json"
+
+
+TRAIN_INPUTS = dict(train=coco("train_split"), val=coco("val_split"))
+
+
+rule pretrain:
+    """Stage 0 for the embedded demo; its output is committed as resources/demo_pretrained.pth (see README)."""
+    input:
+        **TRAIN_INPUTS,
+        images=images_dir(),
+    output:
+        ensure("results/pretrain/{run}/checkpoint.pth", non_empty=True),
+    params:
+        spec=lambda w: quoted_json(stage_spec(w.run, "pretrain")),
+        images=images_arg,
+        launch=launcher("pretrain"),
+    resources:
+        **slurm_resources("pretrain"),
+    benchmark:
+        "results/benchmarks/pretrain_{run}.tsv"
+    log:
+        "results/logs/pretrain_{run}.log",
+    shell:
+        "{params.launch} train --stage pretrain --spec-json {params.spec} --coco-dir {COCO} "
+        "--images {params.images:q} --out-dir results/pretrain/{wildcards.run} 2> {log}"
+
+
+rule stage1:
+    """Detector fine-tuning (`load` semantics: weights only, EMA preferred)."""
+    input:
+        **TRAIN_INPUTS,
+        images=images_dir(),
+        init=lambda w: download_path(config["runs"][w.run]["pretrained"]),
+    output:
+        ensure("results/runs/{run}/stage1/checkpoint.pth", non_empty=True),
+    params:
+        spec=lambda w: quoted_json(stage_spec(w.run, "stage1")),
+        images=images_arg,
+        launch=launcher("stage1"),
+    resources:
+        **slurm_resources("stage1"),
+    benchmark:
+        "results/benchmarks/stage1_{run}.tsv"
+    log:
+        "results/logs/stage1_{run}.log",
+    shell:
+        "{params.launch} train --stage stage1 --spec-json {params.spec} --coco-dir {COCO} "
+        "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage1 2> {log}"
+
+
+rule stage2:
+    """Frozen stage-1 detector (EMA weights, strict) + smallconv mask head."""
+    input:
+        **TRAIN_INPUTS,
+        images=images_dir(),
+        init="results/runs/{run}/stage1/checkpoint.pth",
+    output:
+        ensure("results/runs/{run}/stage2/checkpoint.pth", non_empty=True),
+    params:
+        spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        images=images_arg,
+        launch=launcher("stage2"),
+    resources:
+        **slurm_resources("stage2"),
+    benchmark:
+        "results/benchmarks/stage2_{run}.tsv"
+    log:
+        "results/logs/stage2_{run}.log",
+    shell:
+        "{params.launch} train --stage stage2 --spec-json {params.spec} --coco-dir {COCO} "
+        "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage2 2> {log}"
