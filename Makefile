@@ -3,6 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CORES  ?= 2
+# Rules call `mdetr-phrasecut`, `snakemake` and `torchrun` from the venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install demo test slurm-deps clean
 
@@ -21,10 +23,10 @@ slurm-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null)
 
 demo: install
-	$(VENV)/bin/snakemake --cores $(CORES) results/table.md
+	snakemake --workflow-profile workflow/profiles/default --cores $(CORES) all
 
 test: install slurm-deps
-	$(PY) -m pytest -q
+	python -m pytest -q
 
 clean:
 	rm -rf results .snakemake

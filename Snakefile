@@ -21,3 +21,4 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         "results/table.md",
+        "results/audit.json",

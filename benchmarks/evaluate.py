@@ -192,7 +192,7 @@ def main(argv=None):
         subset_records = records[: args.phrases]
 
         fast, fast_s = timed(evaluate_predictions, subset_records, image_info, counts,
-                             read_predictions(paths[args.phrases]), workers=args.workers)
+                             read_predictions(paths[args.phrases], packed=True), workers=args.workers)
         (base_metrics, base_tasks), base_s = timed(baseline_evaluate, subset_records, image_info, counts,
                                                    paths[args.phrases])
         assert fast.per_task.keys() == base_tasks.keys()
@@ -207,11 +207,12 @@ def main(argv=None):
         for n in args.memory_sizes:
             memory[n] = {
                 "evaluator_peak_mib": peak_memory(evaluate_predictions, records[:n], image_info, counts,
-                                                  read_predictions(paths[n]), workers=1) / 2**20,
+                                                  read_predictions(paths[n], packed=True), workers=1) / 2**20,
                 "baseline_peak_mib": peak_memory(baseline_evaluate, records[:n], image_info, counts, paths[n]) / 2**20,
             }
     small, large = args.memory_sizes
-    growth = {key: (memory[large][key] - memory[small][key]) * 2**10 / (large - small) for key in memory[small]}
+    growth = {key.split("_")[0]: (memory[large][key] - memory[small][key]) * 2**10 / (large - small)
+              for key in memory[small]}
     result = {
         "phrases": args.phrases,
         "workers": args.workers,

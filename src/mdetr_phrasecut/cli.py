@@ -1,10 +1,13 @@
 """`mdetr-phrasecut SUBCOMMAND`: one entry point, one subcommand per pipeline stage.
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and `main(args)`;
-modules are imported lazily so `--help` stays fast.
+modules are imported lazily so `--help` stays fast. With `--record`, a successful run also writes
+a provenance record next to each output (see `provenance.py`); the workflow's rules always pass it.
 """
 import argparse
+import contextlib
 import importlib
+import json
 import sys
 
 from .errors import InputError
@@ -25,6 +28,9 @@ COMMANDS = {
 
 def build_parser(selected=None):
     parser = argparse.ArgumentParser(prog="mdetr-phrasecut", description=__doc__.splitlines()[0])
+    parser.add_argument("--record", type=json.loads, metavar="JSON",
+                        help='{"outputs": [...], "inputs": [...], "config": {...}}: on success, write a provenance '
+                             "record next to each output (config: the slice that made them, nested as in the file)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -34,14 +40,29 @@ def build_parser(selected=None):
     return parser
 
 
+def _selected(argv):
+    """The subcommand's name: the first word that is one (global options may come first)."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    args = build_parser(_selected(argv)).parse_args(argv)
     try:
-        return importlib.import_module(args._module).main(args) or 0
+        with _provenance(args, argv):
+            return importlib.import_module(args._module).main(args) or 0
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _provenance(args, argv):
+    if not args.record:
+        return contextlib.nullcontext()
+    from .provenance import step
+
+    return step(args.record["outputs"], args.record.get("inputs", []), args.record.get("config"),
+                command=["mdetr-phrasecut", *argv])
 
 
 if __name__ == "__main__":

@@ -34,8 +34,15 @@ def atomic_write_text(path, text: str):
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _json_scalar(obj):
+    """numpy / torch scalars -> Python numbers (json's `default` hook)."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
 def atomic_write_json(path, obj, indent=None):
-    atomic_write_text(path, json.dumps(obj, indent=indent))
+    atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_scalar))
 
 
 def atomic_torch_save(obj, path):

@@ -85,6 +85,10 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
+def _relative(path, start) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
@@ -93,8 +97,8 @@ def record(outputs, inputs, config_slice, command=None, started=None) -> None:
     """Write `<output>.prov.json` next to each output.
 
     `outputs`/`inputs` are paths (files or folders) that must exist; `config_slice` is the part of
-    the config the step used; `command` defaults to sys.argv; `started` is the step's start time
-    (epoch seconds, default now).
+    the config the step used, nested as in the config (so `audit` can compare it key by key);
+    `command` defaults to sys.argv; `started` is the step's start time (epoch seconds, default now).
     """
     outputs, inputs = [Path(p) for p in outputs], [Path(p) for p in inputs]
     finished = time.time()
@@ -113,14 +117,11 @@ def record(outputs, inputs, config_slice, command=None, started=None) -> None:
         "duration_s": round(finished - started, 3),
     }
     for out in outputs:
-        here = out.parent
-
-        def rel(p):
-            return Path(os.path.relpath(p, here)).as_posix()
-
+        start = out.parent
         atomic_write_json(record_path(out), {
-            "outputs": [{"path": rel(p), "sha256": d} for p, d in output_digests.items()],
-            "inputs": [{"path": rel(p), "sha256": d, "record": rel(r) if r else None} for p, d, r in input_entries],
+            "outputs": [{"path": _relative(p, start), "sha256": d} for p, d in output_digests.items()],
+            "inputs": [{"path": _relative(p, start), "sha256": d, "record": r and _relative(r, start)}
+                       for p, d, r in input_entries],
             **common,
         }, indent=1)
 
@@ -175,23 +176,24 @@ def walk(target, config=None) -> list[Artifact]:
     current_config = None if config is None else _jsonable(config)
     seen: dict[Path, Artifact] = {}
 
-    def visit(path: Path, name: str, expected=None, consumer: Artifact | None = None):
+    def visit(path: Path, expected=None, consumer: Artifact | None = None) -> Artifact:
         art = seen.get(path)
         if art is None:
-            art = seen[path] = Artifact(name)
+            art = seen[path] = Artifact(str(path))
             inspect(path, art)
-        if expected is not None and art.sha256 is not None and art.sha256 != expected["sha256"]:
-            own = art.record is not None and not any(p.kind == "altered" for p in art.problems)
-            if own:  # the input was remade and is consistent with its record: the consumer is stale
-                consumer.problems.append(Problem(consumer.path, "different-input", (
-                    f"made from {name} with sha256 {expected['sha256'][:12]}, "
-                    f"which is now {art.sha256[:12]} (its record {art.record} agrees); re-run the step")))
-            elif art.record is None:
-                art.problems.append(Problem(name, "altered", (
+        if expected is None or art.sha256 is None:
+            return art
+        if art.sha256 != expected["sha256"]:
+            if art.record is None:  # nothing else vouches for it: it changed under its consumer
+                art.problems.append(Problem(art.path, "altered", (
                     f"sha256 {art.sha256[:12]} differs from {expected['sha256'][:12]} recorded by {consumer.path}")))
-        if expected is not None and expected.get("record") and art.record is None and os.path.exists(path):
-            art.problems.append(Problem(name, "unrecorded", (
-                f"{consumer.path} recorded its provenance record, now missing")))
+            elif not any(p.kind == "altered" for p in art.problems):  # remade since: the consumer is stale
+                consumer.problems.append(Problem(consumer.path, "different-input", (
+                    f"made from {art.path} with sha256 {expected['sha256'][:12]}, which is now "
+                    f"{art.sha256[:12]} (its record {art.record} agrees); re-run the step")))
+        if expected.get("record") and art.record is None and not any(p.kind == "unrecorded" for p in art.problems):
+            art.problems.append(Problem(art.path, "unrecorded", (
+                f"{consumer.path} used it when it had a provenance record, now gone")))
         return art
 
     def inspect(path: Path, art: Artifact):
@@ -213,15 +215,13 @@ def walk(target, config=None) -> list[Artifact]:
         elif art.sha256 is not None and art.sha256 != own["sha256"]:
             art.problems.append(Problem(art.path, "altered", (
                 f"sha256 {art.sha256[:12]} differs from {own['sha256'][:12]} in its own record")))
-        if current_config is not None:
+        if current_config is not None and isinstance(rec.get("config"), dict):
             for key, old, new in _config_differences(rec.get("config"), current_config):
                 art.problems.append(Problem(art.path, "different-config", f"{key} was {old!r}, config says {new!r}"))
         for entry in rec["inputs"]:
-            child = Path(os.path.normpath(rec_file.parent / entry["path"]))
-            visit(child, str(child), entry, art)
+            visit(Path(os.path.normpath(rec_file.parent / entry["path"])), entry, art)
 
-    target = Path(target)
-    root = visit(target, str(target))
+    root = visit(Path(os.path.normpath(target)))
     if root.record is None and not root.problems:
         root.problems.append(Problem(root.path, "unrecorded", f"no provenance record {record_path(target)}"))
     return list(seen.values())

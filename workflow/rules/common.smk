@@ -14,13 +14,18 @@ COCO = "results/coco"
 SPLITS = sorted({config["dataset"][k] for k in ("train_split", "val_split", "test_split")})
 
 
-def cli():
-    """The package's entry point inside the environment Snakemake runs in."""
-    return "mdetr-phrasecut"
-
-
 def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def record(config_slice):
+    """A `params` entry for `mdetr-phrasecut --record`: provenance of the job's outputs, made from its inputs
+    and `config_slice(wildcards)` (nested as in the config file, so `audit` can compare it)."""
+
+    def params(wildcards, input, output):
+        return quoted_json({"outputs": list(output), "inputs": list(input), "config": config_slice(wildcards)})
+
+    return params
 
 
 def download_path(name):
@@ -49,8 +54,13 @@ def synth_args():
 def stage_spec(run, stage):
     """The JSON handed to `train`: the run's model and stage sections (also Snakemake's params, so a change
     of either re-runs that stage and what depends on it, nothing upstream)."""
-    model = run_model(config, run)
-    return {"model": model, "train": run_train(config, run, stage)}
+    return {"model": run_model(config, run), "train": run_train(config, run, stage)}
+
+
+def stage_slice(run, stage):
+    """The config a stage's artifacts come from, nested as in the config file."""
+    return {"model": config["model"], "train": {stage: config["train"][stage]},
+            "runs": {run: config["runs"][run]}}
 
 
 def slurm_resources(stage):
@@ -75,7 +85,7 @@ def launcher(stage):
     r = {**config["resources"]["default"], **config["resources"].get(stage, {})}
     procs = r["gpus_per_node"] or r["tasks_per_node"]
     if r["nodes"] == 1 and procs == 1:
-        return cli()
+        return "mdetr-phrasecut"
     torchrun = (f"torchrun --nnodes={r['nodes']} --nproc-per-node={procs} --rdzv-backend=c10d "
                 "--rdzv-endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 "
                 "-m mdetr_phrasecut.cli")

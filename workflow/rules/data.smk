@@ -34,10 +34,11 @@ for _name in config["downloads"]:
             **({"unpacked": directory(download_path(_name) + ".unpacked")} if config["downloads"][_name]["extract"] else {}),
         params:
             args=download_args(_name),
+            record=record(lambda w, name=_name: {"downloads": {name: config["downloads"][name]}}),
         log:
             f"results/logs/download_{_name}.log",
         shell:
-            "mdetr-phrasecut download {params.args} --out {output.archive:q} 2> {log}"
+            "mdetr-phrasecut --record {params.record} download {params.args} --out {output.archive:q} 2> {log}"
 
 
 if config["dataset"]["source"] == "synth":
@@ -48,11 +49,12 @@ if config["dataset"]["source"] == "synth":
             files=[f"{DATA}/{name}" for name in ORIGINAL_FILES],
             images=directory(f"{DATA}/images"),
         params:
-            args=lambda w: synth_args(),
+            args=synth_args(),
+            record=record(lambda w: {"dataset": {"synth": config["dataset"]["synth"]}}),
         log:
             "results/logs/synth.log",
         shell:
-            "mdetr-phrasecut synth --out {DATA} {params.args} 2> {log}"
+            "mdetr-phrasecut --record {params.record} synth --out {DATA} {params.args} 2> {log}"
 
 
 rule convert:
@@ -65,10 +67,11 @@ rule convert:
     params:
         mode=config["dataset"]["conversion_mode"],
         root=lambda w, input: Path(input.refer).parent,
+        record=record(lambda w: {"dataset": {"conversion_mode": config["dataset"]["conversion_mode"]}}),
     log:
         "results/logs/convert_{split}.log",
     shell:
-        "mdetr-phrasecut convert --root {params.root:q} --split {wildcards.split} --mode {params.mode} "
+        "mdetr-phrasecut --record {params.record} convert --root {params.root:q} --split {wildcards.split} --mode {params.mode} "
         "--out {output:q} 2> {log}"
 
 
@@ -81,8 +84,9 @@ rule audit_annotations:
         "results/audit/mdetr_annotations_{split}.json",
     params:
         root=lambda w, input: Path(input.refer).parent,
+        record=record(lambda w: {"dataset": {"conversion_mode": "compat"}}),
     log:
         "results/logs/audit_annotations_{split}.log",
     shell:
-        "mdetr-phrasecut audit-annotations --mdetr {input.mdetr:q}/finetune_phrasecut_{wildcards.split}.json "
+        "mdetr-phrasecut --record {params.record} audit-annotations --mdetr {input.mdetr:q}/finetune_phrasecut_{wildcards.split}.json "
         "--root {params.root:q} --split {wildcards.split} --out {output:q} 2> {log}"

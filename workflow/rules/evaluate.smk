@@ -14,10 +14,10 @@ def evaluate_inputs(ckpt):
 
 
 EVALUATE_SHELL = (
-    "mdetr-phrasecut evaluate --checkpoint {input.ckpt:q} --spec-json {params.spec} "
+    "mdetr-phrasecut --record {params.record} evaluate --checkpoint {input.ckpt:q} --spec-json {params.spec} "
     "--coco {input.coco:q} --root {params.root:q} --images {params.images:q} --split " + TEST + " "
     "--out-dir {params.out_dir} --threshold {params.threshold} --size {params.size} --max-size {params.max_size} "
-    "--batch-size {params.batch_size} --workers {params.workers} {params.ema} 2> {log}"
+    "--batch-size {params.batch_size} --workers {params.workers} {params.ema} --dataset {params.dataset} 2> {log}"
 )
 EVALUATE_PARAMS = dict(
     root=lambda w, input: Path(input.refer).parent,
@@ -28,6 +28,7 @@ EVALUATE_PARAMS = dict(
     batch_size=config["evaluate"]["batch_size"],
     workers=config["evaluate"]["workers"],
     ema="" if config["evaluate"]["use_ema"] else "--no-ema",
+    dataset=shlex.quote(config["dataset"]["name"]),
 )
 
 
@@ -41,6 +42,7 @@ rule evaluate:
         predictions="results/runs/{run}/test/predictions.npz",
     params:
         spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
         out_dir="results/runs/{run}/test",
         **EVALUATE_PARAMS,
     resources:
@@ -63,6 +65,7 @@ rule evaluate_released:
         predictions="results/released/{run}/test/predictions.npz",
     params:
         spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
         out_dir="results/released/{run}/test",
         **EVALUATE_PARAMS,
     resources:
@@ -77,14 +80,58 @@ rule table:
     """results/table.md (+ .csv): the published table regenerated from measured metrics, published values beside."""
     input:
         metrics=expand("results/runs/{run}/test/metrics.json", run=RUNS),
+        plots=expand("results/runs/{run}/plots/examples.png", run=RUNS),
     output:
-        md=report("results/table.md", category="Results"),
+        md=report("results/table.md", caption="../report/table.rst", category="Results"),
         csv="results/table.csv",
     params:
-        runs=quoted_json({r: {k: config["runs"][r][k] for k in ("label", "published")} for r in RUNS}),
+        runs=lambda w: quoted_json({r: {k: config["runs"][r][k] for k in ("label", "published")} for r in RUNS}),
         dataset=shlex.quote(config["dataset"]["name"]),
+        record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]},
+                                 "runs": {r: config["runs"][r] for r in RUNS}}),
     log:
         "results/logs/table.log",
     shell:
-        "mdetr-phrasecut table --metrics {input.metrics:q} --runs-json {params.runs} --dataset {params.dataset} "
+        "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} --dataset {params.dataset} "
         "--out {output.md:q} --csv {output.csv:q} 2> {log}"
+
+
+rule plots:
+    """Precision vs IoU threshold, M-IoU per subset, training curves and qualitative predictions of a run."""
+    input:
+        metrics="results/runs/{run}/test/metrics.json",
+        per_task="results/runs/{run}/test/per_task.json",
+        predictions="results/runs/{run}/test/predictions.npz",
+        logs=["results/runs/{run}/stage1/log.csv", "results/runs/{run}/stage2/log.csv"],
+        refer=original(f"refer_{TEST}.json"),
+        images=images_dir(),
+    output:
+        **{
+            kind: report(f"results/runs/{{run}}/plots/{kind}.png", caption=f"../report/{kind}.rst",
+                         category="Plots", subcategory="{run}", labels={"run": "{run}", "plot": kind})
+            for kind in ("precision_iou", "subset_miou", "training_curves", "examples")
+        },
+    params:
+        root=lambda w, input: Path(input.refer).parent,
+        images=images_arg,
+        record=record(lambda w: {"runs": {w.run: config["runs"][w.run]}}),
+    log:
+        "results/logs/plots_{run}.log",
+    shell:
+        "mdetr-phrasecut --record {params.record} plots --run-dir results/runs/{wildcards.run} --root {params.root:q} "
+        "--images {params.images:q} --split " + TEST + " --out-dir results/runs/{wildcards.run}/plots 2> {log}"
+
+
+rule audit:
+    """Verify the provenance chain behind results/table.md: names any artifact missing, altered, or made from
+    another input or config than the current one."""
+    input:
+        "results/table.md",
+    output:
+        "results/audit.json",
+    params:
+        config=lambda w: quoted_json(config),
+    log:
+        "results/logs/audit.log",
+    shell:
+        "mdetr-phrasecut audit {input:q} --config-json {params.config} --out {output:q} 2> {log}"

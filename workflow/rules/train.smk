@@ -15,9 +15,11 @@ rule pretrain:
         **TRAIN_INPUTS,
         images=images_dir(),
     output:
-        ensure("results/pretrain/{run}/checkpoint.pth", non_empty=True),
+        ckpt=ensure("results/pretrain/{run}/checkpoint.pth", non_empty=True),
+        log_csv="results/pretrain/{run}/log.csv",
     params:
         spec=lambda w: quoted_json(stage_spec(w.run, "pretrain")),
+        record=record(lambda w: stage_slice(w.run, "pretrain")),
         images=images_arg,
         launch=launcher("pretrain"),
     resources:
@@ -27,7 +29,7 @@ rule pretrain:
     log:
         "results/logs/pretrain_{run}.log",
     shell:
-        "{params.launch} train --stage pretrain --spec-json {params.spec} --coco-dir {COCO} "
+        "{params.launch} --record {params.record} train --stage pretrain --spec-json {params.spec} --coco-dir {COCO} "
         "--images {params.images:q} --out-dir results/pretrain/{wildcards.run} 2> {log}"
 
 
@@ -38,9 +40,11 @@ rule stage1:
         images=images_dir(),
         init=lambda w: download_path(config["runs"][w.run]["pretrained"]),
     output:
-        ensure("results/runs/{run}/stage1/checkpoint.pth", non_empty=True),
+        ckpt=ensure("results/runs/{run}/stage1/checkpoint.pth", non_empty=True),
+        log_csv="results/runs/{run}/stage1/log.csv",
     params:
         spec=lambda w: quoted_json(stage_spec(w.run, "stage1")),
+        record=record(lambda w: stage_slice(w.run, "stage1")),
         images=images_arg,
         launch=launcher("stage1"),
     resources:
@@ -50,7 +54,7 @@ rule stage1:
     log:
         "results/logs/stage1_{run}.log",
     shell:
-        "{params.launch} train --stage stage1 --spec-json {params.spec} --coco-dir {COCO} "
+        "{params.launch} --record {params.record} train --stage stage1 --spec-json {params.spec} --coco-dir {COCO} "
         "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage1 2> {log}"
 
 
@@ -61,9 +65,11 @@ rule stage2:
         images=images_dir(),
         init="results/runs/{run}/stage1/checkpoint.pth",
     output:
-        ensure("results/runs/{run}/stage2/checkpoint.pth", non_empty=True),
+        ckpt=ensure("results/runs/{run}/stage2/checkpoint.pth", non_empty=True),
+        log_csv="results/runs/{run}/stage2/log.csv",
     params:
         spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        record=record(lambda w: stage_slice(w.run, "stage2")),
         images=images_arg,
         launch=launcher("stage2"),
     resources:
@@ -73,5 +79,5 @@ rule stage2:
     log:
         "results/logs/stage2_{run}.log",
     shell:
-        "{params.launch} train --stage stage2 --spec-json {params.spec} --coco-dir {COCO} "
+        "{params.launch} --record {params.record} train --stage stage2 --spec-json {params.spec} --coco-dir {COCO} "
         "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage2 2> {log}"

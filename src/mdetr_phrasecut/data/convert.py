@@ -15,9 +15,11 @@ Field for field what MDETR's published pre-processing produced (see the referenc
 Modes: ``compat`` reproduces the release's quirk -- an instance made of several polygons keeps only
 its LAST polygon in ``segmentation``; ``full`` keeps every polygon of the instance (one flat list each).
 
-Scaling: :func:`convert_split_to_file` streams phrase by phrase and encodes in chunks with the C JSON
-encoder, so converting PhraseCut's ~345k phrases holds only the input records in memory. Output bytes
-are identical to ``json.dump(coco, f)`` (default separators).
+Scaling: :func:`convert_split_to_file` (used by the CLI) parses and validates the split one record at a
+time and keeps each only as pre-encoded annotation JSON, then writes in chunks with the C JSON encoder: it
+never holds the parsed split nor the converted dict, so PhraseCut's ~345k phrases convert in a fraction of
+the memory of ``json.load`` + ``json.dump`` (see ``benchmarks/convert.py``). Output bytes are identical to
+``json.dump(coco, f)`` (default separators), i.e. to the published files.
 
 CLI: ``mdetr-phrasecut convert --root DIR --split S --mode compat|full --out FILE``
 (``--split all`` converts the four splits into the directory ``--out``).
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_path
-from .phrasecut_format import SPLITS, load_image_split, load_refer
+from .phrasecut_format import SPLITS, iter_refer, load_image_split, load_refer
 
 MODES = ("compat", "full")
 DATASET_NAME = "phrasecut"
@@ -54,10 +56,8 @@ def _segmentation(instance_polygons, mode):
     return [_flatten(p) for p in instance_polygons]
 
 
-def iter_coco(records, image_info, mode="compat", images=True, annotations=True):
-    """Yield ``(coco_image, [coco_annotations])`` per phrase, in the release's order.
-
-    ``images=False`` / ``annotations=False`` yield None / [] for that part (cheaper streaming passes)."""
+def iter_coco(records, image_info, mode="compat"):
+    """Yield ``(coco_image, [coco_annotations])`` per phrase, in the release's order."""
     if mode not in MODES:
         raise InputError(f"unknown conversion mode {mode!r} (expected compat or full)")
     by_image = {}
@@ -75,7 +75,7 @@ def iter_coco(records, image_info, mode="compat", images=True, annotations=True)
             rec = records[idx]
             phrase = rec["phrase"]
             span = [[0, len(phrase)]]
-            img = None if not images else {
+            img = {
                 "file_name": file_name,
                 "height": height,
                 "width": width,
@@ -90,11 +90,6 @@ def iter_coco(records, image_info, mode="compat", images=True, annotations=True)
             if len(boxes) != len(polys):
                 raise InputError(f"task_id {rec['task_id']}: Polygons has {len(polys)} instances but instance_boxes has {len(boxes)}")
             anns = []
-            if not annotations:
-                next_ann_id += len(boxes)
-                next_img_id += 1
-                yield img, anns
-                continue
             for box, inst in zip(boxes, polys):
                 anns.append({
                     "area": box[3] * box[2],
@@ -180,28 +175,87 @@ def write_coco(coco, path):
         path, lambda f: _stream_coco(f, iter(coco["images"]), lambda: iter(coco["annotations"])))
 
 
+def _compact(rec, mode, enc):
+    """What the writer needs from one record: (image_id, task_id, phrase, [annotation JSON prefixes]).
+
+    Each prefix is the annotation encoded without its trailing ``"image_id"``/``"id"`` (assigned at write
+    time, after grouping), i.e. ``'{"area": ..., "tokens_positive": [[0, n]]'`` -- a few hundred bytes per
+    instance instead of the parsed record's nested lists of floats."""
+    phrase = rec["phrase"]
+    if len(rec["instance_boxes"]) != len(rec["Polygons"]):
+        raise InputError(f"task_id {rec['task_id']}: Polygons has {len(rec['Polygons'])} instances but "
+                         f"instance_boxes has {len(rec['instance_boxes'])}")
+    anns = []
+    for box, inst in zip(rec["instance_boxes"], rec["Polygons"]):
+        anns.append(enc({"area": box[3] * box[2], "iscrowd": 0, "category_id": 1, "bbox": box,
+                         "segmentation": _segmentation(inst, mode),
+                         "tokens_positive": [[0, len(phrase)]]})[:-1])
+    return rec["image_id"], rec["task_id"], phrase, anns
+
+
+def _write_compact(f, compact, image_info):
+    """Write the COCO file from compact records, in the release's order and byte layout."""
+    enc = json.JSONEncoder().encode
+    by_image = {}
+    for idx, c in enumerate(compact):
+        by_image.setdefault(c[0], []).append(idx)
+    order = [idx for indices in by_image.values() for idx in indices]
+    for image_id in by_image:
+        if int(image_id) not in image_info:
+            raise InputError(f"image_data_split.json: image_id {image_id} "
+                             f"(task_id {compact[by_image[image_id][0]][1]}) is not listed")
+
+    def images():
+        for new_id, idx in enumerate(order):
+            image_id, task_id, phrase, _ = compact[idx]
+            info = image_info[int(image_id)]
+            yield {"file_name": f"{image_id}.jpg", "height": info["height"], "width": info["width"], "id": new_id,
+                   "original_id": image_id, "caption": phrase, "tokens_negative": [[0, len(phrase)]],
+                   "dataset_name": DATASET_NAME, "task_id": task_id}
+
+    f.write('{"info": [], "licenses": [], "images": ')
+    _write_list(f, images(), enc)
+    f.write(', "annotations": [')
+    ann_id, buf, first = 0, [], True
+    for img_id, idx in enumerate(order):
+        for prefix in compact[idx][3]:
+            buf.append(f'{prefix}, "image_id": {img_id}, "id": {ann_id}}}')
+            ann_id += 1
+        if len(buf) >= _CHUNK:
+            f.write(("" if first else ", ") + ", ".join(buf))
+            first = False
+            buf.clear()
+    if buf:
+        f.write(("" if first else ", ") + ", ".join(buf))
+    f.write('], "categories": ')
+    f.write(enc(CATEGORIES))
+    f.write("}")
+    return len(order), ann_id
+
+
 def convert_split_to_file(root, split, out, mode="compat"):
-    """Stream the conversion of one split into ``out`` (atomic). Returns (num_images, num_annotations)."""
+    """Convert one split into ``out`` (atomic) without holding the parsed split in memory: records are
+    parsed and validated one at a time (:func:`~mdetr_phrasecut.data.phrasecut_format.iter_refer`) and kept
+    only in compact, pre-encoded form. Returns (num_images, num_annotations)."""
+    if mode not in MODES:
+        raise InputError(f"unknown conversion mode {mode!r} (expected compat or full)")
     image_info = load_image_split(root)
-    records = load_refer(root, split, image_info=image_info)
-    return convert_records_to_file(records, image_info, out, mode)
+    enc = json.JSONEncoder().encode
+    compact = [_compact(rec, mode, enc) for rec in iter_refer(root, split, image_info)]
+    return _write_to(out, compact, image_info)
 
 
 def convert_records_to_file(records, image_info, out, mode="compat"):
-    """Stream already-loaded records into ``out``; holds no converted copy of the whole split."""
-    counts = [0, 0]
+    """Same as :func:`convert_split_to_file` for records already in memory."""
+    if mode not in MODES:
+        raise InputError(f"unknown conversion mode {mode!r} (expected compat or full)")
+    enc = json.JSONEncoder().encode
+    return _write_to(out, [_compact(rec, mode, enc) for rec in records], image_info)
 
-    def images():
-        for img, _ in iter_coco(records, image_info, mode, annotations=False):
-            counts[0] += 1
-            yield img
 
-    def annotations():
-        for _, anns in iter_coco(records, image_info, mode, images=False):
-            counts[1] += len(anns)
-            yield from anns
-
-    _atomic_text_writer(out, lambda f: _stream_coco(f, images(), annotations))
+def _write_to(out, compact, image_info):
+    counts = []
+    _atomic_text_writer(out, lambda f: counts.extend(_write_compact(f, compact, image_info)))
     return tuple(counts)
 
 

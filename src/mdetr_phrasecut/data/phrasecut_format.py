@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from ..errors import InputError
@@ -43,6 +44,7 @@ __all__ = [
     "image_path",
     "load_json",
     "load_refer",
+    "iter_refer",
     "load_image_split",
     "load_name_att_rel_count",
     "check_images",
@@ -229,6 +231,70 @@ def load_refer(root, split, image_info=None, check_image_ids=True) -> list:
             raise InputError(f"{fname}: task_id {tid}: task_id is duplicated")
         seen.add(tid)
     return data
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def iter_refer(root, split, image_info=None, check_image_ids=True):
+    """Yield the validated records of ``refer_{split}.json`` one at a time (same checks and messages as
+    :func:`load_refer`). Only the file's text and the current record are held, not every parsed record
+    (PhraseCut's train split parses into several GB of Python objects), so a consumer that keeps a compact
+    form of each record converts the full dataset in a fraction of the memory."""
+    path = refer_path(root, split)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path.name}: invalid JSON: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    fname = path.name
+    if check_image_ids and image_info is None:
+        image_info = load_image_split(root)
+    if not check_image_ids:
+        image_info = None
+
+    def bad(msg, pos):
+        e = json.JSONDecodeError(msg, text, pos)
+        raise InputError(f"{fname}: invalid JSON at line {e.lineno} col {e.colno}: {e.msg}")
+
+    decode = json.JSONDecoder().raw_decode
+    ws = _WS.match
+    idx = ws(text, 0).end()
+    if idx >= len(text) or text[idx] != "[":
+        data = load_json(path)  # not a list: report as load_refer does
+        raise InputError(f"{fname}: top level must be a list of records, got {type(data).__name__}")
+    idx = ws(text, idx + 1).end()
+    seen = set()
+    i = 0
+    if idx < len(text) and text[idx] == "]":
+        idx += 1
+    else:
+        while True:
+            try:
+                rec, idx = decode(text, idx)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{fname}: invalid JSON at line {e.lineno} col {e.colno}: {e.msg}") from None
+            validate_record(rec, fname, i, image_info)
+            tid = rec["task_id"]
+            if tid in seen:
+                raise InputError(f"{fname}: task_id {tid}: task_id is duplicated")
+            seen.add(tid)
+            yield rec
+            i += 1
+            idx = ws(text, idx).end()
+            if idx < len(text) and text[idx] == ",":
+                idx = ws(text, idx + 1).end()
+                continue
+            if idx < len(text) and text[idx] == "]":
+                idx += 1
+                break
+            bad("Expecting ',' delimiter", idx)
+    idx = ws(text, idx).end()
+    if idx != len(text):
+        bad("Extra data", idx)
 
 
 # ----------------------------------------------------------------------------- image_data_split.json

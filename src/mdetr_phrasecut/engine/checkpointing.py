@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import atomic_torch_save
+from ..model.checkpoint import save_checkpoint
 from .distributed import DistEnv, gather_objects
-from .loop import Position
+from .loop import NonFiniteLoss, Position
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: stopped by a signal after saving; run the same command again to resume
 
@@ -49,37 +49,17 @@ def set_rng_state(state: dict):
 
 def save_training_checkpoint(path: Path, *, denv: DistEnv, model, model_ema, optimizer, scheduler,
                              position: Position, args: dict, batch_size: int):
-    """Collect every process's RNG state and let rank 0 write the checkpoint atomically.
-
-    Must be called by every process at the same step (it gathers)."""
+    """Collect every process's RNG state and let rank 0 write the checkpoint atomically; weights that are
+    not finite are never written (the previous checkpoint stays). Every process must call it at the same step."""
+    for name, tensor in model.state_dict().items():  # identical on every process under DDP
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise NonFiniteLoss(f"weight {name} is not finite at step {position.global_step}; not saving {path}")
     states = gather_objects(rng_state())
     if not denv.is_main:
         return
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise RuntimeError(f"not saving {path}: weight {name} is not finite; the previous checkpoint is kept")
-    atomic_torch_save({
-        "model": model.state_dict(),
-        "model_ema": model_ema.state_dict() if model_ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "epoch": position.epoch - 1,
-        "args": args,
-        "position": vars(position).copy(),
-        "layout": {"world_size": denv.world_size, "batch_size": batch_size},
-        "rng": states,
-    }, path)
-
-
-def load_checkpoint_file(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: name it and stop
-        raise InputError(f"{path}: cannot load the checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") \
-            from None
+    save_checkpoint(path, model, model_ema=model_ema, optimizer=optimizer, lr_scheduler=scheduler,
+                    epoch=position.epoch - 1, args=args, position=vars(position).copy(),
+                    layout={"world_size": denv.world_size, "batch_size": batch_size}, rng=states)
 
 
 def restore_training_checkpoint(ckpt: dict, path, *, denv: DistEnv, model, model_ema, optimizer, scheduler,

@@ -24,7 +24,7 @@ from ..errors import InputError
 from .predictions import read_predictions
 from .subsets import SUBSETS, PhraseSubsets
 
-THRESHOLDS = ("0.5", "0.6", "0.7", "0.8", "0.9")
+THRESHOLDS = {"0.5": 0.5, "0.6": 0.6, "0.7": 0.7, "0.8": 0.8, "0.9": 0.9}  # Precision@t: IoU > t
 
 
 def rasterize_polygons(instance_polygons, width, height):
@@ -66,9 +66,9 @@ def box_iou(pred_boxes, gt_boxes):
 
 
 def score_phrase(record, image, mask, boxes, subsets):
-    """Per-phrase scalars: mask I / U / IoU, box IoU and subsets. `mask` must be at the image's size."""
+    """Per-phrase scalars: mask I / U / IoU, box IoU and subsets. `mask` (array-like) must be at the image's size."""
     gt = rasterize_polygons(record["Polygons"], image["width"], image["height"])
-    mask_i, mask_u = intersection_union(gt, mask)
+    mask_i, mask_u = intersection_union(gt, np.asarray(mask, dtype=bool))
     relative_size = np.count_nonzero(gt) / (image["width"] * image["height"])
     return {
         "task_id": record["task_id"],
@@ -98,9 +98,9 @@ class SubsetStats:
         self.box_iou += task["box_iou"]
         self.mask_i += task["mask_i"]
         self.mask_u += task["mask_u"]
-        for t in THRESHOLDS:
-            self.mask_hits[t] += task["mask_iou"] > float(t)
-            self.box_hits[t] += task["box_iou"] > float(t)
+        for key, t in THRESHOLDS.items():
+            self.mask_hits[key] += task["mask_iou"] > t
+            self.box_hits[key] += task["box_iou"] > t
 
     def metrics(self):
         n = self.count
@@ -147,7 +147,8 @@ def _scored(jobs, subsets, workers, chunk_size):
         for chunk in _chunks(jobs, chunk_size):
             yield from _score_chunk(chunk)
         return
-    with multiprocessing.Pool(workers, initializer=_init_scorer, initargs=(subsets,)) as pool:
+    context = multiprocessing.get_context("forkserver")  # no fork of a process that may hold torch threads
+    with context.Pool(workers, initializer=_init_scorer, initargs=(subsets,)) as pool:
         pending = deque()
         for chunk in _chunks(jobs, chunk_size):
             pending.append(pool.apply_async(_score_chunk, (chunk,)))
@@ -163,7 +164,7 @@ def evaluate_predictions(records, image_info, name_att_rel_count, predictions, w
 
     records: `refer_{split}.json` records; image_info: {image_id: image_data_split row};
     name_att_rel_count: the dataset's count file content; predictions: iterable of (task_id, mask H x W bool,
-    boxes K x 4 [x, y, w, h]), e.g. `read_predictions(path)`; source: its name in error messages.
+    boxes K x 4 [x, y, w, h]), e.g. `read_predictions(path, packed=True)`; source: its name in error messages.
     A prediction for an unknown or repeated task, or not at the image's original size, raises InputError.
     """
     by_task = {record["task_id"]: record for record in records}
@@ -183,7 +184,7 @@ def evaluate_predictions(records, image_info, name_att_rel_count, predictions, w
             if mask.shape != (image["height"], image["width"]):
                 raise InputError(f"{source}: task_id {task_id}: mask shape {tuple(mask.shape)} differs from the "
                                  f"image size (H, W) = ({image['height']}, {image['width']})")
-            yield record, image, mask.astype(bool, copy=False), boxes
+            yield record, image, mask, boxes
 
     stats = {subset: SubsetStats() for subset in SUBSETS}
     per_task = {}
@@ -200,4 +201,5 @@ def evaluate_split(root, split, predictions_path, workers=1):
     """Evaluate a predictions .npz against `refer_{split}.json` of a PhraseCut dataset root."""
     image_info = load_image_split(root)
     return evaluate_predictions(load_refer(root, split, image_info), image_info, load_name_att_rel_count(root),
-                                read_predictions(predictions_path), workers=workers, source=str(predictions_path))
+                                read_predictions(predictions_path, packed=True), workers=workers,
+                                source=str(predictions_path))

@@ -62,8 +62,28 @@ class PredictionWriter:
         return self._stack.__exit__(exc_type, exc, tb)
 
 
-def read_predictions(path):
-    """Yield (task_id, mask H x W bool, boxes K x 4 float64) per phrase, in file order, one at a time."""
+class PackedMask:
+    """A mask as stored (np.packbits, row-major) with its `shape`; `np.asarray(m)` unpacks it to H x W bool.
+
+    Eight times smaller to pass between processes than the unpacked mask.
+    """
+
+    __slots__ = ("packed", "shape")
+
+    def __init__(self, packed, shape):
+        self.packed = packed
+        self.shape = shape
+
+    def __array__(self, dtype=None, copy=None):
+        mask = np.unpackbits(self.packed, count=self.shape[0] * self.shape[1]).reshape(self.shape).view(bool)
+        return mask if dtype is None else mask.astype(dtype, copy=False)
+
+
+def read_predictions(path, packed=False):
+    """Yield (task_id, mask, boxes K x 4 float64) per phrase, in file order, one at a time.
+
+    mask: H x W bool array, or with `packed` a PackedMask (unpacked by whoever needs the pixels).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: predictions file not found")
@@ -74,14 +94,14 @@ def read_predictions(path):
             missing = [f"{field}__{task_id}" for field in FIELDS if f"{field}__{task_id}" not in npz]
             if missing:
                 raise InputError(f"{path}: task_id {task_id}: {', '.join(missing)} missing")
-            packed, shape, boxes = (npz[f"{field}__{task_id}"] for field in FIELDS)
+            bits, shape, boxes = (npz[f"{field}__{task_id}"] for field in FIELDS)
             if shape.shape != (2,):
                 raise InputError(f"{path}: task_id {task_id}: shape__ must be [H, W], got {shape.tolist()}")
             height, width = (int(v) for v in shape)
-            if packed.size != -(-height * width // 8):
-                raise InputError(f"{path}: task_id {task_id}: mask has {packed.size} bytes, "
+            if bits.size != -(-height * width // 8):
+                raise InputError(f"{path}: task_id {task_id}: mask has {bits.size} bytes, "
                                  f"shape__ [{height}, {width}] needs {-(-height * width // 8)}")
             if boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4):
                 raise InputError(f"{path}: task_id {task_id}: boxes must be K x 4, got shape {boxes.shape}")
-            mask = np.unpackbits(packed, count=height * width).reshape(height, width).view(bool)
-            yield task_id, mask, boxes.reshape(-1, 4).astype(np.float64, copy=False)
+            mask = PackedMask(bits, (height, width))
+            yield task_id, mask if packed else np.asarray(mask), boxes.reshape(-1, 4).astype(np.float64, copy=False)

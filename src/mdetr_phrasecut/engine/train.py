@@ -1,0 +1,223 @@
+"""`mdetr-phrasecut train`: pretrain or fine-tune the detector (stage 1), or train the mask head on the frozen
+detector (stage 2); one process, torchrun or Slurm `srun`, resumable after pre-emption.
+
+Resuming is automatic when OUT_DIR/checkpoint_last.pth exists (or with --resume CKPT): model, EMA,
+optimizer, schedule, data position and RNG states are restored, so the result does not depend on
+interruptions. A stop signal (SIGTERM, SIGUSR1) saves at the next step boundary and exits with status 75.
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from ..config import STAGES, _check, _sub_schema, load_schema
+from ..data.dataset import build_dataset, collate_fn
+from ..errors import InputError
+from ..io import atomic_path
+from ..model.build import build_model
+from ..model.checkpoint import describe, load_model_weights, read_checkpoint, select_weights
+from ..model.criterion import build_criterion
+from ..model.ema import ModelEMA
+from . import distributed as D
+from .checkpointing import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
+                            seed_everything)
+from .logging import TrainingLog
+from .loop import NonFiniteLoss, Position, Preempted, Trainer, evaluate, train_one_epoch
+from .optim import build_optimizer, build_scheduler
+from .sampling import SeededItems, epoch_batches, train_loader, val_loader
+
+LAST = "checkpoint_last.pth"
+FINAL = "checkpoint.pth"
+
+# Engine settings the workflow schema may not define (validated here; schema keys win when it does).
+ENGINE_DEFAULTS = {
+    "schedule": "step",  # or "linear_with_warmup", the release's default (text encoder warm-up + decay)
+    "fraction_warmup_steps": 0.01,
+    "eval_every": 1,  # validate every N epochs (and after the last); 0: never
+    "train_split": "train",
+    "val_split": "miniv",
+}
+
+
+def add_arguments(parser):
+    parser.add_argument("--stage", required=True, choices=STAGES,
+                        help="pretrain: detector from scratch; stage1: fine-tune the detector from --init; "
+                             "stage2: train the mask head on the frozen detector of --init")
+    spec = parser.add_mutually_exclusive_group(required=True)
+    spec.add_argument("--spec-json", help='JSON {"model": {...}, "train": {...}}')
+    spec.add_argument("--spec", type=Path, help="file holding that JSON")
+    parser.add_argument("--coco-dir", type=Path, required=True, help="folder of finetune_phrasecut_{split}.json")
+    parser.add_argument("--images", type=Path, required=True, help="image folder")
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--init", type=Path, help="weights to start from (stage1: the pre-trained detector, "
+                                                  "stage2: the stage-1 checkpoint); EMA weights preferred")
+    parser.add_argument("--resume", type=Path, help=f"training checkpoint to resume (default: OUT_DIR/{LAST})")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_spec(spec_json=None, spec_file=None) -> dict:
+    source = str(spec_file) if spec_file else "--spec-json"
+    try:
+        text = spec_file.read_text() if spec_file else spec_json
+        spec = json.loads(text)
+    except FileNotFoundError:
+        raise InputError(f"{spec_file}: spec file not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{source}: invalid JSON ({e})") from None
+    return validate_spec(spec, source)
+
+
+def validate_spec(spec: dict, source: str = "spec") -> dict:
+    """{"model", "train"} checked against the workflow schema (defaults filled) plus ENGINE_DEFAULTS."""
+    if not isinstance(spec, dict) or set(spec) - {"model", "train"}:
+        raise InputError(f"{source}: expected an object with keys 'model' and 'train'")
+    schema = load_schema()
+    model, train = dict(spec.get("model", {})), dict(spec.get("train", {}))
+    _check(model, _sub_schema(schema, "model"), source, "model.")
+    engine = {k: train.pop(k, v) for k, v in ENGINE_DEFAULTS.items()
+              if k not in schema["definitions"]["train"]["properties"]}
+    _check(train, _sub_schema(schema, "train"), source, "train.")
+    train.update(engine)
+    if train["schedule"] not in ("step", "linear_with_warmup"):
+        raise InputError(f"{source}: train.schedule: {train['schedule']!r} is not 'step' or 'linear_with_warmup'")
+    if not isinstance(train["eval_every"], int) or train["eval_every"] < 0:
+        raise InputError(f"{source}: train.eval_every: must be an integer >= 0")
+    return {"model": model, "train": train}
+
+
+def stage_model_config(stage: str, model: dict, train: dict) -> dict:
+    """build_model's config: the detector for pretrain/stage1; for stage2 the segmentation model with a
+    frozen detector and, as the release trains it, neither contrastive-align nor auxiliary losses."""
+    cfg = {**model, "lr_backbone": train["lr_backbone"], "aux_loss": train["aux_loss"],
+           "contrastive_align_loss": train["contrastive_align_loss"], "masks": False, "mask_model": "none"}
+    if stage == "stage2":
+        cfg.update(masks=True, mask_model=model.get("mask_model", "smallconv"), freeze_detr=True,
+                   aux_loss=False, contrastive_align_loss=False)
+    return cfg
+
+
+def load_init(model, stage: str, path: Path):
+    """The release's `--load`: weights only, EMA preferred, strict. stage1: into the detector; stage2: a
+    detector (stage-1) checkpoint into the frozen detector of the segmentation model."""
+    ckpt = read_checkpoint(path)
+    weights, key = select_weights(ckpt)
+    if stage == "stage2" and describe(weights)[1] != "detector":
+        raise InputError(f"checkpoint {path} [{key}]: stage2 starts from a detector (stage-1) checkpoint, "
+                         f"this one is a {describe(weights)[1]} checkpoint")
+    load_model_weights(model, weights, source=f"{path} [{key}]")
+
+
+def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, init: Path = None,
+        resume: Path = None, device: str = "auto", progress: bool = True, datasets=None) -> Path:
+    """Train one stage; returns OUT_DIR/checkpoint.pth. `datasets` = (train, val) overrides the data built
+    from coco_dir/images (tests). Raises NonFiniteLoss, Preempted or InputError."""
+    model_cfg, cfg = spec["model"], spec["train"]
+    out_dir = Path(out_dir)
+    if stage != "pretrain" and init is None:
+        raise InputError(f"train --stage {stage}: --init is required (stage1: the pre-trained detector, "
+                         "stage2: the stage-1 checkpoint)")
+    if stage == "pretrain" and init is not None:
+        raise InputError("train --stage pretrain: trains from scratch; use --stage stage1 with --init")
+    resume = resume or (out_dir / LAST if (out_dir / LAST).exists() else None)
+    denv, dev = D.init_distributed(device)
+    stop = StopSignal()
+    try:
+        # Same seed on every process: identical initial weights; per-process RNG streams come later.
+        seed_everything(cfg["seed"])
+        build_cfg = stage_model_config(stage, model_cfg, cfg)
+        model = build_model(build_cfg)
+        if init is not None and resume is None:
+            load_init(model, stage, init)
+        model.to(dev)
+        ema = ModelEMA(model, cfg["ema_decay"]) if cfg["ema"] else None
+        criterion, weight_dict = build_criterion({**cfg, **build_cfg})
+        criterion.to(dev)
+
+        if datasets is None:
+            tokenizer = model.detr.transformer.tokenizer if stage == "stage2" else model.transformer.tokenizer
+            data_cfg = {**cfg, "masks": stage == "stage2"}
+            datasets = [build_dataset(cfg[f"{s}_split"], coco_dir, images, tokenizer, data_cfg)
+                        for s in ("train", "val")]
+        train_set, val_set = datasets
+        items = SeededItems(train_set, cfg["seed"])
+        steps_per_epoch = len(epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], 0,
+                                            cfg["max_steps_per_epoch"]))
+        if steps_per_epoch == 0:
+            raise InputError(f"train.batch_size {cfg['batch_size']} x {denv.world_size} processes exceeds the "
+                             f"{len(train_set)} training items")
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+        args = {"stage": stage, "model": build_cfg, "train": cfg, "init": str(init) if init else None}
+
+        position = Position()
+        if resume is not None:
+            position = restore_training_checkpoint(
+                read_checkpoint(resume), resume, denv=denv, model=model, model_ema=ema,
+                optimizer=optimizer, scheduler=scheduler, batch_size=cfg["batch_size"], seed=cfg["seed"])
+        else:
+            seed_everything(cfg["seed"] + denv.rank)
+
+        net = torch.compile(model) if cfg["compile"] and dev.type == "cuda" else model
+        if denv.distributed:
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+
+        log = TrainingLog(out_dir if denv.is_main else None, stage)
+        if denv.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if resume is not None:
+                log.rewind(position.global_step, position.epoch)
+
+        def save(pos: Position, path: Path = out_dir / LAST):
+            save_training_checkpoint(path, denv=denv, model=model, model_ema=ema,
+                                     optimizer=optimizer, scheduler=scheduler, position=pos, args=args,
+                                     batch_size=cfg["batch_size"])
+
+        trainer = Trainer(model=model, net=net, criterion=criterion, weight_dict=weight_dict, optimizer=optimizer,
+                          scheduler=scheduler, ema=ema, device=dev, denv=denv, cfg=cfg, log=log, save=save,
+                          stop_requested=stop, progress=progress)
+        pin = dev.type == "cuda"
+        val, val_items = val_loader(val_set, cfg["batch_size"], denv, collate_fn, cfg["num_workers"], pin)
+        while position.epoch < cfg["epochs"]:
+            batches = epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], position.epoch,
+                                    cfg["max_steps_per_epoch"])[position.step:]
+            loader = train_loader(items, batches, collate_fn, cfg["num_workers"], position.epoch, pin)
+            epoch = position.epoch
+            position = train_one_epoch(trainer, loader, position, steps_per_epoch)
+            every = cfg["eval_every"]
+            if every and ((epoch + 1) % every == 0 or position.epoch == cfg["epochs"]):
+                metrics = evaluate(trainer, ema.module if ema else model, val, val_items, stage == "stage2")
+                log.epoch({"epoch": epoch, **metrics})
+            save(position)
+            if D.any_process(stop(), dev):
+                raise Preempted(f"stopped by a signal after epoch {epoch}; checkpoint saved")
+        if denv.is_main:
+            with atomic_path(out_dir / FINAL) as tmp:
+                shutil.copyfile(out_dir / LAST, tmp)
+            log.plot()
+        log.close()
+        D.barrier()
+        return out_dir / FINAL
+    finally:
+        stop.restore()
+        D.cleanup()
+
+
+def main(args):
+    spec = load_spec(args.spec_json, args.spec)
+    if args.epochs is not None:
+        spec["train"]["epochs"] = args.epochs
+    try:
+        run(args.stage, spec, args.coco_dir, args.images, args.out_dir, args.init, args.resume, args.device,
+            progress=not args.no_progress)
+    except NonFiniteLoss as e:
+        print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr)
+        return 1
+    except Preempted as e:
+        print(f"{e}; exiting with {EXIT_REQUEUE} so the job can be requeued and resumed", file=sys.stderr)
+        return EXIT_REQUEUE
+    return 0

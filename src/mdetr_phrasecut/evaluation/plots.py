@@ -1,0 +1,223 @@
+"""`mdetr-phrasecut plots`: figures of one run, drawn with matplotlib (Agg, no display needed).
+
+Reads `{run_dir}/test/metrics.json`, `per_task.json` and `predictions.npz` (written by `evaluate`) and
+`{run_dir}/{stage1,stage2}/log.csv` (written by `train`), and writes into `--out-dir` (names in PLOT_FILES):
+
+- precision_iou.png: Precision@t against the IoU threshold t (0.5..0.9), for masks and boxes;
+- subset_miou.png: M-IoU per PhraseCut subset, sorted, with each subset's phrase count;
+- training_curves.png: loss terms and learning rates against the step, for both training stages;
+- examples.png: test phrases from best to worst mask IoU (evenly spaced in that order), each image with its
+  phrase as title and the predicted and ground-truth masks overlaid in different colours.
+"""
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from ..data.phrasecut_format import load_image_split, load_json, load_refer
+from ..errors import InputError
+from ..io import atomic_path
+from .phrasecut_metrics import THRESHOLDS, rasterize_polygons
+from .predictions import read_predictions
+from .table import field, fraction, load_metrics
+
+PLOT_FILES = {
+    "precision": "precision_iou.png",
+    "subsets": "subset_miou.png",
+    "training": "training_curves.png",
+    "examples": "examples.png",
+}
+STAGES = ("stage1", "stage2")
+DPI = 100
+# Overlay colours (RGBA): prediction only, ground truth only, both.
+PRED_COLOR, GT_COLOR, BOTH_COLOR = (1.0, 0.1, 0.6, 0.55), (0.1, 0.5, 1.0, 0.55), (1.0, 0.9, 0.0, 0.6)
+
+
+def _save(fig, path):
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def _figure(width, height):
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg, no pyplot state or display
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def plot_precision(metrics, path, source="metrics.json"):
+    """Precision@t of the "all" subset against t, masks and boxes."""
+    fig = _figure(5.5, 4)
+    ax = fig.add_subplot()
+    ts = list(THRESHOLDS.values())
+    for key, label, marker in (("pred_mask_acc", "mask", "o"), ("pred_box_acc", "box", "s")):
+        values = [100 * fraction(metrics, ("subsets", "all", key, t), source) for t in THRESHOLDS]
+        ax.plot(ts, values, marker=marker, label=label)
+    miou = 100 * fraction(metrics, ("subsets", "all", "mean_mask_iou"), source)
+    ax.set(xlabel="IoU threshold t", ylabel="Precision@t (% of phrases with IoU > t)", ylim=(-2, 102), xticks=ts,
+           title=f"{metrics['dataset']} ({metrics['split']}): M-IoU {miou:.1f}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def plot_subsets(metrics, path, source="metrics.json"):
+    """Horizontal bars of M-IoU per subset, best first, labelled with the subset's phrase count."""
+    subsets = field(metrics, ("subsets",), source)
+    if not isinstance(subsets, dict) or not subsets:
+        raise InputError(f"{source}: subsets must be a non-empty object")
+    rows = []
+    for name in subsets:
+        count = field(subsets, (name, "count"), f"{source}: subsets")
+        rows.append((100 * fraction(subsets, (name, "mean_mask_iou"), f"{source}: subsets"), name, count))
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    fig = _figure(7, 1.2 + 0.24 * len(rows))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))
+    colors = ["tab:orange" if name == "all" else "tab:blue" for _, name, _ in rows]
+    ax.barh(y, [r[0] for r in rows], color=colors)
+    ax.set_yticks(y, [f"{name} (n={count})" for _, name, count in rows], fontsize=8)
+    ax.invert_yaxis()
+    for i, (value, _, _) in enumerate(rows):
+        ax.text(value + 0.5, i, f"{value:.1f}", va="center", fontsize=7)
+    ax.set(xlabel="M-IoU (%)", xlim=(0, 105), title=f"M-IoU per subset: {metrics['dataset']} ({metrics['split']})")
+    _save(fig, path)
+
+
+def read_log(path):
+    """A training stage's per-step log.csv as a DataFrame (needs a `step` column and at least one row)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: training log not found")
+    try:
+        log = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+        raise InputError(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
+    if "step" not in log.columns or log.empty:
+        raise InputError(f"{path}: step is missing or the log has no rows")
+    return log
+
+
+def plot_training(logs, path):
+    """One column per stage: weighted loss terms (rolling mean) above, learning rates per group below."""
+    fig = _figure(5.5 * len(logs), 7)
+    axes = fig.subplots(2, len(logs), squeeze=False)
+    for col, (stage, log) in enumerate(logs.items()):
+        ax_loss, ax_lr = axes[:, col]
+        window = max(1, len(log) // 200)
+        losses = [c for c in log.columns if c == "loss" or (c.startswith("loss_") and not c[-1].isdigit())]
+        for name in losses:
+            ax_loss.plot(log["step"], log[name].rolling(window, min_periods=1).mean(), label=name,
+                         lw=2 if name == "loss" else 1)
+        if losses and (log[losses] > 0).all().all():
+            ax_loss.set_yscale("log")
+        smoothing = f", rolling mean of {window} steps" if window > 1 else ""
+        ax_loss.set(title=f"{stage}: weighted losses{smoothing}", xlabel="step", ylabel="loss")
+        for name in [c for c in log.columns if c.startswith("lr")]:
+            ax_lr.plot(log["step"], log[name], label=name)
+        ax_lr.set(title=f"{stage}: learning rate per parameter group", xlabel="step", ylabel="lr")
+        for ax in (ax_loss, ax_lr):
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def pick_examples(per_task, num, source="per_task.json"):
+    """`num` task ids spread evenly from best to worst mask IoU (ties by task id): deterministic."""
+    if not isinstance(per_task, dict) or not per_task:
+        raise InputError(f"{source}: must be a non-empty object {{task_id: scores}}")
+    ranked = sorted(per_task, key=lambda t: (-fraction(per_task, (t, "mask_iou"), source), t))
+    picks = np.linspace(0, len(ranked) - 1, min(num, len(ranked))).round().astype(int)
+    return [ranked[i] for i in dict.fromkeys(picks.tolist())]
+
+
+def _overlay(pred, gt):
+    rgba = np.zeros(pred.shape + (4,))
+    rgba[pred & ~gt] = PRED_COLOR
+    rgba[gt & ~pred] = GT_COLOR
+    rgba[pred & gt] = BOTH_COLOR
+    return rgba
+
+
+def plot_examples(examples, path):
+    """Grid of (image, phrase, predicted mask, GT mask, IoU) tuples with both masks overlaid."""
+    from matplotlib.patches import Patch
+
+    cols = min(4, len(examples))
+    rows = math.ceil(len(examples) / cols)
+    fig = _figure(4 * cols, 4 * rows + 0.5)
+    for i, (image, phrase, pred, gt, iou) in enumerate(examples):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(image)
+        ax.imshow(_overlay(pred, gt))
+        ax.set_title(textwrap.fill(f'"{phrase}"', 40) + f"\nIoU {100 * iou:.1f}", fontsize=9)
+        ax.axis("off")
+    legend = [Patch(color=PRED_COLOR, label="prediction only"), Patch(color=GT_COLOR, label="ground truth only"),
+              Patch(color=BOTH_COLOR, label="both")]
+    fig.legend(handles=legend, loc="outside lower center", ncols=3)
+    _save(fig, path)
+
+
+def load_examples(task_ids, per_task, predictions_path, root, images_dir, split):
+    """(image, phrase, predicted mask, ground-truth mask, IoU) of each task id, in the given order."""
+    from PIL import Image
+
+    image_info = load_image_split(root)
+    records = {r["task_id"]: r for r in load_refer(root, split, image_info) if r["task_id"] in task_ids}
+    masks = {t: np.asarray(m) for t, m, _ in read_predictions(predictions_path, packed=True) if t in task_ids}
+    examples = []
+    for task_id in task_ids:
+        if task_id not in records:
+            raise InputError(f"refer_{split}.json: task_id {task_id}: not in the split (listed in per_task.json)")
+        if task_id not in masks:
+            raise InputError(f"{predictions_path}: task_id {task_id}: no prediction (listed in per_task.json)")
+        record, pred = records[task_id], masks[task_id]
+        image_file = Path(images_dir) / f"{record['image_id']}.jpg"
+        if not image_file.is_file():
+            raise InputError(f"{image_file}: task_id {task_id}: image file is missing")
+        with Image.open(image_file) as im:
+            image = np.asarray(im.convert("RGB"))
+        if pred.shape != image.shape[:2]:
+            raise InputError(f"{predictions_path}: task_id {task_id}: mask shape {pred.shape} differs from the image "
+                             f"size (H, W) = {image.shape[:2]}")
+        gt = rasterize_polygons(record["Polygons"], image.shape[1], image.shape[0])
+        examples.append((image, record["phrase"], pred, gt, per_task[task_id]["mask_iou"]))
+    return examples
+
+
+def write_plots(run_dir, root, images_dir, out_dir, split="test", num_examples=12):
+    """Every figure of PLOT_FILES for one run; returns {kind: path}."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    test = run_dir / "test"
+    for name in ("metrics.json", "per_task.json", "predictions.npz"):
+        if not (test / name).is_file():
+            raise InputError(f"{test / name}: file not found (run `evaluate` first)")
+    metrics = load_metrics(test / "metrics.json")
+    logs = {stage: read_log(run_dir / stage / "log.csv") for stage in STAGES}
+    per_task = load_json(test / "per_task.json")
+    task_ids = pick_examples(per_task, num_examples, test / "per_task.json")
+    examples = load_examples(task_ids, per_task, test / "predictions.npz", root, images_dir, split)
+    paths = {kind: out_dir / name for kind, name in PLOT_FILES.items()}  # inputs all read: now draw
+    plot_precision(metrics, paths["precision"], test / "metrics.json")
+    plot_subsets(metrics, paths["subsets"], test / "metrics.json")
+    plot_training(logs, paths["training"])
+    plot_examples(examples, paths["examples"])
+    return paths
+
+
+def add_arguments(parser):
+    parser.add_argument("--run-dir", required=True, help="results/runs/{run}")
+    parser.add_argument("--root", required=True, help="PhraseCut root (refer_{split}.json, image_data_split.json)")
+    parser.add_argument("--images", required=True, help="folder of {image_id}.jpg")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out-dir", required=True, help="e.g. results/runs/{run}/plots")
+    parser.add_argument("--num-examples", type=int, default=12, help="phrases in examples.png")
+
+
+def main(args):
+    if args.num_examples < 1:
+        raise InputError(f"--num-examples must be >= 1, got {args.num_examples}")
+    write_plots(args.run_dir, args.root, args.images, args.out_dir, args.split, args.num_examples)

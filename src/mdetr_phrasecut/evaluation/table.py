@@ -1,0 +1,186 @@
+"""`mdetr-phrasecut table`: the published PhraseCut table regenerated from measured metrics.
+
+One row per run: M-IoU and Precision@{0.5,0.7,0.9} (the published columns, in %), each with the published
+value and ours minus published beside it when the run has published values, then cum-IoU, the phrase
+counts and a link to the metrics.json the row came from. The dataset is named in the heading, and a
+provenance section records each row's split file, its sha256 and the checkpoint's sha256, so a number is
+never mistaken for one measured on another dataset or split. The CSV holds the same numbers unrounded.
+"""
+import json
+import math
+import os
+from pathlib import Path
+
+from ..data.phrasecut_format import load_json
+from ..errors import InputError
+from ..io import atomic_path, atomic_write_text
+
+# (key in the CSV and in a run's `published`, column heading, field of the "all" subset of metrics.json)
+PUBLISHED_COLUMNS = (
+    ("miou", "M-IoU", ("mean_mask_iou",)),
+    ("p50", "Precision@0.5", ("pred_mask_acc", "0.5")),
+    ("p70", "Precision@0.7", ("pred_mask_acc", "0.7")),
+    ("p90", "Precision@0.9", ("pred_mask_acc", "0.9")),
+)
+EXTRA_COLUMNS = (
+    ("cum_iou", "cum-IoU", ("cum_mask_iou",)),
+    ("p60", "Precision@0.6", ("pred_mask_acc", "0.6")),
+    ("p80", "Precision@0.8", ("pred_mask_acc", "0.8")),
+)
+TEXT_FIELDS = ("dataset", "split", "split_file", "split_sha256", "checkpoint", "checkpoint_sha256")
+COUNT_FIELDS = ("num_phrases", "missing")
+
+
+def field(obj, keys, source):
+    """`obj[k1][k2]...`; an InputError naming `source` and the dotted field when a key is missing."""
+    for depth, key in enumerate(keys):
+        if not isinstance(obj, dict) or key not in obj:
+            raise InputError(f"{source}: {'.'.join(keys[:depth + 1])} is missing")
+        obj = obj[key]
+    return obj
+
+
+def fraction(obj, keys, source):
+    """A metric stored as a fraction in [0, 1]."""
+    value = field(obj, keys, source)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InputError(f"{source}: {'.'.join(keys)} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def load_metrics(path):
+    """Read and check a metrics.json (layout of `evaluate`); InputError naming the file and the field."""
+    metrics = load_json(path)
+    if not isinstance(metrics, dict):
+        raise InputError(f"{path}: top level must be an object")
+    for key in TEXT_FIELDS:
+        if not isinstance(field(metrics, (key,), path), str):
+            raise InputError(f"{path}: {key} must be a string, got {metrics[key]!r}"
+                             + (" (evaluate records it from its --dataset)" if key == "dataset" else ""))
+    for key in COUNT_FIELDS:
+        value = field(metrics, (key,), path)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"{path}: {key} must be a non-negative integer, got {value!r}")
+    for _, _, keys in PUBLISHED_COLUMNS + EXTRA_COLUMNS:
+        fraction(metrics, ("subsets", "all") + keys, path)
+    return metrics
+
+
+def parse_runs(text):
+    """--runs-json: {run: {"label": str, "published": {miou, p50, p70, p90} (in %) or null}}."""
+    try:
+        runs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--runs-json: invalid JSON: {e.msg} at col {e.colno}") from None
+    if not isinstance(runs, dict) or not runs:
+        raise InputError("--runs-json: must be a non-empty object {run: {label, published}}")
+    for run, spec in runs.items():
+        source = f"--runs-json: run {run}"
+        if not isinstance(field(spec, ("label",), source), str):
+            raise InputError(f"{source}: label must be a string")
+        published = field(spec, ("published",), source)
+        if published is None:
+            continue
+        for key, _, _ in PUBLISHED_COLUMNS:
+            value = field(published, (key,), source + ": published")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{source}: published.{key} must be a number, got {value!r}")
+    return runs
+
+
+def table_rows(runs, metrics_paths, dataset):
+    """One dict per run: identity, provenance and every number in % (ours, published, ours - published)."""
+    if len(metrics_paths) != len(runs):
+        raise InputError(f"--metrics: {len(metrics_paths)} files given for {len(runs)} runs in --runs-json "
+                         f"({', '.join(runs)})")
+    rows = []
+    for (run, spec), path in zip(runs.items(), map(Path, metrics_paths)):
+        if path.parent.parent.name != run:
+            raise InputError(f"{path}: expected the metrics of run {run} (results/runs/{run}/test/metrics.json); "
+                             "give --metrics in the order of --runs-json")
+        metrics = load_metrics(path)
+        if metrics["dataset"] != dataset:
+            raise InputError(f"{path}: dataset is {metrics['dataset']!r}, but the table is for {dataset!r}")
+        row = {"run": run, "label": spec["label"], "metrics": str(path),
+               **{key: metrics[key] for key in TEXT_FIELDS + COUNT_FIELDS}}
+        published = spec["published"] or {}
+        for key, _, keys in PUBLISHED_COLUMNS:
+            row[key] = 100 * fraction(metrics["subsets"]["all"], keys, path)
+            row[f"{key}_published"] = published.get(key, math.nan)
+            row[f"{key}_diff"] = row[key] - row[f"{key}_published"]
+        for key, _, keys in EXTRA_COLUMNS:
+            row[key] = 100 * fraction(metrics["subsets"]["all"], keys, path)
+        rows.append(row)
+    return rows
+
+
+def _cell(row, key):
+    ours = f"{row[key]:.1f}"
+    published = row.get(f"{key}_published", math.nan)
+    if math.isnan(published):
+        return ours
+    return f"{ours} (pub. {published:.1f}, {round(row[f'{key}_diff'], 1) + 0.0:+.1f})"
+
+
+def render_markdown(rows, dataset, out_dir):
+    """The table as Markdown; links to the metrics files are relative to `out_dir` (where the table lives)."""
+    columns = PUBLISHED_COLUMNS + EXTRA_COLUMNS[:1]
+    head = ["Backbone"] + [title for _, title, _ in columns] + ["Phrases", "Missing", "Metrics"]
+    lines = [
+        f"# MDETR referring-expression segmentation: {dataset}",
+        "",
+        f"> **Dataset: {dataset}**",
+        ">",
+        "> Every number of ours below was measured on this dataset and split only (see Provenance). Published "
+        "values (MDETR, PhraseCut test set) are shown beside ours as `ours (pub. published, ours - published)`.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
+    ]
+    for row in rows:
+        link = Path(os.path.relpath(row["metrics"], out_dir)).as_posix()
+        cells = [row["label"]] + [_cell(row, key) for key, _, _ in columns]
+        cells += [str(row["num_phrases"]), str(row["missing"]), f"[{link}]({link})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Values in %. M-IoU: mean over phrases of the mask IoU; Precision@t: share of phrases whose mask IoU "
+        "exceeds t; cum-IoU: total intersection over total union (not in the published table).",
+    ]
+    for row in rows:
+        if row["missing"]:
+            lines.append(f"\n**Warning: {row['missing']} of {row['num_phrases']} phrases of {row['label']} have no "
+                         "prediction and are left out of its statistics.**")
+    lines += ["", "## Provenance", "", "| Run | Split | Split file | Split sha256 | Checkpoint | Checkpoint sha256 |",
+              "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['run']} | {row['split']} | `{row['split_file']}` | `{row['split_sha256']}` "
+                     f"| `{row['checkpoint']}` | `{row['checkpoint_sha256']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(metrics_paths, runs, dataset, out, csv=None):
+    """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows."""
+    import pandas as pd
+
+    rows = table_rows(runs, metrics_paths, dataset)
+    atomic_write_text(out, render_markdown(rows, dataset, Path(out).parent))
+    if csv:
+        with atomic_path(csv, suffix=".csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+    return rows
+
+
+def add_arguments(parser):
+    parser.add_argument("--metrics", nargs="+", required=True,
+                        help="results/runs/{run}/test/metrics.json, in the order of --runs-json")
+    parser.add_argument("--runs-json", required=True,
+                        help='{"run": {"label": "ResNet-101", "published": {"miou": .., "p50": .., "p70": .., '
+                             '"p90": ..} or null}}')
+    parser.add_argument("--dataset", required=True, help="the dataset's name (config dataset.name), shown loudly")
+    parser.add_argument("--out", required=True, help="Markdown table, e.g. results/table.md")
+    parser.add_argument("--csv", help="the same numbers as CSV, one row per run")
+
+
+def main(args):
+    write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv)

@@ -1,0 +1,107 @@
+"""Checkpoints in the release's layout: {model, model_ema, optimizer, lr_scheduler, epoch, args}.
+
+Published checkpoints load strictly; the only tolerated differences are named here:
+  * `[detr.]transformer.text_encoder.embeddings.position_ids`, a buffer 2021's `transformers` stored, is dropped
+    when the model has no such key;
+  * a detector checkpoint loads into a segmentation model's `detr` (stage 2 starts from stage 1); the detector's
+    contrastive-align projections are dropped when that detector has none (the release's stage 2 has no such head).
+A checkpoint of another backbone or stage fails with an `InputError` saying which.
+"""
+import argparse
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..io import atomic_torch_save
+
+LEGACY_BUFFER = "transformer.text_encoder.embeddings.position_ids"  # also under `detr.`
+STAGE1_ONLY = ("contrastive_align_projection_image.", "contrastive_align_projection_text.")
+_RESNET_DEPTHS = {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50", (23, True): "resnet101",
+                  (36, True): "resnet152"}
+
+
+def describe(state_dict) -> tuple:
+    """(backbone, stage) of a state dict from its keys, e.g. ("resnet101", "segmentation")."""
+    stage = "segmentation" if any(k.startswith("mask_head.") for k in state_dict) else "detector"
+    body = ("detr." if any(k.startswith("detr.") for k in state_dict) else "") + "backbone.0.body."
+    if body + "conv_stem.weight" in state_dict:
+        width = state_dict[body + "conv_stem.weight"].shape[0]
+        return ("efficientnet_b3" if width == 40 else f"efficientnet (stem width {width})"), stage
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(body) + r"layer3\.(\d+)\.", k))}
+    if blocks:
+        bottleneck = body + "layer1.0.conv3.weight" in state_dict
+        depth = (max(blocks) + 1, bottleneck)
+        return _RESNET_DEPTHS.get(depth, f"resnet ({depth[0]} layer3 blocks)"), stage
+    return "unknown-backbone", stage
+
+
+def read_checkpoint(path) -> dict:
+    """torch.load with weights_only (argparse.Namespace `args` of the release allowed), on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} not found")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise InputError(f"checkpoint {path} cannot be read: {str(e).strip().splitlines()[0]}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise InputError(f"checkpoint {path} has no 'model' entry")
+    return ckpt
+
+
+def select_weights(ckpt: dict, prefer_ema: bool = True) -> tuple:
+    """(state_dict, "model_ema" | "model"): the EMA weights when preferred and present."""
+    key = "model_ema" if prefer_ema and ckpt.get("model_ema") is not None else "model"
+    return ckpt[key], key
+
+
+def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkpoint"):
+    """Load `state_dict` strictly into `model` (see the module doc for the two tolerated differences)."""
+    model = getattr(model, "module", model)
+    state_dict = dict(state_dict)
+    have, want = describe(state_dict), describe(model.state_dict())
+    if have[0] != want[0] or (have[1] == "segmentation" and want[1] == "detector"):
+        raise InputError(f"checkpoint {source} is a {have[0]} {have[1]} checkpoint; config expects {want[0]} {want[1]}")
+    droppable = {k for k in state_dict if k.endswith(LEGACY_BUFFER)}
+    if have[1] == "detector" and want[1] == "segmentation":
+        model = model.detr
+        droppable.update(k for k in state_dict if k.startswith(STAGE1_ONLY))
+    target = model.state_dict()
+    for key in (droppable & set(state_dict)) - set(target):
+        del state_dict[key]
+    missing = sorted(set(target) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(target))
+    mismatched = [f"{k} {list(state_dict[k].shape)} vs {list(v.shape)}" for k, v in target.items()
+                  if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        parts = [f"{len(items)} {what} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
+                 for what, items in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched))
+                 if items]
+        raise InputError(f"checkpoint {source} does not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint(model: nn.Module, path, prefer_ema: bool = True) -> dict:
+    """Load a published or our checkpoint into `model` (EMA weights preferred); returns the whole checkpoint dict."""
+    ckpt = read_checkpoint(path)
+    state_dict, key = select_weights(ckpt, prefer_ema)
+    load_model_weights(model, state_dict, source=f"{path} [{key}]")
+    return ckpt
+
+
+def save_checkpoint(path, model: nn.Module, model_ema=None, optimizer=None, lr_scheduler=None, epoch=None, args=None,
+                    **extra):
+    """Write the release's layout atomically; `model_ema` is a `ModelEMA` or a module; `extra` adds entries."""
+    ckpt = {"model": getattr(model, "module", model).state_dict()}
+    if model_ema is not None:
+        ckpt["model_ema"] = model_ema.state_dict()
+    for key, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)):
+        if value is not None:
+            ckpt[key] = value.state_dict()
+    ckpt.update(epoch=epoch, args=args, **extra)
+    atomic_torch_save(ckpt, path)

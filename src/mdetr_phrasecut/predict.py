@@ -1,0 +1,105 @@
+"""`predict`: segment one phrase in one image with a checkpoint; writes the mask PNG and an overlay PNG."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from .data.transforms import make_eval_transform
+from .errors import InputError
+from .io import atomic_path
+from .model.build import build_model
+from .model.checkpoint import load_checkpoint
+from .model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
+from .nested_tensor import nested_tensor_from_tensor_list
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, help="checkpoint (.pth): published or ours")
+    parser.add_argument("--config", required=True,
+                        help="model config, YAML or JSON: build_model keys, or a spec holding them under 'model'")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--phrase", required=True)
+    parser.add_argument("--out-mask", required=True, help="PNG, 255 on the phrase's pixels")
+    parser.add_argument("--out-overlay", required=True, help="PNG, the mask and kept boxes drawn over the image")
+    parser.add_argument("--threshold", type=float, default=0.7, help="keep queries with score above this")
+    parser.add_argument("--size", type=int, default=800, help="shorter side fed to the model")
+    parser.add_argument("--max-size", type=int, default=1333, help="cap on the longer side fed to the model")
+    parser.add_argument("--no-ema", action="store_true", help="use the checkpoint's `model` weights, not `model_ema`")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def read_model_config(path) -> dict:
+    """The build_model dict from a YAML/JSON file; a relative text_encoder_type resolves next to the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise InputError(f"config {path} cannot be read: {str(e).strip().splitlines()[0]}") from e
+    if not isinstance(cfg, dict):
+        raise InputError(f"config {path} is not a mapping")
+    cfg = dict(cfg.get("model", cfg))
+    encoder = cfg.get("text_encoder_type")
+    if encoder and not Path(encoder).is_absolute() and (path.parent / encoder).is_dir():
+        cfg["text_encoder_type"] = str(path.parent / encoder)
+    return cfg
+
+
+def read_image(path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"image {path} cannot be read: {e}") from e
+
+
+@torch.inference_mode()
+def predict(model, image: Image.Image, phrase: str, threshold: float = 0.7, size: int = 800, max_size: int = 1333,
+            device="cpu") -> dict:
+    """PhraseCut answer for one phrase: {"boxes": K×4 [x, y, w, h], "masks": H×W bool} at the image's size
+    (a detector without mask head answers with the union of its kept boxes)."""
+    tensor, _ = make_eval_transform(size=size, max_size=max_size)(image)
+    samples = nested_tensor_from_tensor_list([tensor]).to(device)
+    outputs = model(samples, [phrase])
+    orig_size = torch.tensor([[image.height, image.width]], device=device)
+    results = PostProcess()(outputs, orig_size)
+    if "pred_masks" in outputs:
+        results = PostProcessSegm()(results, outputs, orig_size, torch.tensor([list(tensor.shape[-2:])], device=device))
+    answer = PostProcessPhrasecut(threshold)(results)[0]
+    if "masks" not in answer:
+        mask = torch.zeros(image.height, image.width, dtype=torch.bool)
+        for x, y, w, h in answer["boxes"].tolist():
+            mask[int(y):int(y + h), int(x):int(x + w)] = True
+        answer["masks"] = mask
+    return answer
+
+
+def save_png(image: Image.Image, path):
+    with atomic_path(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")
+
+
+def overlay(image: Image.Image, mask: np.ndarray, boxes) -> Image.Image:
+    """Red at half opacity on the mask, kept boxes outlined in yellow."""
+    tint = Image.new("RGB", image.size, (255, 0, 0))
+    out = Image.composite(Image.blend(image, tint, 0.5), image, Image.fromarray(mask.astype(np.uint8) * 255))
+    draw = ImageDraw.Draw(out)
+    for x, y, w, h in boxes:
+        draw.rectangle([x, y, x + w, y + h], outline=(255, 255, 0), width=2)
+    return out
+
+
+def main(args):
+    image = read_image(args.image)
+    model = build_model(read_model_config(args.config))
+    load_checkpoint(model, args.checkpoint, prefer_ema=not args.no_ema)
+    model.to(args.device).eval()
+    answer = predict(model, image, args.phrase, args.threshold, args.size, args.max_size, args.device)
+    mask = answer["masks"].numpy()
+    save_png(Image.fromarray(mask.astype(np.uint8) * 255), args.out_mask)
+    save_png(overlay(image, mask, answer["boxes"].tolist()), args.out_overlay)
+    print(f"{args.phrase!r}: {len(answer['boxes'])} box(es) kept, mask covers {int(mask.sum())} of {mask.size} px")
+    return 0

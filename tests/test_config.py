@@ -1,0 +1,83 @@
+"""Config validation: both shipped configs pass with the release's defaults filled; bad keys/values fail naming them."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mdetr_phrasecut.config import load_config, run_model, run_train, validate_config
+from mdetr_phrasecut.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def embedded(repo_dir):
+    return yaml.safe_load((repo_dir / "config" / "config.yaml").read_text())
+
+
+def test_published_config_has_the_release_recipe(repo_dir):
+    cfg = load_config(repo_dir / "config" / "phrasecut.yaml")
+    assert set(cfg["runs"]) == {"resnet101", "efficientnet_b3"}
+    s1 = run_train(cfg, "resnet101", "stage1")
+    assert (s1["epochs"], s1["lr"], s1["text_encoder_lr"], s1["lr_drop"], s1["ema"]) == (10, 5e-5, 1e-5, 11, True)
+    assert (s1["batch_size"], s1["clip_max_norm"], s1["ema_decay"], s1["weight_decay"]) == (2, 0.1, 0.9998, 1e-4)
+    s2 = run_train(cfg, "efficientnet_b3", "stage2")
+    assert (s2["epochs"], s2["lr_drop"], s2["aux_loss"], s2["contrastive_align_loss"]) == (35, 25, False, False)
+    model = run_model(cfg, "resnet101")
+    assert (model["hidden_dim"], model["nheads"], model["enc_layers"], model["dec_layers"]) == (256, 8, 6, 6)
+    assert (model["num_queries"], model["dim_feedforward"], model["dropout"]) == (100, 2048, 0.1)
+    assert cfg["runs"]["resnet101"]["published"] == {"miou": 53.1, "p50": 56.1, "p70": 38.9, "p90": 11.9}
+    assert cfg["resources"]["stage1"]["nodes"] * cfg["resources"]["stage1"]["gpus_per_node"] == 32
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda c: c["train"]["stage1"].update(lr="fast"), "train.stage1.lr"),
+        (lambda c: c["model"].update(hiden_dim=3), "hiden_dim"),
+        (lambda c: c["dataset"].update(source="ftp"), "dataset.source"),
+        (lambda c: c["runs"]["demo"].update(pretrained="nowhere"), "runs.demo.pretrained"),
+        (lambda c: c["runs"]["demo"].update(model={"nheads": 0}), "runs.demo.model.nheads"),
+        (lambda c: c["downloads"]["demo_pretrained"].update(sha256="abc"), "downloads.demo_pretrained.sha256"),
+    ],
+)
+def test_bad_config_names_the_key(embedded, mutate, expected):
+    cfg = copy.deepcopy(embedded)
+    mutate(cfg)
+    with pytest.raises(InputError) as e:
+        validate_config(cfg, "my.yaml")
+    message = str(e.value)
+    assert message.startswith("my.yaml: ") and expected in message and "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [unclosed\n")
+    with pytest.raises(InputError, match="bad.yaml: invalid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("configfile", [None, "config/phrasecut.yaml"])
+def test_dry_run_lists_the_whole_dag(repo_dir, configfile, tmp_path):
+    cmd = [sys.executable, "-m", "snakemake", "-n", "results/table.md"]
+    if configfile:
+        cmd += ["--configfile", configfile]
+    out = subprocess.run(cmd, cwd=repo_dir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for rule in ("convert", "stage1", "stage2", "evaluate", "table"):
+        assert rule in out.stdout
+    assert ("synth" in out.stdout) == (configfile is None)
+    assert ("download_pretrained_resnet101" in out.stdout) == (configfile is not None)
+
+
+def test_bad_config_stops_snakemake_before_any_job(repo_dir, embedded, tmp_path):
+    cfg = copy.deepcopy(embedded)
+    cfg["train"]["stage2"]["epochs"] = -1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/table.md", "--configfile", str(path)],
+                         cwd=repo_dir, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "train.stage2.epochs" in out.stdout + out.stderr

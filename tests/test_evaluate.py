@@ -1,0 +1,74 @@
+"""`evaluate` end to end on the reference mini dataset with a small random segmentation checkpoint."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mdetr_phrasecut.cli import main as cli
+from mdetr_phrasecut.data.phrasecut_format import load_image_split, load_refer
+from mdetr_phrasecut.evaluation.phrasecut_metrics import evaluate_split
+from mdetr_phrasecut.evaluation.predictions import read_predictions
+from mdetr_phrasecut.model.build import build_model
+from mdetr_phrasecut.model.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_roberta_dir):
+    model = dict(backbone="resnet18", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1, dim_feedforward=64,
+                 dropout=0.0, num_queries=4, text_encoder_type=str(tiny_roberta_dir))
+    return {"model": model, "train": {"aux_loss": False, "contrastive_align_loss": False}}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(spec, tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model({**spec["model"], **spec["train"], "masks": True})
+    with torch.no_grad():  # make some queries score above the threshold so masks are not all empty
+        model.detr.class_embed.bias[-1] = -3.0
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
+    save_checkpoint(path, model, epoch=0)
+    return path
+
+
+def test_evaluate_writes_predictions_and_metrics(reference_dir, spec, checkpoint, tmp_path):
+    root = reference_dir / "phrasecut_mini" / "s0"
+    out = tmp_path / "test"
+    code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec-json", json.dumps(spec),
+                "--coco", str(root / "expected_coco" / "finetune_phrasecut_test.json"), "--root", str(root),
+                "--images", str(root / "images"), "--split", "test", "--out-dir", str(out), "--size", "64",
+                "--max-size", "96", "--batch-size", "4", "--workers", "1", "--no-ema", "--dataset", "mini"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    image_info = load_image_split(root)
+    records = load_refer(root, "test", image_info)
+    assert metrics["num_phrases"] == len(records) and metrics["missing"] == 0
+    assert metrics["dataset"] == "mini" and len(metrics["split_sha256"]) == 64
+
+    # every phrase has one mask at its image's original size
+    seen = 0
+    by_task = {r["task_id"]: r for r in records}
+    for task_id, mask, boxes in read_predictions(out / "predictions.npz"):
+        image = image_info[by_task[task_id]["image_id"]]
+        assert mask.shape == (image["height"], image["width"]) and boxes.shape[1] == 4
+        seen += 1
+    assert seen == len(records)
+    assert any(m.any() for _, m, _ in read_predictions(out / "predictions.npz"))
+
+    # the metrics are the PhraseCut evaluator's on those predictions
+    again = evaluate_split(root, "test", out / "predictions.npz")
+    assert np.isclose(metrics["subsets"]["all"]["mean_mask_iou"], again.metrics["all"]["mean_mask_iou"])
+    per_task = json.loads((out / "per_task.json").read_text())
+    assert set(per_task) == set(by_task)
+
+
+def test_wrong_stage_checkpoint_is_refused(reference_dir, spec, tmp_path):
+    detector = build_model({**spec["model"], **spec["train"]})
+    path = tmp_path / "detector.pth"
+    save_checkpoint(path, detector)
+    root = reference_dir / "phrasecut_mini" / "s0"
+    code = cli(["evaluate", "--checkpoint", str(path), "--spec-json", json.dumps(spec),
+                "--coco", str(root / "expected_coco" / "finetune_phrasecut_test.json"), "--root", str(root),
+                "--images", str(root / "images"), "--out-dir", str(tmp_path / "o")])
+    assert code == 2
+    assert not (tmp_path / "o" / "metrics.json").exists()

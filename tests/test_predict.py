@@ -1,0 +1,86 @@
+"""`mdetr-phrasecut predict` on a tiny random segmentation model and a generated image."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageDraw
+
+from mdetr_phrasecut.cli import main as cli
+from mdetr_phrasecut.model.build import build_model
+from mdetr_phrasecut.model.checkpoint import save_checkpoint
+from mdetr_phrasecut.model.ema import ModelEMA
+from mdetr_phrasecut.predict import predict
+
+SIZE, MAX_SIZE = 64, 96
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_roberta_dir):
+    root = tmp_path_factory.mktemp("predict")
+    (root / "tiny_roberta").symlink_to(tiny_roberta_dir)
+    cfg = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
+           "dim_feedforward": 64, "num_queries": 4, "dropout": 0.0, "masks": True, "contrastive_align_loss": False,
+           "text_encoder_type": "tiny_roberta"}  # relative to the config file
+    (root / "config.yaml").write_text(yaml.safe_dump({"model": cfg, "train": {"epochs": 1}}))
+    (root / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    model = build_model({**cfg, "text_encoder_type": str(tiny_roberta_dir)})
+    ema = ModelEMA(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.0)  # `model` weights are degenerate; only the EMA copy is the real model
+    save_checkpoint(root / "ckpt.pth", model, ema, epoch=0, args=cfg)
+    image = Image.new("RGB", (120, 90), (30, 90, 200))
+    ImageDraw.Draw(image).ellipse([20, 15, 70, 60], fill=(220, 30, 30))
+    image.save(root / "image.jpg")
+    return root, ema.module.eval(), image
+
+
+def run_predict(root, *extra, config="config.yaml"):
+    return cli(["predict", "--checkpoint", str(root / "ckpt.pth"), "--config", str(root / config),
+                "--image", str(root / "image.jpg"), "--phrase", "red circle", "--out-mask", str(root / "mask.png"),
+                "--out-overlay", str(root / "overlay.png"), "--size", str(SIZE), "--max-size", str(MAX_SIZE),
+                "--device", "cpu", *extra])
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_predict_writes_the_phrasecut_mask_and_overlay(setup, threshold):
+    root, model, _ = setup
+    assert run_predict(root, "--threshold", str(threshold)) == 0
+    mask = np.array(Image.open(root / "mask.png"))
+    image = Image.open(root / "image.jpg").convert("RGB")
+    expected = predict(model, image, "red circle", threshold, SIZE, MAX_SIZE)
+    assert mask.shape == (90, 120) and set(np.unique(mask)) <= {0, 255}
+    assert np.array_equal(mask == 255, expected["masks"].numpy())
+    overlay = Image.open(root / "overlay.png")
+    assert overlay.size == (120, 90) and overlay.mode == "RGB"
+    changed = (np.array(overlay).astype(int) - np.array(image).astype(int)).any(-1)
+    assert changed[mask == 255].all()  # every mask pixel is tinted
+    if threshold == 0.0:  # every query kept: the answer is the union of all query masks
+        assert len(expected["boxes"]) == 4
+
+
+def test_predict_threshold_above_every_score_gives_an_empty_mask(setup):
+    root, _, _ = setup
+    assert run_predict(root, "--threshold", "1.0", config="config.json") == 0
+    assert not np.array(Image.open(root / "mask.png")).any()
+
+
+def test_predict_bad_inputs_exit_2(setup, capsys, tmp_path):
+    root, _, _ = setup
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"backbone": "resnet18", "num_queries": 7, "masks": True,
+                                                       "hidden_dim": 128, "nheads": 8, "enc_layers": 1,
+                                                       "dec_layers": 1, "dim_feedforward": 64,
+                                                       "contrastive_align_loss": False,
+                                                       "text_encoder_type": str(root / "tiny_roberta")}))
+    assert cli(["predict", "--checkpoint", str(root / "ckpt.pth"), "--config", str(tmp_path / "bad.yaml"),
+                "--image", str(root / "image.jpg"), "--phrase", "x", "--out-mask", str(tmp_path / "m.png"),
+                "--out-overlay", str(tmp_path / "o.png")]) == 2
+    assert "query_embed.weight [4, 128] vs [7, 128]" in capsys.readouterr().err
+    assert cli(["predict", "--checkpoint", str(root / "ckpt.pth"), "--config", str(root / "config.yaml"),
+                "--image", str(tmp_path / "absent.jpg"), "--phrase", "x", "--out-mask", str(tmp_path / "m.png"),
+                "--out-overlay", str(tmp_path / "o.png")]) == 2
+    assert "absent.jpg" in capsys.readouterr().err
+    assert not (tmp_path / "m.png").exists()

@@ -1,0 +1,136 @@
+"""Provenance records and the audit of a chain a -> b -> c built in a temp folder."""
+import json
+
+import pytest
+
+from mdetr_phrasecut import cli, provenance
+from mdetr_phrasecut.io import sha256_file
+
+CONFIG = {"data": {"split": "val"}, "train": {"lr": 1e-4, "epochs": 2}}
+
+
+def make_a(root, text="raw annotations\n"):
+    (root / "a.txt").write_text(text)
+    provenance.record([root / "a.txt"], [], {"data": CONFIG["data"]})
+
+
+def make_b(root):
+    with provenance.step(outputs=[root / "sub" / "b.txt"], inputs=[root / "a.txt"], config={"train": CONFIG["train"]}):
+        (root / "sub").mkdir(exist_ok=True)
+        (root / "sub" / "b.txt").write_text((root / "a.txt").read_text().upper())
+
+
+def make_c(root):
+    with provenance.step(outputs=[root / "c.md"], inputs=[root / "sub" / "b.txt"], config={}):
+        (root / "c.md").write_text("| b | " + (root / "sub" / "b.txt").read_text().strip() + " |\n")
+
+
+@pytest.fixture
+def chain(tmp_path):
+    make_a(tmp_path)
+    make_b(tmp_path)
+    make_c(tmp_path)
+    return tmp_path
+
+
+def kinds(problems):
+    return [(p.artifact.split("/")[-1], p.kind) for p in problems]
+
+
+def test_record_contents(chain):
+    rec = json.loads((chain / "sub" / "b.txt.prov.json").read_text())
+    assert rec["outputs"] == [{"path": "b.txt", "sha256": sha256_file(chain / "sub" / "b.txt")}]
+    assert rec["inputs"] == [{"path": "../a.txt", "sha256": sha256_file(chain / "a.txt"), "record": "../a.txt.prov.json"}]
+    assert rec["config"] == {"train": CONFIG["train"]}
+    assert rec["code"]["package_version"] and len(rec["code"]["source_sha256"]) == 64
+    assert rec["packages"]["torch"] and rec["packages"]["numpy"]
+    assert rec["command"] and rec["host"]
+    assert rec["duration_s"] >= 0 and rec["started"] <= rec["finished"]
+
+
+def test_intact_chain_passes_and_moves_with_its_folder(chain, tmp_path_factory):
+    assert provenance.audit(chain / "c.md", config=CONFIG) == []
+    moved = tmp_path_factory.mktemp("moved") / "tree"
+    chain.rename(moved)
+    assert provenance.audit(moved / "c.md") == []
+    assert [a.path.split("/")[-1] for a in provenance.walk(moved / "c.md")] == ["c.md", "b.txt", "a.txt"]
+
+
+def test_step_records_nothing_on_failure(tmp_path):
+    out = tmp_path / "x.txt"
+    with pytest.raises(RuntimeError):
+        with provenance.step(outputs=[out], inputs=[]):
+            out.write_text("half")
+            raise RuntimeError("boom")
+    assert not provenance.record_path(out).exists()
+    assert kinds(provenance.audit(out)) == [("x.txt", "unrecorded")]
+
+
+def test_tampered_middle_artifact_is_named(chain):
+    (chain / "sub" / "b.txt").write_text("FORGED\n")
+    assert kinds(provenance.audit(chain / "c.md")) == [("b.txt", "altered")]
+
+
+def test_deleted_artifact_is_named(chain):
+    (chain / "sub" / "b.txt").unlink()
+    assert kinds(provenance.audit(chain / "c.md")) == [("b.txt", "missing")]
+
+
+def test_regenerated_input_names_the_stale_consumer(chain):
+    make_a(chain, "other annotations\n")  # a remade (with its record), b not re-run
+    assert kinds(provenance.audit(chain / "c.md")) == [("b.txt", "different-input")]
+    make_b(chain)  # re-running b makes c stale in turn
+    assert kinds(provenance.audit(chain / "c.md")) == [("c.md", "different-input")]
+    make_c(chain)
+    assert provenance.audit(chain / "c.md") == []
+
+
+def test_unrecorded_source_changed_under_its_consumer(tmp_path):
+    (tmp_path / "raw.txt").write_text("v1")
+    with provenance.step(outputs=[tmp_path / "out.txt"], inputs=[tmp_path / "raw.txt"]):
+        (tmp_path / "out.txt").write_text("derived")
+    assert provenance.audit(tmp_path / "out.txt") == []
+    (tmp_path / "raw.txt").write_text("v2")
+    assert kinds(provenance.audit(tmp_path / "out.txt")) == [("raw.txt", "altered")]
+
+
+def test_lost_record_of_an_input_is_named(chain):
+    provenance.record_path(chain / "a.txt").unlink()
+    assert kinds(provenance.audit(chain / "c.md")) == [("a.txt", "unrecorded")]
+
+
+def test_different_config_is_named(chain):
+    changed = {**CONFIG, "train": {**CONFIG["train"], "lr": 5e-5}}
+    problems = provenance.audit(chain / "c.md", config=changed)
+    assert kinds(problems) == [("b.txt", "different-config")]
+    assert "train.lr" in problems[0].detail
+
+
+def test_folder_artifacts(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "1.jpg").write_bytes(b"\xff\xd8one")
+    provenance.record([tmp_path / "images"], [], {})
+    assert provenance.audit(tmp_path / "images") == []
+    (tmp_path / "images" / "2.jpg").write_bytes(b"\xff\xd8two")
+    assert kinds(provenance.audit(tmp_path / "images")) == [("images", "altered")]
+
+
+def test_cli_report_and_exit_status(chain, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    assert cli.main(["audit", str(chain / "c.md"), "--config-json", json.dumps(CONFIG), "--out", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "a.txt" in out and "all consistent" in out
+    assert json.loads(report.read_text())["ok"] is True
+
+    (chain / "sub" / "b.txt").write_text("FORGED\n")
+    assert cli.main(["audit", str(chain / "c.md"), "--out", str(report)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "b.txt: altered" in err[0]
+    saved = json.loads(report.read_text())
+    assert saved["ok"] is False
+    assert [a["problems"][0]["kind"] for a in saved["artifacts"] if a["problems"]] == ["altered"]
+
+
+def test_cli_rejects_bad_config_json(chain, capsys):
+    assert cli.main(["audit", str(chain / "c.md"), "--config-json", str(chain / "nope.json")]) == 2
+    assert "--config-json" in capsys.readouterr().err
