@@ -3,13 +3,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CORES  ?= 2
+HOST_PYTHON := $(shell command -v python3)
 # Rules call `mdetr-phrasecut`, `snakemake` and `torchrun` from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install demo test slurm-deps clean
 
 $(STAMP): requirements.txt pyproject.toml
-	python3 -m venv $(VENV)
+	$(HOST_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .

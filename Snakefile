@@ -22,3 +22,5 @@ rule all:
     input:
         "results/table.md",
         "results/audit.json",
+        # MDETR's released annotations vs our conversion, when configured (published recipe)
+        expand("results/audit/mdetr_annotations_{split}.json", split=SPLITS if config["dataset"]["mdetr_annotations"] else []),

@@ -2,8 +2,8 @@
 weights, built offline from a config and a small BPE tokenizer trained on the spot), inference (eval, no grad) and
 training step (train mode, forward + backward of a surrogate loss over every output head).
 
-    python benchmarks/model_forward.py                                    # CPU-friendly: batch 1, 320 px
-    python benchmarks/model_forward.py --size 800 --max-size 1333 --batch 2  # the release's resolution
+    python benchmarks/model_forward.py                                    # CPU-friendly: batch 1, 256×320 px
+    python benchmarks/model_forward.py --height 800 --width 1066 --batch 2  # the release's resolution (800 px)
     python benchmarks/model_forward.py --masks                            # the smallconv segmentation model
 
 fp32 eval is the baseline; with CUDA (or --bf16 on CPU) bf16 autocast runs too. Reported ratios: train/eval and
@@ -75,10 +75,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet101")
     parser.add_argument("--masks", action="store_true", help="benchmark the segmentation model")
-    parser.add_argument("--size", type=int, default=320, help="image height (short side)")
-    parser.add_argument("--max-size", type=int, default=427, help="image width (long side)")
+    parser.add_argument("--height", type=int, default=256, help="image height (the short side; release: 800)")
+    parser.add_argument("--width", type=int, default=320, help="image width")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="also bf16 autocast on CPU (always on CUDA)")
@@ -90,7 +90,7 @@ def main():
         cfg = {"backbone": args.backbone, "text_encoder_type": str(roberta_base_folder(Path(tmp))),
                "masks": args.masks, "contrastive_align_loss": not args.masks}
         model = build_model(cfg).to(device)
-    images = [torch.randn(3, args.size, args.max_size) for _ in range(args.batch)]
+    images = [torch.randn(3, args.height, args.width) for _ in range(args.batch)]
     samples = nested_tensor_from_tensor_list(images).to(device)
     captions = [PHRASES[i % len(PHRASES)] for i in range(args.batch)]
 
@@ -111,7 +111,7 @@ def main():
     print(json.dumps({
         "benchmark": "model_forward", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "model": "segm" if args.masks else "detector", "backbone": args.backbone,
-        "image_hw": [args.size, args.max_size], "batch": args.batch, "iters": args.iters,
+        "image_hw": [args.height, args.width], "batch": args.batch, "iters": args.iters,
         "params": sum(p.numel() for p in model.parameters()), "images_per_second": results,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
     }))

@@ -9,9 +9,21 @@ REPO = Path(workflow.basedir).resolve()
 validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
 
 RUNS = list(config["runs"])
-DATA = "results/phrasecut"
-COCO = "results/coco"
 SPLITS = sorted({config["dataset"][k] for k in ("train_split", "val_split", "test_split")})
+SYNTH_SECTIONS = {"main": "synth", "pretrain": "pretrain_synth"}  # corpus -> config section
+
+wildcard_constraints:
+    corpus="main|pretrain",
+    split="train|val|miniv|test",
+
+
+def data_dir(corpus="main"):
+    """Original PhraseCut files of a corpus: `main` (the dataset evaluated), `pretrain` (the demo's stage 0)."""
+    return f"results/{corpus}/phrasecut"
+
+
+def coco_dir(corpus="main"):
+    return f"results/{corpus}/coco"
 
 
 def quoted_json(obj):
@@ -45,8 +57,8 @@ def download_args(name):
     return " ".join(map(shlex.quote, args))
 
 
-def synth_args():
-    s = config["dataset"]["synth"]
+def synth_args(section):
+    s = config["dataset"][section]
     return (f"--seed {s['seed']} --train-images {s['train_images']} --val-images {s['val_images']} "
             f"--test-images {s['test_images']} --min-size {s['min_size']} --max-size {s['max_size']}")
 

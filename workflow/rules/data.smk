@@ -3,17 +3,17 @@
 ORIGINAL_FILES = ["image_data_split.json", "name_att_rel_count.json"] + [f"refer_{s}.json" for s in SPLITS]
 
 
-def original(name):
+def original(name, corpus="main"):
     """An original PhraseCut file: written by `synth`, or the download entry named in dataset.originals."""
     if config["dataset"]["source"] == "synth":
-        return f"{DATA}/{name}"
+        return f"{data_dir(corpus)}/{name}"
     return download_path(config["dataset"]["originals"][name])
 
 
-def images_dir():
+def images_dir(corpus="main"):
     """The folder a rule depends on for the images (an extracted download, or synth's images/)."""
     if config["dataset"]["source"] == "synth":
-        return f"{DATA}/images"
+        return f"{data_dir(corpus)}/images"
     return f"{download_path(config['dataset']['images'])}.unpacked"
 
 
@@ -44,32 +44,34 @@ for _name in config["downloads"]:
 if config["dataset"]["source"] == "synth":
 
     rule synth:
-        """Synthetic PhraseCut in the exact original on-disk format (embedded default)."""
+        """Synthetic PhraseCut in the exact original on-disk format: the embedded default's dataset (`main`)
+        and the larger, disjoint one its stage-0 checkpoint is pre-trained on (`pretrain`)."""
         output:
-            files=[f"{DATA}/{name}" for name in ORIGINAL_FILES],
-            images=directory(f"{DATA}/images"),
+            files=[f"results/{{corpus}}/phrasecut/{name}" for name in ORIGINAL_FILES],
+            images=directory("results/{corpus}/phrasecut/images"),
         params:
-            args=synth_args(),
-            record=record(lambda w: {"dataset": {"synth": config["dataset"]["synth"]}}),
+            args=lambda w: synth_args(SYNTH_SECTIONS[w.corpus]),
+            out=lambda w: data_dir(w.corpus),
+            record=record(lambda w: {"dataset": {SYNTH_SECTIONS[w.corpus]: config["dataset"][SYNTH_SECTIONS[w.corpus]]}}),
         log:
-            "results/logs/synth.log",
+            "results/logs/synth_{corpus}.log",
         shell:
-            "mdetr-phrasecut --record {params.record} synth --out {DATA} {params.args} 2> {log}"
+            "mdetr-phrasecut --record {params.record} synth --out {params.out} {params.args} 2> {log}"
 
 
 rule convert:
     """Original PhraseCut annotations -> MDETR's finetune_phrasecut_{split}.json."""
     input:
-        refer=lambda w: original(f"refer_{w.split}.json"),
-        split=lambda w: original("image_data_split.json"),
+        refer=lambda w: original(f"refer_{w.split}.json", w.corpus),
+        split=lambda w: original("image_data_split.json", w.corpus),
     output:
-        ensure(f"{COCO}/finetune_phrasecut_{{split}}.json", non_empty=True),
+        ensure("results/{corpus}/coco/finetune_phrasecut_{split}.json", non_empty=True),
     params:
         mode=config["dataset"]["conversion_mode"],
         root=lambda w, input: Path(input.refer).parent,
         record=record(lambda w: {"dataset": {"conversion_mode": config["dataset"]["conversion_mode"]}}),
     log:
-        "results/logs/convert_{split}.log",
+        "results/logs/convert_{corpus}_{split}.log",
     shell:
         "mdetr-phrasecut --record {params.record} convert --root {params.root:q} --split {wildcards.split} --mode {params.mode} "
         "--out {output:q} 2> {log}"

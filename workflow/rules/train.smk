@@ -2,18 +2,19 @@
 # mask head. `pretrain` makes the embedded demo's stage-0 checkpoint (MDETR's detection objective, from scratch).
 
 
-def coco(split_key):
-    return f"{COCO}/finetune_phrasecut_{config['dataset'][split_key]}.json"
-
-
-TRAIN_INPUTS = dict(train=coco("train_split"), val=coco("val_split"))
+def train_inputs(corpus="main"):
+    split = config["dataset"]
+    return dict(
+        train=f"{coco_dir(corpus)}/finetune_phrasecut_{split['train_split']}.json",
+        val=f"{coco_dir(corpus)}/finetune_phrasecut_{split['val_split']}.json",
+        images=images_dir(corpus),
+    )
 
 
 rule pretrain:
     """Stage 0 for the embedded demo; its output is committed as resources/demo_pretrained.pth (see README)."""
     input:
-        **TRAIN_INPUTS,
-        images=images_dir(),
+        **train_inputs("pretrain"),
     output:
         ckpt=ensure("results/pretrain/{run}/checkpoint.pth", non_empty=True),
         log_csv="results/pretrain/{run}/log.csv",
@@ -29,15 +30,14 @@ rule pretrain:
     log:
         "results/logs/pretrain_{run}.log",
     shell:
-        "{params.launch} --record {params.record} train --stage pretrain --spec-json {params.spec} --coco-dir {COCO} "
+        "{params.launch} --record {params.record} train --stage pretrain --spec-json {params.spec} --coco-dir " + coco_dir("pretrain") + " "
         "--images {params.images:q} --out-dir results/pretrain/{wildcards.run} 2> {log}"
 
 
 rule stage1:
     """Detector fine-tuning (`load` semantics: weights only, EMA preferred)."""
     input:
-        **TRAIN_INPUTS,
-        images=images_dir(),
+        **train_inputs(),
         init=lambda w: download_path(config["runs"][w.run]["pretrained"]),
     output:
         ckpt=ensure("results/runs/{run}/stage1/checkpoint.pth", non_empty=True),
@@ -54,15 +54,14 @@ rule stage1:
     log:
         "results/logs/stage1_{run}.log",
     shell:
-        "{params.launch} --record {params.record} train --stage stage1 --spec-json {params.spec} --coco-dir {COCO} "
+        "{params.launch} --record {params.record} train --stage stage1 --spec-json {params.spec} --coco-dir " + coco_dir() + " "
         "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage1 2> {log}"
 
 
 rule stage2:
     """Frozen stage-1 detector (EMA weights, strict) + smallconv mask head."""
     input:
-        **TRAIN_INPUTS,
-        images=images_dir(),
+        **train_inputs(),
         init="results/runs/{run}/stage1/checkpoint.pth",
     output:
         ckpt=ensure("results/runs/{run}/stage2/checkpoint.pth", non_empty=True),
@@ -79,5 +78,5 @@ rule stage2:
     log:
         "results/logs/stage2_{run}.log",
     shell:
-        "{params.launch} --record {params.record} train --stage stage2 --spec-json {params.spec} --coco-dir {COCO} "
+        "{params.launch} --record {params.record} train --stage stage2 --spec-json {params.spec} --coco-dir " + coco_dir() + " "
         "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage2 2> {log}"
