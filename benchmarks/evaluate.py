@@ -146,9 +146,10 @@ def baseline_evaluate(records, image_info, counts, predictions_path):
     metrics = {}
     for s, v in stats.items():
         if v["mask_iou"]:
-            metrics[s] = {"mean_mask_iou": float(np.mean(v["mask_iou"])), "cum_mask_iou": np.sum(v["i"]) / np.sum(v["u"]),
+            ious = np.array(v["mask_iou"])
+            metrics[s] = {"mean_mask_iou": float(np.mean(ious)), "cum_mask_iou": np.sum(v["i"]) / np.sum(v["u"]),
                           "mean_box_iou": float(np.mean(v["box_iou"])),
-                          "pred_mask_acc": {str(t): float(np.mean(np.array(v["mask_iou"]) > t)) for t in (.5, .6, .7, .8, .9)}}
+                          "pred_mask_acc": {str(t): float(np.mean(ious > t)) for t in (0.5, 0.6, 0.7, 0.8, 0.9)}}
     return metrics, per_task
 
 
@@ -198,10 +199,14 @@ def main(argv=None):
         assert fast.per_task.keys() == base_tasks.keys()
         for task_id, want in base_tasks.items():
             got = fast.per_task[task_id]
-            assert got["subsets"] == want["subsets"] and (got["mask_i"], got["mask_u"]) == (want["mask_i"], want["mask_u"])
+            assert got["subsets"] == want["subsets"], task_id
+            assert (got["mask_i"], got["mask_u"]) == (want["mask_i"], want["mask_u"]), task_id
             assert abs(got["box_iou"] - want["box_iou"]) < 1e-12, task_id
         for subset, want in base_metrics.items():
-            assert abs(fast.metrics[subset]["mean_mask_iou"] - want["mean_mask_iou"]) < 1e-9, subset
+            got = fast.metrics[subset]
+            for key in ("mean_mask_iou", "cum_mask_iou", "mean_box_iou"):
+                assert abs(got[key] - want[key]) < 1e-9, (subset, key)
+            assert all(abs(got["pred_mask_acc"][t] - v) < 1e-9 for t, v in want["pred_mask_acc"].items()), subset
 
         memory = {}
         for n in args.memory_sizes:
@@ -223,8 +228,8 @@ def main(argv=None):
         "memory_mib": {str(n): m for n, m in memory.items()},
         "memory_growth_kib_per_phrase": growth,
     }
-    print(f"evaluator {result['evaluator_phrases_per_s']:.0f} phrases/s ({args.workers} workers), "
-          f"baseline {result['baseline_phrases_per_s']:.0f} phrases/s, speedup x{result['speedup']:.2f}", file=sys.stderr)
+    print(f"evaluator {result['evaluator_phrases_per_s']:.0f} phrases/s ({args.workers} workers), baseline "
+          f"{result['baseline_phrases_per_s']:.0f} phrases/s, speedup x{result['speedup']:.2f}", file=sys.stderr)
     print(json.dumps(result))
 
 

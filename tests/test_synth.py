@@ -269,3 +269,10 @@ def test_build_tiny_text_encoder_is_deterministic(tmp_path):
     assert files_of(a) == files_of(b)
     assert sorted(files_of(a)) == sorted(tte.ASSET_FILES)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_committed_tiny_text_encoder_is_up_to_date(tmp_path):
+    """The asset is what the documented regeneration command produces from the current generator."""
+    out = tte.build_tiny_text_encoder(tte.default_synthetic_captions(0), tmp_path / "tte")
+    assert files_of(out) == files_of(tte.default_path())

@@ -144,12 +144,12 @@ def _write_list(f, items, enc):
     f.write("]")
 
 
-def _stream_coco(f, images_iter, annotations_iter_factory):
+def _stream_coco(f, images, annotations):
     enc = json.JSONEncoder().encode  # default separators (", ", ": "), C-accelerated one-shot
     f.write('{"info": [], "licenses": [], "images": ')
-    _write_list(f, images_iter, enc)
+    _write_list(f, images, enc)
     f.write(', "annotations": ')
-    _write_list(f, annotations_iter_factory(), enc)
+    _write_list(f, annotations, enc)
     f.write(', "categories": ')
     f.write(enc(CATEGORIES))
     f.write("}")
@@ -172,7 +172,7 @@ def write_coco(coco, path):
             or coco["categories"] != CATEGORIES:
         return _atomic_text_writer(path, lambda f: f.write(json.dumps(coco)))
     return _atomic_text_writer(
-        path, lambda f: _stream_coco(f, iter(coco["images"]), lambda: iter(coco["annotations"])))
+        path, lambda f: _stream_coco(f, coco["images"], coco["annotations"]))
 
 
 def _compact(rec, mode, enc):

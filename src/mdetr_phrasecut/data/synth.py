@@ -255,7 +255,7 @@ def _make_scene(rng, w, h):
         shape = str(shapes[int(rng.integers(len(shapes)))])
         color = str(colors[int(rng.integers(len(colors)))])
         size = SIZES[int(rng.random() < 0.5)]
-        frac = rng.uniform(0.06, 0.085) if size == "small" else rng.uniform(0.13, 0.17)
+        frac = rng.uniform(0.075, 0.095) if size == "small" else rng.uniform(0.14, 0.18)
         r = max(4.0, s * frac)
         rot = rng.uniform(-0.25, 0.25)
         for _ in range(40):
@@ -263,6 +263,9 @@ def _make_scene(rng, w, h):
             if y_hi - y_lo < 2 * r + 2:
                 break
             cy = rng.uniform(y_lo + r, y_hi - r)
+            # every shape lies inside its circumscribed circle's box: reject on that before building it
+            if _overlaps((int(cx - r), int(cy - r), int(cx + r) + 1, int(cy + r) + 1), taken, gap=3):
+                continue
             poly = _shape_polygon(shape, cx, cy, r, rot)
             o = Obj(len(objs), "shape", shape, color, size, [poly])
             if o.x1 < 0 or o.y1 < y_lo or o.x2 > w - 1 or o.y2 > y_hi:

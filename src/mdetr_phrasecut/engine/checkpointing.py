@@ -5,6 +5,7 @@ finished epoch, `args`) plus `position` (the next step to run: epoch, step in th
 `layout` (world size and per-process batch size, which fix the data order) and `rng` (every process's
 python, numpy, torch and CUDA generator states, in rank order).
 """
+import io
 import random
 import signal
 from pathlib import Path
@@ -47,6 +48,13 @@ def set_rng_state(state: dict):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def gather_rng_states() -> list:
+    """Every process's rng_state(), in rank order (sent serialised: all_gather_object mishandles tensors)."""
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    return [torch.load(io.BytesIO(blob), weights_only=True) for blob in gather_objects(buffer.getvalue())]
+
+
 def save_training_checkpoint(path: Path, *, denv: DistEnv, model, model_ema, optimizer, scheduler,
                              position: Position, args: dict, batch_size: int):
     """Collect every process's RNG state and let rank 0 write the checkpoint atomically; weights that are
@@ -54,7 +62,7 @@ def save_training_checkpoint(path: Path, *, denv: DistEnv, model, model_ema, opt
     for name, tensor in model.state_dict().items():  # identical on every process under DDP
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise NonFiniteLoss(f"weight {name} is not finite at step {position.global_step}; not saving {path}")
-    states = gather_objects(rng_state())
+    states = gather_rng_states()
     if not denv.is_main:
         return
     save_checkpoint(path, model, model_ema=model_ema, optimizer=optimizer, lr_scheduler=scheduler,

@@ -115,13 +115,13 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
         resume: Path = None, device: str = "auto", progress: bool = True, datasets=None) -> Path:
     """Train one stage; returns OUT_DIR/checkpoint.pth. `datasets` = (train, val) overrides the data built
     from coco_dir/images (tests). Raises NonFiniteLoss, Preempted or InputError."""
-    model_cfg, cfg = spec["model"], spec["train"]
-    out_dir = Path(out_dir)
     if stage != "pretrain" and init is None:
         raise InputError(f"train --stage {stage}: --init is required (stage1: the pre-trained detector, "
                          "stage2: the stage-1 checkpoint)")
     if stage == "pretrain" and init is not None:
         raise InputError("train --stage pretrain: trains from scratch; use --stage stage1 with --init")
+    model_cfg, cfg = spec["model"], spec["train"]
+    out_dir = Path(out_dir)
     resume = resume or (out_dir / LAST if (out_dir / LAST).exists() else None)
     denv, dev = D.init_distributed(device)
     stop = StopSignal()

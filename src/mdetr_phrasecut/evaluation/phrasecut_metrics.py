@@ -147,8 +147,7 @@ def _scored(jobs, subsets, workers, chunk_size):
         for chunk in _chunks(jobs, chunk_size):
             yield from _score_chunk(chunk)
         return
-    context = multiprocessing.get_context("forkserver")  # no fork of a process that may hold torch threads
-    with context.Pool(workers, initializer=_init_scorer, initargs=(subsets,)) as pool:
+    with multiprocessing.Pool(workers, initializer=_init_scorer, initargs=(subsets,)) as pool:
         pending = deque()
         for chunk in _chunks(jobs, chunk_size):
             pending.append(pool.apply_async(_score_chunk, (chunk,)))

@@ -3,15 +3,16 @@
 Key names follow the release: `backbone.0.body.*` is the torchvision ResNet or the timm EfficientNet, `backbone.1`
 the position encoding (see `Joiner`).
 """
-from typing import List
+from typing import List, Optional
 
 import timm
+import torch
 import torch.nn.functional as F
 import torchvision
-from timm.layers import freeze_batch_norm_2d
+from timm.layers import BatchNormAct2d
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.ops import misc
 
 from ..nested_tensor import NestedTensor
 
@@ -32,6 +33,34 @@ TIMM_MODELS = {
 BACKBONES = tuple(RESNET_CHANNELS) + tuple(TIMM_MODELS)
 
 
+class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
+    """torchvision's frozen BatchNorm that keeps the input's dtype (bf16 autocast activations stay bf16); `post`
+    is the dropout + activation a timm BatchNormAct2d applies after the norm (no weights, keys unchanged)."""
+
+    def __init__(self, num_features: int, eps: float = FROZEN_BN_EPS, post: Optional[nn.Module] = None):
+        super().__init__(num_features, eps)
+        self.post = post if post is not None else nn.Identity()
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return self.post(x * scale.to(x.dtype)[:, None, None] + shift.to(x.dtype)[:, None, None])
+
+
+@torch.no_grad()
+def freeze_batchnorm(module: nn.Module):
+    """Replace every BatchNorm2d under `module` (timm's BatchNormAct2d included) by a FrozenBatchNorm2d."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            post = nn.Sequential(child.drop, child.act) if isinstance(child, BatchNormAct2d) else None
+            frozen = FrozenBatchNorm2d(child.num_features, post=post)
+            for buffer in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, buffer).copy_(getattr(child, buffer))
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+
+
 def resnet_body(name: str, train_backbone: bool, pretrained: bool):
     """torchvision ResNet with FrozenBatchNorm2d; layer2-4 train when `train_backbone`, the stem and layer1 never."""
     weights = "IMAGENET1K_V1" if pretrained else None  # the weights `pretrained=True` gave the release
@@ -45,10 +74,7 @@ def resnet_body(name: str, train_backbone: bool, pretrained: bool):
 def timm_body(name: str, train_backbone: bool, pretrained: bool):
     """timm features_only network (out_indices 1-4) with every BatchNorm frozen, as the release's TimmBackbone."""
     body = timm.create_model(TIMM_MODELS[name], pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4))
-    body = freeze_batch_norm_2d(body)  # BatchNormAct2d -> FrozenBatchNormAct2d keeps the activation
-    for module in body.modules():
-        if hasattr(module, "running_var") and hasattr(module, "eps"):
-            module.eps = FROZEN_BN_EPS
+    freeze_batchnorm(body)
     body.requires_grad_(train_backbone)  # the release trains the whole timm body at lr_backbone
     return body, list(body.feature_info.channels())
 

@@ -1,0 +1,99 @@
+"""A run killed with SIGKILL after a mid-epoch checkpoint, or stopped by SIGTERM, and then resumed, ends with
+weights, EMA, optimizer and logs bitwise equal to an uninterrupted run (CPU; dropout and random augmentations on)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from mdetr_phrasecut.engine.checkpointing import EXIT_REQUEUE
+from test_train import tiny_spec
+
+STEPS_PER_EPOCH = 4
+
+
+@pytest.fixture(scope="module")
+def command(reference_dir, tiny_roberta_dir):
+    mini = reference_dir / "phrasecut_mini" / "s0"
+    spec = tiny_spec(tiny_roberta_dir, epochs=2, scales=[48, 64], max_steps_per_epoch=STEPS_PER_EPOCH,
+                     checkpoint_every_steps=2)
+    spec["model"]["dropout"] = 0.1
+
+    def command(out_dir):
+        return [sys.executable, "-m", "mdetr_phrasecut.cli", "train", "--stage", "pretrain", "--spec-json",
+                json.dumps(spec), "--coco-dir", str(mini / "expected_coco"), "--images", str(mini / "images"),
+                "--out-dir", str(out_dir), "--no-progress"]
+
+    return command
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run(cmd, expect=0):
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == expect, done.stderr[-2000:]
+    return done
+
+
+def start_and_wait_for_checkpoint(cmd, out_dir):
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out_dir / "checkpoint_last.pth").exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, command):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run(command(out))
+    return out
+
+
+def assert_same_result(got_dir, want_dir):
+    got = torch.load(got_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
+    want = torch.load(want_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
+    assert got["position"] == want["position"] == {"epoch": 2, "step": 0, "global_step": 2 * STEPS_PER_EPOCH}
+    for key in ("model", "model_ema"):
+        assert got[key].keys() == want[key].keys()
+        for name, tensor in want[key].items():
+            assert torch.equal(got[key][name], tensor), f"{key}.{name}"
+    for index, slot in want["optimizer"]["state"].items():
+        for name, tensor in slot.items():
+            assert torch.equal(got["optimizer"]["state"][index][name], tensor), f"optimizer {index} {name}"
+    assert got["lr_scheduler"] == want["lr_scheduler"]
+    columns = lambda d: pd.read_csv(d / "log.csv").drop(columns=["images_per_s"])  # noqa: E731
+    pd.testing.assert_frame_equal(columns(got_dir), columns(want_dir), check_exact=True)
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, command, uninterrupted):
+    proc = start_and_wait_for_checkpoint(command(tmp_path), tmp_path)
+    proc.kill()  # SIGKILL: no chance to save anything more
+    proc.wait()
+    killed_at = torch.load(tmp_path / "checkpoint_last.pth", weights_only=True)["position"]
+    assert 0 < killed_at["step"] < STEPS_PER_EPOCH and not (tmp_path / "checkpoint.pth").exists()
+
+    run(command(tmp_path))  # resumes from checkpoint_last.pth automatically
+    assert_same_result(tmp_path, uninterrupted)
+
+
+def test_sigterm_saves_at_the_next_step_exits_for_requeue_and_resumes(tmp_path, command, uninterrupted):
+    proc = start_and_wait_for_checkpoint(command(tmp_path), tmp_path)
+    first = torch.load(tmp_path / "checkpoint_last.pth", weights_only=True)["position"]["global_step"]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_REQUEUE, err[-2000:]
+    assert "stopped by a signal" in err
+    stopped_at = torch.load(tmp_path / "checkpoint_last.pth", weights_only=True)["position"]["global_step"]
+    assert first <= stopped_at < 2 * STEPS_PER_EPOCH
+
+    run(command(tmp_path))
+    assert_same_result(tmp_path, uninterrupted)

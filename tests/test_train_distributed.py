@@ -1,0 +1,110 @@
+"""Two CPU processes (gloo) x batch 1 train the same weights as one process x batch 2; rank/world come from
+torchrun's or Slurm's environment."""
+import json
+import os
+import socket
+import stat
+from collections import Counter
+
+import pandas as pd
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from mdetr_phrasecut.engine import train as train_mod
+from mdetr_phrasecut.engine.distributed import DistEnv, env_from_environ
+from test_train import tiny_spec
+
+
+def _without_dropout(build_model):
+    """The text encoder and text resizer keep dropout 0.1 whatever the config; masks drawn per process
+    cannot match one process's, so switch every dropout off."""
+    def build(cfg):
+        model = build_model(cfg)
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        return model
+
+    return build
+
+
+def _worker(rank, world, port, spec, coco, images, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train_mod.build_model = _without_dropout(train_mod.build_model)
+    train_mod.run("pretrain", spec, coco, images, out, device="cpu", progress=False)
+
+
+@pytest.fixture
+def one_image_split(tmp_path, reference_dir):
+    """The four phrases of one training image: all items share a size, so no batch layout pads differently."""
+    mini = reference_dir / "phrasecut_mini" / "s0"
+    coco = json.loads((mini / "expected_coco" / "finetune_phrasecut_train.json").read_text())
+    image = next(i for i, n in Counter(im["original_id"] for im in coco["images"]).items() if n == 4)
+    coco["images"] = [im for im in coco["images"] if im["original_id"] == image]
+    ids = {im["id"] for im in coco["images"]}
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in ids]
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "coco" / "finetune_phrasecut_one.json").write_text(json.dumps(coco))
+    return tmp_path / "coco", mini / "images"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, monkeypatch, tiny_roberta_dir,
+                                                                    one_image_split):
+    coco, images = one_image_split
+
+    def spec(batch_size):
+        # "one" uses evaluation transforms (deterministic); contrastive align is off because the release's loss
+        # takes a logsumexp over padded text tokens, so it depends on how captions are batched.
+        return tiny_spec(tiny_roberta_dir, epochs=2, batch_size=batch_size, train_split="one", val_split="one",
+                         eval_every=1, contrastive_align_loss=False)
+
+    mp.spawn(_worker, args=(2, free_port(), spec(1), coco, images, tmp_path / "two"), nprocs=2, join=True)
+    monkeypatch.setattr(train_mod, "build_model", _without_dropout(train_mod.build_model))
+    train_mod.run("pretrain", spec(2), coco, images, tmp_path / "one", device="cpu", progress=False)
+
+    two = torch.load(tmp_path / "two" / "checkpoint.pth", weights_only=True)
+    one = torch.load(tmp_path / "one" / "checkpoint.pth", weights_only=True)
+    assert two["position"] == one["position"] == {"epoch": 2, "step": 0, "global_step": 4}
+    assert two["layout"] == {"world_size": 2, "batch_size": 1} and len(two["rng"]) == 2
+    moved = 0
+    for key in ("model", "model_ema"):
+        for name, want in one[key].items():
+            torch.testing.assert_close(two[key][name], want, rtol=1e-4, atol=1e-5, msg=f"{key}.{name}")
+            moved += key == "model" and not torch.equal(want, two["model_ema"][name])
+    assert moved > 0  # training changed the weights (EMA lags behind them)
+
+    drop = ["images_per_s"]
+    for log in ("log.csv", "val.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / log).drop(columns=drop, errors="ignore"),
+                                      pd.read_csv(tmp_path / "one" / log).drop(columns=drop, errors="ignore"),
+                                      rtol=1e-4)
+    written = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert written == ["checkpoint.pth", "checkpoint_last.pth", "curves.png", "log.csv", "val.csv"]
+
+
+def test_rank_and_world_come_from_torchrun_or_slurm(tmp_path, monkeypatch):
+    assert env_from_environ({}) == DistEnv(0, 1, 0)
+    assert env_from_environ({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "SLURM_PROCID": "0",
+                             "SLURM_NTASKS": "2"}) == DistEnv(5, 8, 1)  # torchrun inside a Slurm job wins
+    assert env_from_environ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == DistEnv()  # a single task
+
+    scontrol = tmp_path / "scontrol"  # what `scontrol show hostnames gpu[07-08]` prints
+    scontrol.write_text('#!/bin/sh\n[ "$1 $2 $3" = "show hostnames gpu[07-08]" ] && printf "gpu07\\ngpu08\\n"\n')
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    slurm = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]",
+             "SLURM_JOB_ID": "123"}
+    assert env_from_environ(slurm) == DistEnv(3, 4, 1)
+    assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["MASTER_PORT"] == "20123"
