@@ -40,12 +40,12 @@ TINY = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1,
 FULL = {"backbone": "resnet101"}  # everything else: the release's defaults
 
 
-def synthetic_batches(tokenizer, count: int, batch_size: int, size: int, masks: bool):
-    """`count` collated batches of size×(4/3 size) noise images with 1-3 boxes per phrase."""
+def synthetic_items(tokenizer, count: int, size: int, masks: bool) -> list:
+    """`count` (image, target) items: size×(4/3 size) noise images, 1-3 boxes per phrase."""
     g = torch.Generator().manual_seed(0)
     h, w = size, size * 4 // 3
     items = []
-    for i in range(count * batch_size):
+    for i in range(count):
         caption = PHRASES[i % len(PHRASES)]
         n = 1 + i % 3
         centers = 0.3 + 0.4 * torch.rand(n, 2, generator=g)
@@ -57,7 +57,7 @@ def synthetic_batches(tokenizer, count: int, batch_size: int, size: int, masks: 
         if masks:
             target["masks"] = torch.rand(n, h, w, generator=g) > 0.5
         items.append((torch.randn(3, h, w, generator=g), target))
-    return [collate_fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+    return items
 
 
 def images_per_second(model_cfg: dict, stage: str, device, batch_size: int, size: int, steps: int, warmup: int,
@@ -70,7 +70,8 @@ def images_per_second(model_cfg: dict, stage: str, device, batch_size: int, size
     criterion, weight_dict = build_criterion({**cfg, **build_cfg})
     optimizer = build_optimizer(model, cfg)
     detr = model.detr if stage == "stage2" else model
-    batches = synthetic_batches(detr.transformer.tokenizer, warmup + steps, batch_size, size, stage == "stage2")
+    items = synthetic_items(detr.transformer.tokenizer, (warmup + steps) * batch_size, size, stage == "stage2")
+    batches = [collate_fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
     trainer = Trainer(model=model, net=torch.compile(model) if compile_model else model,
                       criterion=criterion.to(device), weight_dict=weight_dict, optimizer=optimizer,
                       scheduler=build_scheduler(optimizer, cfg, warmup + steps), ema=ModelEMA(model, cfg["ema_decay"]),

@@ -67,7 +67,8 @@ def predict(model, image: Image.Image, phrase: str, threshold: float = 0.7, size
     orig_size = torch.tensor([[image.height, image.width]], device=device)
     results = PostProcess()(outputs, orig_size)
     if "pred_masks" in outputs:
-        results = PostProcessSegm()(results, outputs, orig_size, torch.tensor([list(tensor.shape[-2:])], device=device))
+        input_size = torch.tensor([list(tensor.shape[-2:])], device=device)
+        results = PostProcessSegm()(results, outputs, orig_size, input_size)
     answer = PostProcessPhrasecut(threshold)(results)[0]
     if "masks" not in answer:
         mask = torch.zeros(image.height, image.width, dtype=torch.bool)

@@ -72,7 +72,7 @@ def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkp
         model = model.detr
         droppable.update(k for k in state_dict if k.startswith(STAGE1_ONLY))
     target = model.state_dict()
-    for key in (droppable & set(state_dict)) - set(target):
+    for key in droppable - set(target):
         del state_dict[key]
     missing = sorted(set(target) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(target))

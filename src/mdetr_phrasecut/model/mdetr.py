@@ -61,9 +61,9 @@ class MDETR(nn.Module):
         return cache
 
     def decode(self, cache: dict) -> dict:
-        return self.predict(self.transformer.decode(cache), cache)
+        return self.heads(self.transformer.decode(cache), cache)
 
-    def predict(self, hs: Tensor, cache: dict) -> dict:
+    def heads(self, hs: Tensor, cache: dict) -> dict:
         """Heads on the decoder states hs (L×B×Q×C)."""
         logits = self.class_embed(hs)
         boxes = self.bbox_embed(hs).sigmoid()

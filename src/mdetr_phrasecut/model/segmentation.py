@@ -96,7 +96,7 @@ class MDETRsegm(nn.Module):
     def forward(self, samples, captions) -> dict:
         cache = self.detr.encode(samples, captions)
         hs = self.detr.transformer.decode(cache)
-        out = self.detr.predict(hs, cache)
+        out = self.detr.heads(hs, cache)
         features, src_proj = cache["features"], cache["src_proj"]
         num_text = len(cache["text_memory"])
         memory = cache["img_memory"][:-num_text].permute(1, 2, 0).reshape(src_proj.shape)

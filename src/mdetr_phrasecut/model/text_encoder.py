@@ -7,7 +7,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..errors import InputError
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
 
 
 def load_text_encoder(text_encoder_type: str):

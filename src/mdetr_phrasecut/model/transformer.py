@@ -39,7 +39,7 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerDecoderLayer(nn.Module):
-    """Self-attention, cross-attention to the joint image+text memory, FFN (norm1, norm3, norm4: the release's names)."""
+    """Self-attention, cross-attention to the joint image+text memory, FFN (norm1/3/4: the release's key names)."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
         super().__init__()
