@@ -39,12 +39,13 @@ def record_path(artifact) -> Path:
 
 
 def digest(path) -> str:
-    """sha256 of a file; of a folder, sha256 over its files' relative paths and sha256s."""
+    """sha256 of a file; of a folder, sha256 over its files' relative paths and sha256s (leaving out the
+    `.snakemake_timestamp` Snakemake adds to folder outputs after the step)."""
     path = Path(path)
     if not path.is_dir():
         return sha256_file(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
         h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 

@@ -19,6 +19,7 @@ from ..model.checkpoint import save_checkpoint
 from .distributed import DistEnv, gather_objects
 from .loop import NonFiniteLoss, Position
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm's pre-emption / time-limit warnings
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: stopped by a signal after saving; run the same command again to resume
 
 
@@ -100,7 +101,7 @@ class StopSignal:
     """Remembers SIGTERM / SIGUSR1 (Slurm sends them before pre-emption or the time limit) so the loop can
     checkpoint at the next step boundary instead of dying mid-step."""
 
-    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1)):
+    def __init__(self, signals=STOP_SIGNALS):
         self.received: Optional[int] = None
         self._previous = {s: signal.signal(s, self._handle) for s in signals}
 

@@ -1,6 +1,7 @@
-"""Training logs written by rank 0: per-step `log.csv`, per-epoch `val.csv`, TensorBoard if installed,
-and `curves.png`."""
+"""Training logs written by rank 0: per-step and per-epoch working logs (kept across pre-emption and resume),
+TensorBoard if installed, and at the end of the stage the published `log.csv`, `val.csv` and `curves.png`."""
 import csv
+import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -50,11 +51,14 @@ def _tensorboard_writer(log_dir: Path):
 class TrainingLog:
     """Everything rank 0 logs while training; other ranks get a TrainingLog(None) that does nothing."""
 
+    WORKING = ("train_log.csv", "val_log.csv")  # -> log.csv, val.csv once the stage is done
+    PUBLISHED = ("log.csv", "val.csv")
+
     def __init__(self, out_dir: Optional[Path], stage: str = ""):
         self.out_dir = out_dir
         self.stage = stage
-        self.steps = CsvLog(out_dir / "log.csv") if out_dir else None
-        self.val = CsvLog(out_dir / "val.csv") if out_dir else None
+        self.steps = CsvLog(out_dir / self.WORKING[0]) if out_dir else None
+        self.val = CsvLog(out_dir / self.WORKING[1]) if out_dir else None
         self.tb = _tensorboard_writer(out_dir / "tensorboard") if out_dir else None
 
     def rewind(self, global_step: int, epoch: int):
@@ -80,11 +84,21 @@ class TrainingLog:
                         self.tb.add_scalar(f"val/{k}", v, row["epoch"])
             self.plot()
 
-    def plot(self):
-        """curves.png: training loss terms per step, validation loss per epoch."""
+    def publish(self):
+        """The stage's outputs: log.csv and val.csv (copies of the working logs) and curves.png."""
         if self.out_dir:
-            plot_curves(self.out_dir / "log.csv", self.out_dir / "val.csv", self.out_dir / "curves.png",
-                        self.stage)
+            for working, published in zip(self.WORKING, self.PUBLISHED):
+                with atomic_path(self.out_dir / published) as tmp:
+                    if (self.out_dir / working).exists():
+                        shutil.copyfile(self.out_dir / working, tmp)
+                    else:
+                        tmp.write_text("")
+            self.plot()
+
+    def plot(self):
+        """curves.png: training loss terms per step, validation loss per epoch (so far)."""
+        if self.out_dir:
+            plot_curves(*(self.out_dir / name for name in (*self.WORKING, "curves.png")), self.stage)
 
     def close(self):
         if self.tb:

@@ -2,7 +2,7 @@
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
@@ -36,6 +36,8 @@ class Position:
 
 @dataclass
 class Trainer:
+    """What a training step needs."""
+
     model: nn.Module  # the plain module (state_dict, EMA source)
     net: nn.Module  # what runs the forward pass: model, or its compiled / DDP wrapper
     criterion: nn.Module
@@ -50,7 +52,6 @@ class Trainer:
     save: Callable[[Position], None] = None  # writes checkpoint_last.pth at a step boundary
     stop_requested: Callable[[], bool] = lambda: False
     progress: bool = True
-    history: list = field(default_factory=list)
 
 
 def targets_to(targets, device):
@@ -68,8 +69,8 @@ def to_float32(obj):
     return obj
 
 
-def forward_losses(trainer: Trainer, samples, targets):
-    """Model outputs and the criterion's loss dict for one batch."""
+def forward_losses(trainer: Trainer, net: nn.Module, samples, targets):
+    """Outputs of `net` and the criterion's loss dict for one batch (moved to the trainer's device)."""
     samples = samples.to(trainer.device, non_blocking=True)
     targets = targets_to(targets, trainer.device)
     positive_map = torch.cat([t["positive_map"] for t in targets]).to(trainer.device)
@@ -77,7 +78,7 @@ def forward_losses(trainer: Trainer, samples, targets):
     autocast = (torch.autocast(trainer.device.type, dtype=torch.bfloat16) if trainer.cfg["bf16"]
                 else nullcontext())
     with autocast:
-        outputs = trainer.net(samples, captions)
+        outputs = net(samples, captions)
     outputs = to_float32(outputs)
     return samples, targets, outputs, trainer.criterion(outputs, targets, positive_map)
 
@@ -101,46 +102,45 @@ def train_one_epoch(trainer: Trainer, loader, position: Position, steps_per_epoc
     t.net.train()
     t.criterion.train()
     world_batch = t.cfg["batch_size"] * t.denv.world_size
-    bar = tqdm(total=steps_per_epoch, initial=position.step, desc=f"epoch {position.epoch}",
-               disable=not (t.progress and t.denv.is_main), dynamic_ncols=True, leave=False)
+    every = t.cfg.get("checkpoint_every_steps")
     tick = time.perf_counter()
-    for samples, targets in loader:
-        where = f"step {position.global_step} (epoch {position.epoch}, step {position.step} of the epoch)"
-        _, _, _, loss_dict = forward_losses(t, samples, targets)
-        loss = sum(loss_dict[k] * w for k, w in t.weight_dict.items() if k in loss_dict)
-        logged = weighted(reduce_mean(loss_dict), t.weight_dict)
-        total = sum(v for k, v in logged.items() if k in t.weight_dict)
-        if not math.isfinite(total):
-            raise NonFiniteLoss(f"non-finite loss {total} at {where}: {_describe(logged)}")
+    with tqdm(total=steps_per_epoch, initial=position.step, desc=f"epoch {position.epoch}", leave=False,
+              disable=not (t.progress and t.denv.is_main), dynamic_ncols=True) as bar:
+        for samples, targets in loader:
+            where = f"step {position.global_step} (epoch {position.epoch}, step {position.step} of the epoch)"
+            _, _, _, loss_dict = forward_losses(t, t.net, samples, targets)
+            loss = sum(loss_dict[k] * w for k, w in t.weight_dict.items() if k in loss_dict)
+            logged = weighted(reduce_mean(loss_dict), t.weight_dict)
+            total = sum(v for k, v in logged.items() if k in t.weight_dict)
+            if not math.isfinite(total):
+                raise NonFiniteLoss(f"non-finite loss {total} at {where}: {_describe(logged)}")
 
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.cfg["clip_max_norm"] > 0:
-            norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg["clip_max_norm"])
-            if not math.isfinite(norm.item()):
-                raise NonFiniteLoss(f"non-finite gradient norm at {where}: loss {total:.4g}, {_describe(logged)}")
-        lrs = current_lrs(t.optimizer)
-        t.optimizer.step()
-        t.scheduler.step()
-        if t.ema is not None:
-            t.ema.update(t.model)
+            t.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.cfg["clip_max_norm"] > 0:
+                norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg["clip_max_norm"])
+                if not math.isfinite(norm.item()):
+                    raise NonFiniteLoss(f"non-finite gradient norm at {where}: loss {total:.4g}, "
+                                        f"{_describe(logged)}")
+            lrs = current_lrs(t.optimizer)
+            t.optimizer.step()
+            t.scheduler.step()
+            if t.ema is not None:
+                t.ema.update(t.model)
 
-        now = time.perf_counter()
-        t.log.step({"epoch": position.epoch, "step": position.global_step, "loss": total, **logged, **lrs,
-                    "images_per_s": world_batch / max(now - tick, 1e-9)})
-        tick = now
-        position = Position(position.epoch, position.step + 1, position.global_step + 1)
-        bar.update(1)
-        bar.set_postfix(loss=f"{total:.4f}")
+            now = time.perf_counter()
+            t.log.step({"epoch": position.epoch, "step": position.global_step, "loss": total, **logged, **lrs,
+                        "images_per_s": world_batch / max(now - tick, 1e-9)})
+            tick = now
+            position = Position(position.epoch, position.step + 1, position.global_step + 1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.4f}")
 
-        every = t.cfg.get("checkpoint_every_steps")
-        stop = any_process(t.stop_requested(), t.device)
-        if stop or (every and position.global_step % every == 0 and position.step < steps_per_epoch):
-            t.save(position)
-        if stop:
-            bar.close()
-            raise Preempted(f"stopped by a signal at {where}; checkpoint saved")
-    bar.close()
+            stop = any_process(t.stop_requested(), t.device)
+            if stop or (every and position.global_step % every == 0 and position.step < steps_per_epoch):
+                t.save(position)
+            if stop:
+                raise Preempted(f"stopped by a signal at {where}; checkpoint saved")
     return Position(position.epoch + 1, 0, position.global_step)
 
 
@@ -179,28 +179,25 @@ def evaluate(trainer: Trainer, model: nn.Module, loader, real_items: int, masks:
     t = trainer
     model.eval()
     t.criterion.eval()
-    net, t.net = t.net, model
-    sums, stats = {}, torch.zeros(4, dtype=torch.float64, device=t.device)  # batches, phrases, box, mask IoU
-    try:
-        for samples, targets in tqdm(loader, desc="validation", leave=False,
-                                     disable=not (t.progress and t.denv.is_main)):
-            samples, targets, outputs, loss_dict = forward_losses(t, samples, targets)
-            for k, v in weighted(loss_dict, t.weight_dict).items():
-                sums[k] = sums.get(k, 0) + v.detach().double()
-            real = max(0, min(len(targets), real_items - int(stats[1].item())))
-            stats[0] += 1
-            stats[1] += real
-            stats[2] += _phrase_box_iou(outputs, targets)[:real].sum()
-            if masks:
-                stats[3] += _phrase_mask_iou(outputs, targets, samples.tensors.shape[-2:])[:real].sum()
-    finally:
-        t.net = net
+    sums, batches, counted = {}, 0, 0
+    ious = torch.zeros(2, dtype=torch.float64, device=t.device)  # box, mask
+    for samples, targets in tqdm(loader, desc="validation", leave=False,
+                                 disable=not (t.progress and t.denv.is_main)):
+        samples, targets, outputs, loss_dict = forward_losses(t, model, samples, targets)
+        for k, v in weighted(loss_dict, t.weight_dict).items():
+            sums[k] = sums.get(k, 0) + v.double()
+        real = max(0, min(len(targets), real_items - counted))
+        batches, counted = batches + 1, counted + real
+        ious[0] += _phrase_box_iou(outputs, targets)[:real].sum()
+        if masks:
+            ious[1] += _phrase_mask_iou(outputs, targets, samples.tensors.shape[-2:])[:real].sum()
     keys = sorted(sums)
-    totals = reduce_sum(torch.cat([torch.stack([sums[k] for k in keys]), stats])).tolist()
-    batches, phrases = totals[len(keys)], totals[len(keys) + 1]
+    stats = torch.tensor([batches, counted], dtype=torch.float64, device=t.device)
+    totals = reduce_sum(torch.cat([torch.stack([sums[k] for k in keys]), stats, ious])).tolist()
+    batches, phrases, box_iou_sum, mask_iou_sum = totals[len(keys):]
     out = {k: v / batches for k, v in zip(keys, totals)}
     out["loss"] = sum(v for k, v in out.items() if k in t.weight_dict)
-    out["box_iou"] = totals[len(keys) + 2] / phrases
+    out["box_iou"] = box_iou_sum / phrases
     if masks:
-        out["mask_iou"] = totals[len(keys) + 3] / phrases
+        out["mask_iou"] = mask_iou_sum / phrases
     return out

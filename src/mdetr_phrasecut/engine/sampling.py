@@ -5,12 +5,14 @@ step; each item's random augmentations depend only on (seed, epoch, index), so t
 the number of data-loader workers, on the process that loads the item, or on where a run was resumed.
 """
 import random
+import signal
 from typing import List
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from .checkpointing import STOP_SIGNALS
 from .distributed import DistEnv
 
 
@@ -54,13 +56,20 @@ def epoch_batches(dataset: Dataset, batch_size: int, denv: DistEnv, seed: int, e
     return batches[:max_steps] if max_steps else batches
 
 
+def ignore_stop_signals(_worker_id):
+    """Data-loader workers leave SIGTERM / SIGUSR1 to the main process: Slurm (and `timeout`) signal the whole
+    process group, and a worker dying of it would kill the main process before it saves its checkpoint."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def train_loader(items: SeededItems, batches: List[List[int]], collate_fn, num_workers: int,
                  epoch: int, pin_memory: bool = False) -> DataLoader:
     """A loader over pre-computed batches; its own generator keeps the global torch RNG untouched."""
     items.set_epoch(epoch)
     generator = torch.Generator().manual_seed(items.seed + epoch)
     return DataLoader(items, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
-                      generator=generator, pin_memory=pin_memory)
+                      generator=generator, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
 
 
 def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num_workers: int,
@@ -74,5 +83,5 @@ def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num
     padded = own + list(range(per_process - len(own)))
     loader = DataLoader(Subset(dataset, padded), batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
                         num_workers=num_workers, generator=torch.Generator().manual_seed(0),
-                        pin_memory=pin_memory)
+                        pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
     return loader, len(own)

@@ -21,6 +21,7 @@ from ..model.checkpoint import describe, load_model_weights, read_checkpoint, se
 from ..model.criterion import build_criterion
 from ..model.ema import ModelEMA
 from . import distributed as D
+from .calibration import calibrate_frozen_batchnorm
 from .checkpointing import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
                             seed_everything)
 from .logging import TrainingLog
@@ -111,6 +112,30 @@ def load_init(model, stage: str, path: Path):
     load_model_weights(model, weights, source=f"{path} [{key}]")
 
 
+def resumable(out_dir: Path, args: dict, is_main: bool):
+    """OUT_DIR/checkpoint_last.pth when it belongs to this very run (same stage, config and init), e.g. after
+    pre-emption; a leftover of another configuration is set aside (renamed *.stale) so the run starts afresh."""
+    last = out_dir / LAST
+    if not last.exists():
+        return None
+    if read_checkpoint(last).get("args") == args:
+        return last
+    D.barrier()
+    if is_main:
+        print(f"{last}: made with another stage/config/init; starting afresh", file=sys.stderr)
+        for name in (LAST, *TrainingLog.WORKING):
+            if (out_dir / name).exists():
+                (out_dir / name).replace(out_dir / f"{name}.stale")
+    D.barrier()
+    return None
+
+
+def calibration_batch(dataset, device, size=32):
+    """The first `size` training images, padded into one batch (the same on every process)."""
+    samples, _ = collate_fn([dataset[i] for i in range(min(size, len(dataset)))])
+    return samples.tensors.to(device)
+
+
 def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, init: Path = None,
         resume: Path = None, device: str = "auto", progress: bool = True, datasets=None) -> Path:
     """Train one stage; returns OUT_DIR/checkpoint.pth. `datasets` = (train, val) overrides the data built
@@ -122,18 +147,18 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
         raise InputError("train --stage pretrain: trains from scratch; use --stage stage1 with --init")
     model_cfg, cfg = spec["model"], spec["train"]
     out_dir = Path(out_dir)
-    resume = resume or (out_dir / LAST if (out_dir / LAST).exists() else None)
     denv, dev = D.init_distributed(device)
     stop = StopSignal()
     try:
         # Same seed on every process: identical initial weights; per-process RNG streams come later.
         seed_everything(cfg["seed"])
         build_cfg = stage_model_config(stage, model_cfg, cfg)
+        args = {"stage": stage, "model": build_cfg, "train": cfg, "init": str(init) if init else None}
+        resume = resume or resumable(out_dir, args, denv.is_main)
         model = build_model(build_cfg)
         if init is not None and resume is None:
             load_init(model, stage, init)
         model.to(dev)
-        ema = ModelEMA(model, cfg["ema_decay"]) if cfg["ema"] else None
         criterion, weight_dict = build_criterion({**cfg, **build_cfg})
         criterion.to(dev)
 
@@ -143,6 +168,9 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
             datasets = [build_dataset(cfg[f"{s}_split"], coco_dir, images, tokenizer, data_cfg)
                         for s in ("train", "val")]
         train_set, val_set = datasets
+        if stage == "pretrain" and resume is None:
+            calibrate_frozen_batchnorm(model.backbone[0].body, calibration_batch(train_set, dev))
+        ema = ModelEMA(model, cfg["ema_decay"]) if cfg["ema"] else None
         items = SeededItems(train_set, cfg["seed"])
         steps_per_epoch = len(epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], 0,
                                             cfg["max_steps_per_epoch"]))
@@ -151,7 +179,6 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
                              f"{len(train_set)} training items")
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-        args = {"stage": stage, "model": build_cfg, "train": cfg, "init": str(init) if init else None}
 
         position = Position()
         if resume is not None:
@@ -196,9 +223,9 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
             if D.any_process(stop(), dev):
                 raise Preempted(f"stopped by a signal after epoch {epoch}; checkpoint saved")
         if denv.is_main:
+            log.publish()
             with atomic_path(out_dir / FINAL) as tmp:
                 shutil.copyfile(out_dir / LAST, tmp)
-            log.plot()
         log.close()
         D.barrier()
         return out_dir / FINAL

@@ -26,11 +26,19 @@ RESNET_CHANNELS = {
     "resnet101": [256, 512, 1024, 2048],
 }
 # Our backbone names -> timm model names (the release's `timm_tf_efficientnet_b3_ns` is accepted as an alias).
+# As in the release, any other `timm_<name>` is timm's <name> (e.g. the demo's timm_resnet10t).
 TIMM_MODELS = {
     "efficientnet_b3": "tf_efficientnet_b3.ns_jft_in1k",
     "timm_tf_efficientnet_b3_ns": "tf_efficientnet_b3.ns_jft_in1k",
 }
-BACKBONES = tuple(RESNET_CHANNELS) + tuple(TIMM_MODELS)
+BACKBONES = tuple(RESNET_CHANNELS) + tuple(TIMM_MODELS) + ("timm_<name>",)
+
+
+def timm_name(name: str):
+    """The timm model of a backbone name, or None when it is not a timm backbone."""
+    if name in TIMM_MODELS:
+        return TIMM_MODELS[name]
+    return name[len("timm_"):] if name.startswith("timm_") and len(name) > len("timm_") else None
 
 
 class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
@@ -73,7 +81,7 @@ def resnet_body(name: str, train_backbone: bool, pretrained: bool):
 
 def timm_body(name: str, train_backbone: bool, pretrained: bool):
     """timm features_only network (out_indices 1-4) with every BatchNorm frozen, as the release's TimmBackbone."""
-    body = timm.create_model(TIMM_MODELS[name], pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4))
+    body = timm.create_model(timm_name(name), pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4))
     freeze_batchnorm(body)
     body.requires_grad_(train_backbone)  # the release trains the whole timm body at lr_backbone
     return body, list(body.feature_info.channels())
@@ -86,7 +94,7 @@ class Backbone(nn.Module):
         super().__init__()
         if name in RESNET_CHANNELS:
             self.body, self.channels = resnet_body(name, train_backbone, pretrained)
-        elif name in TIMM_MODELS:
+        elif timm_name(name):
             self.body, self.channels = timm_body(name, train_backbone, pretrained)
         else:
             raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")

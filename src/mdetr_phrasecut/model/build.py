@@ -2,7 +2,7 @@
 from typing import Mapping
 
 from ..errors import InputError
-from .backbone import BACKBONES, Backbone, Joiner
+from .backbone import BACKBONES, RESNET_CHANNELS, Backbone, Joiner, timm_name
 from .mdetr import MDETR
 from .position_encoding import build_position_encoding
 from .segmentation import MDETRsegm
@@ -38,7 +38,7 @@ DEFAULTS = {
 def model_config(cfg: Mapping) -> dict:
     """`DEFAULTS` updated with the known keys of `cfg` (other keys, e.g. training ones, are ignored), validated."""
     resolved = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}
-    if resolved["backbone"] not in BACKBONES:
+    if resolved["backbone"] not in RESNET_CHANNELS and not timm_name(resolved["backbone"]):
         raise InputError(f"model config: backbone {resolved['backbone']!r} is not one of {', '.join(BACKBONES)}")
     if resolved["pre_norm"]:
         raise InputError("model config: pre_norm must be false (the release's decoder has no pre-norm variant)")
