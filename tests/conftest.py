@@ -28,6 +28,15 @@ def tiny_roberta_dir(reference_dir):
     return reference_dir / "tiny_roberta"
 
 
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A real one-node Slurm cluster on loopback (skips where Slurm or root is missing)."""
+    from slurm_cluster import start_cluster
+
+    with start_cluster(tmp_path_factory.mktemp("slurm")) as c:
+        yield c
+
+
 def env_paths(name):
     """Extra fixture paths from an os.pathsep-separated environment variable (e.g. MDETR_GOLDEN)."""
     return [Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p]

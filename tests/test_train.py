@@ -142,7 +142,7 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert ckpt["position"]["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert not (tmp_path / "checkpoint.pth").exists()
-    assert list(pd.read_csv(tmp_path / "log.csv")["step"]) == [0, 1]
+    assert list(pd.read_csv(tmp_path / "train_log.csv")["step"]) == [0, 1]  # log.csv is published at the end
 
 
 def test_spec_errors_name_the_field(tiny_roberta_dir):

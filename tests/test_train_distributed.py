@@ -50,7 +50,7 @@ def one_image_split(tmp_path, reference_dir):
     ids = {im["id"] for im in coco["images"]}
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in ids]
     (tmp_path / "coco").mkdir()
-    (tmp_path / "coco" / "finetune_phrasecut_one.json").write_text(json.dumps(coco))
+    (tmp_path / "coco" / "finetune_phrasecut_miniv.json").write_text(json.dumps(coco))
     return tmp_path / "coco", mini / "images"
 
 
@@ -65,9 +65,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
     coco, images = one_image_split
 
     def spec(batch_size):
-        # "one" uses evaluation transforms (deterministic); contrastive align is off because the release's loss
+        # Not "train": evaluation transforms (deterministic). Contrastive align is off because the release's loss
         # takes a logsumexp over padded text tokens, so it depends on how captions are batched.
-        return tiny_spec(tiny_roberta_dir, epochs=2, batch_size=batch_size, train_split="one", val_split="one",
+        return tiny_spec(tiny_roberta_dir, epochs=2, batch_size=batch_size, train_split="miniv", val_split="miniv",
                          eval_every=1, contrastive_align_loss=False, lr=LR, lr_backbone=LR / 10,
                          text_encoder_lr=LR / 10)
 
@@ -94,7 +94,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
                                       pd.read_csv(tmp_path / "one" / log).drop(columns=drop, errors="ignore"),
                                       rtol=1e-3)
     written = sorted(p.name for p in (tmp_path / "two").iterdir())
-    assert written == ["checkpoint.pth", "checkpoint_last.pth", "curves.png", "log.csv", "val.csv"]
+    assert written == ["checkpoint.pth", "checkpoint_last.pth", "curves.png", "log.csv", "train_log.csv", "val.csv",
+                       "val_log.csv"]
 
 
 def test_rank_and_world_come_from_torchrun_or_slurm(tmp_path, monkeypatch):

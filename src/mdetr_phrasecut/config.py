@@ -38,28 +38,30 @@ def load_schema():
         return yaml.safe_load(f)
 
 
-def _check(instance, schema, source, prefix=""):
+def check(instance, schema, source, prefix=""):
+    """Validate `instance` in place (defaults filled); InputError naming `source` and the key path."""
     error = jsonschema.exceptions.best_match(Validator(schema).iter_errors(instance))
     if error is not None:
         where = (prefix + ".".join(str(p) for p in error.absolute_path)).rstrip(".") or "(top)"
         raise InputError(f"{source}: {where}: {error.message}")
 
 
-def _sub_schema(schema, name):
+def section_schema(schema, name):
+    """The schema of one definition (e.g. "model", "train"), resolvable on its own."""
     return {"definitions": schema["definitions"], **schema["definitions"][name]}
 
 
 def validate_config(config: dict, source="config") -> dict:
     """Validate `config` in place (defaults filled) and each run's merged model/train sections; return it."""
     schema = load_schema()
-    _check(config, schema, source)
+    check(config, schema, source)
     for run_name, run in config["runs"].items():
-        _check(run_model(config, run_name), _sub_schema(schema, "model"), source, f"runs.{run_name}.model.")
+        check(run_model(config, run_name), section_schema(schema, "model"), source, f"runs.{run_name}.model.")
         unknown = set(run["train"]) - set(STAGES)
         if unknown:
             raise InputError(f"{source}: runs.{run_name}.train: unknown stage {sorted(unknown)[0]!r}")
         for stage in STAGES:
-            _check(run_train(config, run_name, stage), _sub_schema(schema, "train"), source,
+            check(run_train(config, run_name, stage), section_schema(schema, "train"), source,
                    f"runs.{run_name}.train.{stage}.")
         for key in ("pretrained", "released"):
             if run.get(key) is not None and run[key] not in config["downloads"]:

@@ -66,7 +66,8 @@ def synth_args(section):
 def stage_spec(run, stage):
     """The JSON handed to `train`: the run's model and stage sections (also Snakemake's params, so a change
     of either re-runs that stage and what depends on it, nothing upstream)."""
-    return {"model": run_model(config, run), "train": run_train(config, run, stage)}
+    splits = {k: config["dataset"][k] for k in ("train_split", "val_split")}
+    return {"model": run_model(config, run), "train": {**run_train(config, run, stage), **splits}}
 
 
 def stage_slice(run, stage):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import STAGES, _check, _sub_schema, load_schema
+from ..config import STAGES, check, load_schema, section_schema
 from ..data.dataset import build_dataset, collate_fn
 from ..errors import InputError
 from ..io import atomic_path
@@ -32,14 +32,7 @@ from .sampling import SeededItems, epoch_batches, train_loader, val_loader
 LAST = "checkpoint_last.pth"
 FINAL = "checkpoint.pth"
 
-# Engine settings the workflow schema may not define (validated here; schema keys win when it does).
-ENGINE_DEFAULTS = {
-    "schedule": "step",  # or "linear_with_warmup", the release's default (text encoder warm-up + decay)
-    "fraction_warmup_steps": 0.01,
-    "eval_every": 1,  # validate every N epochs (and after the last); 0: never
-    "train_split": "train",
-    "val_split": "miniv",
-}
+SPLITS = ("train_split", "val_split")  # in the workflow schema's dataset section; a spec's train section may set them
 
 
 def add_arguments(parser):
@@ -73,21 +66,18 @@ def load_spec(spec_json=None, spec_file=None) -> dict:
 
 
 def validate_spec(spec: dict, source: str = "spec") -> dict:
-    """{"model", "train"} checked against the workflow schema (defaults filled) plus ENGINE_DEFAULTS."""
+    """{"model", "train"} checked against the workflow schema (defaults filled), plus the splits to train and
+    validate on (defaults: the schema's dataset section)."""
     if not isinstance(spec, dict) or set(spec) - {"model", "train"}:
         raise InputError(f"{source}: expected an object with keys 'model' and 'train'")
     schema = load_schema()
     model, train = dict(spec.get("model", {})), dict(spec.get("train", {}))
-    _check(model, _sub_schema(schema, "model"), source, "model.")
-    engine = {k: train.pop(k, v) for k, v in ENGINE_DEFAULTS.items()
-              if k not in schema["definitions"]["train"]["properties"]}
-    _check(train, _sub_schema(schema, "train"), source, "train.")
-    train.update(engine)
-    if train["schedule"] not in ("step", "linear_with_warmup"):
-        raise InputError(f"{source}: train.schedule: {train['schedule']!r} is not 'step' or 'linear_with_warmup'")
-    if not isinstance(train["eval_every"], int) or train["eval_every"] < 0:
-        raise InputError(f"{source}: train.eval_every: must be an integer >= 0")
-    return {"model": model, "train": train}
+    check(model, section_schema(schema, "model"), source, "model.")
+    split_schema = {k: schema["properties"]["dataset"]["properties"][k] for k in SPLITS}
+    splits = {k: train.pop(k, split_schema[k]["default"]) for k in SPLITS}
+    check(train, section_schema(schema, "train"), source, "train.")
+    check(splits, {"properties": split_schema}, source, "train.")
+    return {"model": model, "train": {**train, **splits}}
 
 
 def stage_model_config(stage: str, model: dict, train: dict) -> dict:
@@ -185,6 +175,8 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
             position = restore_training_checkpoint(
                 read_checkpoint(resume), resume, denv=denv, model=model, model_ema=ema,
                 optimizer=optimizer, scheduler=scheduler, batch_size=cfg["batch_size"], seed=cfg["seed"])
+            if denv.is_main:
+                print(f"resuming from {resume}: epoch {position.epoch}, step {position.step}", file=sys.stderr)
         else:
             seed_everything(cfg["seed"] + denv.rank)
 

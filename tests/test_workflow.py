@@ -1,0 +1,203 @@
+"""The embedded workflow end to end, as users drive it: locally and through a real Slurm cluster, partial
+re-runs, artifact audits and faults (a killed training job, a corrupt download, a malformed annotation).
+
+Each run works in a copy of the repository's workflow files with a CI-sized version of the embedded config
+(a small synthetic set, a few training steps per stage).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mdetr_phrasecut.io import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources", "src/mdetr_phrasecut/assets", "slurm")
+
+
+def make_workspace(path: Path, **stage_overrides) -> Path:
+    """A copy of the workflow with a CI-sized config at config/tiny.yaml."""
+    for name in WORKFLOW_FILES:
+        src, dst = REPO / name, path / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        elif src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["dataset"]["synth"].update(train_images=40, val_images=12, test_images=10)
+    config["downloads"]["demo_pretrained"]["sha256"] = sha256_file(REPO / "resources" / "demo_pretrained.pth")
+    for stage in ("stage1", "stage2"):
+        config["train"][stage].update({"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 4, "num_workers": 0,
+                                       **stage_overrides.get(stage, {})})
+    config["evaluate"].update(workers=1)
+    (path / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(workspace: Path, *args, env=None, check=True, timeout=900):
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile=config/tiny.yaml", *args]
+    run = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return run
+
+
+def planned_jobs(workspace: Path, *targets) -> set:
+    """The rules a dry run would execute (from its first "Job stats" table)."""
+    lines = snakemake(workspace, "-n", "--", *targets).stdout.splitlines()
+    if "Job stats:" not in lines:
+        return set()
+    rows = lines[lines.index("Job stats:") + 3:]
+    return {row.split()[0] for row in rows[:next(i for i, r in enumerate(rows) if r.startswith("total"))]}
+
+
+def audit(workspace: Path, target="results/table.md"):
+    return subprocess.run([str(BIN / "mdetr-phrasecut"), "audit", target], cwd=workspace, capture_output=True,
+                          text=True)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The embedded workflow run locally to results/table.md (and the audit)."""
+    workspace = make_workspace(tmp_path_factory.mktemp("demo"))
+    snakemake(workspace, "all")
+    return workspace
+
+
+def test_demo_ends_in_a_table_from_measured_metrics(demo):
+    table = (demo / "results" / "table.md").read_text()
+    metrics = json.loads((demo / "results" / "runs" / "demo" / "test" / "metrics.json").read_text())
+    assert "synthetic PhraseCut" in table and "runs/demo/test/metrics.json" in table
+    assert f"{100 * metrics['subsets']['all']['mean_mask_iou']:.1f}" in table
+    assert metrics["num_phrases"] > 0 and metrics["missing"] == 0
+    assert json.loads((demo / "results" / "audit.json").read_text())["ok"] is True
+    for plot in ("precision_iou", "subset_miou", "training_curves", "examples"):
+        assert (demo / "results" / "runs" / "demo" / "plots" / f"{plot}.png").stat().st_size > 1000
+
+
+def test_every_artifact_has_provenance(demo):
+    record = json.loads((demo / "results" / "runs" / "demo" / "stage2" / "checkpoint.pth.prov.json").read_text())
+    assert record["config"]["train"]["stage2"]["max_steps_per_epoch"] == 3
+    inputs = {Path(i["path"]).name: i for i in record["inputs"]}
+    assert inputs["checkpoint.pth"]["sha256"] == sha256_file(demo / "results/runs/demo/stage1/checkpoint.pth")
+    assert {"torch", "snakemake"} <= set(record["packages"]) and record["command"][0] == "mdetr-phrasecut"
+
+
+def test_changing_a_stage_reruns_it_and_downstream_only(demo):
+    config = yaml.safe_load((demo / "config" / "tiny.yaml").read_text())
+    assert planned_jobs(demo, "all") == set()
+    config["train"]["stage2"]["lr"] = 2e-4
+    (demo / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    try:
+        assert planned_jobs(demo, "all") == {"stage2", "evaluate", "plots", "table", "audit", "all"}
+    finally:
+        config["train"]["stage2"]["lr"] = 1e-4
+        (demo / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(demo, "results/runs/demo/stage1/checkpoint.pth") == set()
+
+
+@pytest.mark.parametrize("artifact", ["results/runs/demo/stage1/checkpoint.pth",
+                                      "results/main/coco/finetune_phrasecut_test.json"])
+def test_audit_names_a_tampered_artifact(demo, artifact):
+    path = demo / artifact
+    original = path.read_bytes()
+    path.write_bytes(original + b"tampered")
+    try:
+        run = audit(demo)
+        assert run.returncode == 2
+        assert artifact in run.stderr and "altered" in run.stderr
+    finally:
+        path.write_bytes(original)
+    assert audit(demo).returncode == 0
+
+
+def test_audit_names_an_artifact_made_from_another_config(demo):
+    config = yaml.safe_load((demo / "config" / "tiny.yaml").read_text())
+    config["train"]["stage1"]["lr"] = 1.0
+    run = subprocess.run([str(BIN / "mdetr-phrasecut"), "audit", "results/table.md", "--config-json",
+                          json.dumps(config)], cwd=demo, capture_output=True, text=True)
+    assert run.returncode == 2 and "different-config" in run.stderr and "stage1" in run.stderr
+
+
+def test_corrupt_download_is_detected_and_refetched(demo):
+    """The audit names the corrupt file; the download step (re-run as recorded) detects it and fetches again."""
+    download = demo / "results" / "downloads" / "demo_pretrained" / "demo_pretrained.pth"
+    good = sha256_file(download)
+    with open(download, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\0" * 64)
+    run = audit(demo)
+    assert run.returncode == 2 and str(download.relative_to(demo)) in run.stderr and "altered" in run.stderr
+    command = json.loads(download.with_name(download.name + ".prov.json").read_text())["command"]
+    rerun = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=demo, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert good[:12] in rerun.stderr and sha256_file(download) == good
+    assert audit(demo).returncode == 0
+
+
+def test_malformed_annotation_fails_clearly_and_keeps_earlier_artifacts(tmp_path):
+    workspace = make_workspace(tmp_path)
+    snakemake(workspace, "results/main/phrasecut/refer_test.json")
+    refer = workspace / "results" / "main" / "phrasecut" / "refer_test.json"
+    records = json.loads(refer.read_text())
+    records[0]["instance_boxes"][0] = [1, 2, 3]
+    refer.write_text(json.dumps(records))
+    run = snakemake(workspace, "results/main/coco/finetune_phrasecut_test.json", check=False)
+    assert run.returncode != 0
+    log = (workspace / "results" / "logs" / "convert_main_test.log").read_text().strip().splitlines()
+    assert log[-1].startswith("error: ") and "refer_test.json" in log[-1] and records[0]["task_id"] in log[-1]
+    assert "instance_boxes" in log[-1]
+    assert (workspace / "results" / "main" / "phrasecut" / "refer_train.json").is_file()
+    assert not (workspace / "results" / "main" / "coco" / "finetune_phrasecut_test.json").exists()
+
+
+def test_killed_training_job_resumes(tmp_path):
+    """SIGKILL the stage-1 job after a mid-epoch checkpoint; re-running the workflow resumes from it."""
+    workspace = make_workspace(tmp_path, stage1={"max_steps_per_epoch": 40, "checkpoint_every_steps": 2})
+    target = "results/runs/demo/stage1/checkpoint.pth"
+    snakemake(workspace, "results/downloads/demo_pretrained/demo_pretrained.pth",
+              "results/main/coco/finetune_phrasecut_train.json", "results/main/coco/finetune_phrasecut_miniv.json")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    job = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile=config/tiny.yaml", target],
+                           cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    last = workspace / "results" / "runs" / "demo" / "stage1" / "checkpoint_last.pth"
+    deadline = time.monotonic() + 300
+    while not last.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert last.exists(), "no mid-epoch checkpoint was written"
+    snakemake(workspace, "--unlock", target)  # a killed Snakemake leaves its lock, as on a cluster
+    snakemake(workspace, "--rerun-incomplete", target)
+    log = (workspace / "results" / "logs" / "stage1_demo.log").read_text()
+    assert "resum" in log.lower()
+    steps = [int(line.split(",")[1]) for line in
+             (workspace / "results/runs/demo/stage1/log.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(40))
+
+
+@pytest.mark.slow
+def test_workflow_runs_through_slurm(cluster, tmp_path):
+    """`snakemake --profile slurm` from the repo root, every job submitted to a real Slurm cluster."""
+    workspace = make_workspace(tmp_path)
+    run = snakemake(workspace, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1",
+                    "results/table.md", env=cluster.env, timeout=1200)
+    assert (workspace / "results" / "table.md").is_file(), run.stdout[-3000:]
+    slurm_logs = workspace / ".snakemake" / "slurm_logs"  # rule_<name>/[<wildcards>/]<job id>.log
+    submitted = {p.relative_to(slurm_logs).parts[0] for p in slurm_logs.rglob("*.log")}
+    assert submitted >= {"rule_synth", "rule_stage1", "rule_stage2", "rule_evaluate", "rule_table"}
+    assert audit(workspace).returncode == 0
