@@ -53,6 +53,8 @@ if config["dataset"]["source"] == "synth":
             args=lambda w: synth_args(SYNTH_SECTIONS[w.corpus]),
             out=lambda w: data_dir(w.corpus),
             record=record(lambda w: {"dataset": {SYNTH_SECTIONS[w.corpus]: config["dataset"][SYNTH_SECTIONS[w.corpus]]}}),
+        benchmark:
+            "results/benchmarks/synth_{corpus}.tsv"
         log:
             "results/logs/synth_{corpus}.log",
         shell:
@@ -70,6 +72,8 @@ rule convert:
         mode=config["dataset"]["conversion_mode"],
         root=lambda w, input: Path(input.refer).parent,
         record=record(lambda w: {"dataset": {"conversion_mode": config["dataset"]["conversion_mode"]}}),
+    benchmark:
+        "results/benchmarks/convert_{corpus}_{split}.tsv"
     log:
         "results/logs/convert_{corpus}_{split}.log",
     shell:

@@ -137,6 +137,8 @@ rule plots:
         root=lambda w, input: Path(input.refer).parent,
         images=images_arg,
         record=record(lambda w: {"runs": {w.run: config["runs"][w.run]}}),
+    benchmark:
+        "results/benchmarks/plots_{run}.tsv"
     log:
         "results/logs/plots_{run}.log",
     shell:

@@ -80,3 +80,18 @@ rule stage2:
     shell:
         "{params.launch} --record {params.record} train --stage stage2 --spec-json {params.spec} --coco-dir " + coco_dir() + " "
         "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage2 2> {log}"
+
+
+rule stage0:
+    """The pre-trained detector as distributed: EMA weights only, float16. The demo's copy is committed as
+    resources/demo_pretrained.pth (see README) and enters the DAG through the download rule."""
+    input:
+        "results/pretrain/{run}/checkpoint.pth",
+    output:
+        "results/pretrain/{run}/stage0.pth",
+    params:
+        record=record(lambda w: {}),
+    log:
+        "results/logs/stage0_{run}.log",
+    shell:
+        "mdetr-phrasecut --record {params.record} export-checkpoint --checkpoint {input:q} --out {output:q} 2> {log}"
