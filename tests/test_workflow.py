@@ -88,6 +88,13 @@ def test_demo_ends_in_a_table_from_measured_metrics(demo):
         assert (demo / "results" / "runs" / "demo" / "plots" / f"{plot}.png").stat().st_size > 1000
 
 
+def test_html_report_holds_the_table_and_plots(demo):
+    snakemake(demo, "--report", "report.html")
+    report = (demo / "report.html").read_text(errors="replace")
+    for name in ("table.md", "precision_iou.png", "subset_miou.png", "training_curves.png", "examples.png"):
+        assert name in report
+
+
 def test_every_artifact_has_provenance(demo):
     record = json.loads((demo / "results" / "runs" / "demo" / "stage2" / "checkpoint.pth.prov.json").read_text())
     assert record["config"]["train"]["stage2"]["max_steps_per_epoch"] == 3

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import sys
 
 from .errors import InputError
@@ -58,7 +59,8 @@ def main(argv=None):
 
 
 def _provenance(args, argv):
-    if not args.record:
+    """Records are written once, by the first process of a distributed run."""
+    if not args.record or int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) != 0:
         return contextlib.nullcontext()
     from .provenance import step
 
