@@ -69,19 +69,23 @@ def freeze_batchnorm(module: nn.Module):
             freeze_batchnorm(child)
 
 
-def resnet_body(name: str, train_backbone: bool, pretrained: bool):
-    """torchvision ResNet with FrozenBatchNorm2d; layer2-4 train when `train_backbone`, the stem and layer1 never."""
+def resnet_body(name: str, train_backbone: bool, pretrained: bool, dilation: bool = False):
+    """torchvision ResNet with FrozenBatchNorm2d; layer2-4 train when `train_backbone`, the stem and layer1 never;
+    `dilation` replaces layer4's stride by dilation (the release's DC5: the last level at stride 16)."""
     weights = "IMAGENET1K_V1" if pretrained else None  # the weights `pretrained=True` gave the release
-    net = getattr(torchvision.models, name)(weights=weights, norm_layer=FrozenBatchNorm2d)
+    net = getattr(torchvision.models, name)(weights=weights, norm_layer=FrozenBatchNorm2d,
+                                            replace_stride_with_dilation=[False, False, dilation])
     for param_name, param in net.named_parameters():
         param.requires_grad_(train_backbone and param_name.startswith(("layer2", "layer3", "layer4")))
     body = IntermediateLayerGetter(net, return_layers={f"layer{i}": str(i - 1) for i in range(1, 5)})
     return body, RESNET_CHANNELS[name]
 
 
-def timm_body(name: str, train_backbone: bool, pretrained: bool):
-    """timm features_only network (out_indices 1-4) with every BatchNorm frozen, as the release's TimmBackbone."""
-    body = timm.create_model(timm_name(name), pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4))
+def timm_body(name: str, train_backbone: bool, pretrained: bool, dilation: bool = False):
+    """timm features_only network (out_indices 1-4) with every BatchNorm frozen, as the release's TimmBackbone;
+    `dilation`: output stride 16 instead of 32 (dilated last stage)."""
+    body = timm.create_model(timm_name(name), pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4),
+                             output_stride=16 if dilation else 32)
     freeze_batchnorm(body)
     body.requires_grad_(train_backbone)  # the release trains the whole timm body at lr_backbone
     return body, list(body.feature_info.channels())
@@ -90,12 +94,12 @@ def timm_body(name: str, train_backbone: bool, pretrained: bool):
 class Backbone(nn.Module):
     """Runs `body` on the padded images and resizes the padding mask (nearest) to each of the four levels."""
 
-    def __init__(self, name: str, train_backbone: bool, pretrained: bool = False):
+    def __init__(self, name: str, train_backbone: bool, pretrained: bool = False, dilation: bool = False):
         super().__init__()
         if name in RESNET_CHANNELS:
-            self.body, self.channels = resnet_body(name, train_backbone, pretrained)
+            self.body, self.channels = resnet_body(name, train_backbone, pretrained, dilation)
         elif timm_name(name):
-            self.body, self.channels = timm_body(name, train_backbone, pretrained)
+            self.body, self.channels = timm_body(name, train_backbone, pretrained, dilation)
         else:
             raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
         self.num_channels = self.channels[-1]

@@ -13,6 +13,7 @@ NUM_CLASSES = 255  # the release's class head: 255 + 1 (no-object) logits
 DEFAULTS = {
     "backbone": "resnet101",
     "backbone_pretrained": False,
+    "dilation": False,
     "lr_backbone": 1e-5,
     "position_embedding": "sine",
     "hidden_dim": 256,
@@ -68,6 +69,7 @@ def build_model(cfg: Mapping):
                            alias timm_tf_efficientnet_b3_ns)                                  ["resnet101"]
       backbone_pretrained  start from the torchvision/timm ImageNet weights (else random; checkpoints
                            supply weights)                                                    [False]
+      dilation             last backbone level at stride 16 instead of 32 (the release's DC5) [False]
       lr_backbone          > 0 trains the backbone (ResNet: layer2-4 only)                    [1e-5]
       position_embedding   sine | learned                                                     ["sine"]
       hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout                    [256, 8, 6, 6, 2048, 0.1]
@@ -83,7 +85,8 @@ def build_model(cfg: Mapping):
     Unknown keys are ignored.
     """
     c = model_config(cfg)
-    backbone = Joiner(Backbone(c["backbone"], train_backbone=c["lr_backbone"] > 0, pretrained=c["backbone_pretrained"]),
+    backbone = Joiner(Backbone(c["backbone"], train_backbone=c["lr_backbone"] > 0, pretrained=c["backbone_pretrained"],
+                               dilation=c["dilation"]),
                       build_position_encoding(c["position_embedding"], c["hidden_dim"]))
     transformer = Transformer(
         d_model=c["hidden_dim"], nhead=c["nheads"], num_encoder_layers=c["enc_layers"],
