@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from mdetr_phrasecut.data import transforms as T
 from mdetr_phrasecut.data.dataset import PhraseCutDetection, build_dataset, collate_fn, polygons_to_mask
 from mdetr_phrasecut.errors import InputError
+from boxes import absolute_xyxy, mask_extents
 
 SMALL = {"scales": [96, 128, 160], "max_size": 200}
 
@@ -67,20 +68,6 @@ def perimeter(poly):
     return np.hypot(*np.diff(pts, axis=0).T).sum()
 
 
-def extents(masks):
-    out = []
-    for m in masks:
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        out.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return torch.tensor(out, dtype=torch.float32)
-
-
-def absolute_xyxy(boxes, size):
-    h, w = size.tolist()
-    cx, cy, bw, bh = (boxes * torch.tensor([w, h, w, h])).unbind(-1)
-    return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
-
-
 def test_raw_targets_follow_the_coco_file(mini, coco_train, tokenizer):
     ds = PhraseCutDetection(mini / "images", mini / "expected_coco" / "finetune_phrasecut_train.json",
                             None, True, tokenizer)
@@ -132,8 +119,8 @@ def test_eval_transform_keeps_boxes_on_masks(mini, all_polygons_file, tokenizer)
         assert ((after["boxes"] >= 0) & (after["boxes"] <= 1)).all()
         scale = after["size"][0].item() / before["size"][0].item()
         assert scale >= 1
-        raw_gap = (before["boxes"] - extents(before["masks"])).abs()
-        gap = (absolute_xyxy(after["boxes"], after["size"]) - extents(after["masks"])).abs()
+        raw_gap = (before["boxes"] - mask_extents(before["masks"])).abs()
+        gap = (absolute_xyxy(after["boxes"], after["size"]) - mask_extents(after["masks"])).abs()
         assert (gap <= raw_gap * scale + 1.0).all()
 
 

@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from mdetr_phrasecut.data import transforms as T
+from boxes import absolute_xyxy, mask_extents
 
 SCALES = list(range(96, 161, 32))
 MAX_SIZE = 200
@@ -30,21 +31,6 @@ def make_sample(width=170, height=130, seed=0):
         "size": torch.tensor([height, width]),
     }
     return image, target
-
-
-def mask_extents(masks):
-    """xyxy (exclusive) extents of each bool mask."""
-    out = []
-    for m in masks:
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        out.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return torch.tensor(out, dtype=torch.float32)
-
-
-def absolute_xyxy(boxes, size):
-    h, w = size.tolist()
-    cx, cy, bw, bh = (boxes * torch.tensor([w, h, w, h])).unbind(-1)
-    return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
 
 
 @pytest.mark.parametrize("width,height", [(170, 130), (60, 400), (500, 90), (128, 128)])

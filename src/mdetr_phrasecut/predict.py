@@ -11,7 +11,7 @@ from .data.transforms import make_eval_transform
 from .errors import InputError
 from .io import atomic_path
 from .model.build import build_model
-from .model.checkpoint import load_checkpoint
+from .model.checkpoint import describe, load_model_weights, read_checkpoint, select_weights
 from .model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from .nested_tensor import nested_tensor_from_tensor_list
 
@@ -95,8 +95,13 @@ def overlay(image: Image.Image, mask: np.ndarray, boxes) -> Image.Image:
 
 def main(args):
     image = read_image(args.image)
-    model = build_model(read_model_config(args.config))
-    load_checkpoint(model, args.checkpoint, prefer_ema=not args.no_ema)
+    state_dict, key = select_weights(read_checkpoint(args.checkpoint), prefer_ema=not args.no_ema)
+    # the checkpoint says which heads the model has: a mask head (segmentation), contrastive-align projections
+    masks = describe(state_dict)[1] == "segmentation"
+    align = any("contrastive_align_projection" in k for k in state_dict)
+    model = build_model({**read_model_config(args.config), "masks": masks, "mask_model": "smallconv" if masks else "none",
+                         "contrastive_align_loss": align})
+    load_model_weights(model, state_dict, source=f"{args.checkpoint} [{key}]")
     model.to(args.device).eval()
     answer = predict(model, image, args.phrase, args.threshold, args.size, args.max_size, args.device)
     mask = answer["masks"].numpy()
