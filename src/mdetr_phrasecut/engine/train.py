@@ -102,13 +102,28 @@ def load_init(model, stage: str, path: Path):
     load_model_weights(model, weights, source=f"{path} [{key}]")
 
 
+def same_run(saved: dict, args: dict) -> bool:
+    """Whether a checkpoint's args describe this run. With the step schedule the number of epochs does not
+    change the steps taken so far, so a run may be extended (or stopped earlier) by changing `epochs`."""
+    def key(a):
+        if not isinstance(a, dict) or not isinstance(a.get("train"), dict):
+            return a
+        train = dict(a["train"])
+        if train.get("schedule") == "step":
+            train.pop("epochs", None)
+        return {**a, "train": train}
+
+    return key(saved) == key(args)
+
+
 def resumable(out_dir: Path, args: dict, is_main: bool):
-    """OUT_DIR/checkpoint_last.pth when it belongs to this very run (same stage, config and init), e.g. after
-    pre-emption; a leftover of another configuration is set aside (renamed *.stale) so the run starts afresh."""
+    """OUT_DIR/checkpoint_last.pth when it belongs to this very run (same stage, config and init; see
+    `same_run`), e.g. after pre-emption; a leftover of another configuration is set aside (renamed *.stale) so
+    the run starts afresh."""
     last = out_dir / LAST
     if not last.exists():
         return None
-    if read_checkpoint(last).get("args") == args:
+    if same_run(read_checkpoint(last).get("args"), args):
         return last
     D.barrier()
     if is_main:
