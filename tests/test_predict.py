@@ -84,3 +84,14 @@ def test_predict_bad_inputs_exit_2(setup, capsys, tmp_path):
                 "--out-overlay", str(tmp_path / "o.png")]) == 2
     assert "absent.jpg" in capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
+
+
+def test_heads_follow_the_checkpoint_not_the_config(setup):
+    """A workflow config's model section does not say whether the checkpoint has a mask head or projections."""
+    root, _, _ = setup
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    for key in ("masks", "contrastive_align_loss"):
+        del cfg["model"][key]
+    (root / "workflow_config.yaml").write_text(yaml.safe_dump(cfg))
+    assert run_predict(root, "--threshold", "0.0", config="workflow_config.yaml") == 0
+    assert (np.array(Image.open(root / "mask.png")) == 255).any()

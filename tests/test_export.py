@@ -1,0 +1,48 @@
+"""`export-checkpoint` keeps the EMA weights in float16, and stage 1 loads them back (`load` semantics)."""
+import torch
+
+from mdetr_phrasecut.cli import main as cli
+from mdetr_phrasecut.engine.train import load_init
+from mdetr_phrasecut.model.build import build_model
+from mdetr_phrasecut.model.checkpoint import read_checkpoint, save_checkpoint
+from mdetr_phrasecut.model.ema import ModelEMA
+
+
+def small(tiny_roberta_dir, **extra):
+    return build_model(dict(backbone="timm_resnet10t", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
+                            dim_feedforward=32, num_queries=4, text_encoder_type=str(tiny_roberta_dir), **extra))
+
+
+def test_export_keeps_ema_weights_in_float16_and_loads_back(tiny_roberta_dir, tmp_path):
+    torch.manual_seed(0)
+    model = small(tiny_roberta_dir)
+    ema = ModelEMA(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)  # the EMA now differs from the model
+    save_checkpoint(tmp_path / "train.pth", model, model_ema=ema, epoch=3)
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"), "--out", str(tmp_path / "s0.pth")]) == 0
+
+    exported = read_checkpoint(tmp_path / "s0.pth")
+    assert set(exported) == {"model", "epoch", "args"} and exported["args"]["weights"] == "model_ema"
+    key = "class_embed.weight"
+    assert exported["model"][key].dtype == torch.float16
+    assert torch.allclose(exported["model"][key].float(), ema.state_dict()[key], atol=1e-2)
+    assert (tmp_path / "s0.pth").stat().st_size < 0.6 * (tmp_path / "train.pth").stat().st_size
+
+    fresh = small(tiny_roberta_dir)
+    load_init(fresh, "stage1", tmp_path / "s0.pth")
+    assert fresh.state_dict()[key].dtype == torch.float32
+    assert torch.equal(fresh.state_dict()[key], exported["model"][key].float())
+
+
+def test_dilation_puts_the_last_level_at_stride_16(tiny_roberta_dir):
+    from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list
+
+    images = nested_tensor_from_tensor_list([torch.randn(3, 64, 96)])
+    for dilation, stride in ((False, 32), (True, 16)):
+        features, pos = small(tiny_roberta_dir, dilation=dilation).backbone(images)
+        assert features[-1].tensors.shape[-2:] == (64 // stride, 96 // stride)
+        assert [f.tensors.shape[-1] for f in features[:3]] == [24, 12, 6]
+    assert small(tiny_roberta_dir, dilation=True).state_dict().keys() == small(tiny_roberta_dir).state_dict().keys()
