@@ -87,9 +87,11 @@ def slurm_resources(stage):
         "runtime": r["runtime"],
     }
     if r["gpus_per_node"]:
-        res["gpu"] = r["gpus_per_node"]
+        res["gres"] = f"gpu:{r['gpus_per_node']}"  # per node (the plugin's `gpu` would count the whole job)
     if r["partition"]:
         res["slurm_partition"] = r["partition"]
+    if r["nodes"] > 1:
+        res["mpi"] = "srun"  # the job step plugin then leaves the `srun` to the rule's command (see launcher)
     return res
 
 
