@@ -81,3 +81,13 @@ def test_bad_config_stops_snakemake_before_any_job(repo_dir, embedded, tmp_path)
                          cwd=repo_dir, capture_output=True, text=True)
     assert out.returncode != 0
     assert "train.stage2.epochs" in out.stdout + out.stderr
+
+
+def test_published_stages_request_four_nodes_of_eight_gpus_and_launch_torchrun(repo_dir):
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--configfile=config/phrasecut.yaml",
+                          "results/runs/resnet101/stage2/checkpoint.pth"], cwd=repo_dir, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "nodes=4, tasks=4" in out.stdout and "gres=gpu:8" in out.stdout and "mpi=srun" in out.stdout
+    assert "srun --ntasks-per-node=1 torchrun --nnodes=4 --nproc-per-node=8" in out.stdout
+    assert "train --stage stage1" in out.stdout and "train --stage stage2" in out.stdout
