@@ -219,18 +219,26 @@ def load_refer(root, split, image_info=None, check_image_ids=True) -> list:
     fname = path.name
     if not isinstance(data, list):
         raise InputError(f"{fname}: top level must be a list of records, got {type(data).__name__}")
-    if check_image_ids and image_info is None:
-        image_info = load_image_split(root)
+    for _ in validated(data, fname, root, image_info, check_image_ids):
+        pass
+    return data
+
+
+def validated(records, fname, root, image_info=None, check_image_ids=True):
+    """Yield each record of ``records`` once it passed :func:`validate_record` and its task_id is new.
+    ``image_info`` is loaded from ``root`` when needed (``check_image_ids``) and not given."""
     if not check_image_ids:
         image_info = None
+    elif image_info is None:
+        image_info = load_image_split(root)
     seen = set()
-    for i, rec in enumerate(data):
+    for i, rec in enumerate(records):
         validate_record(rec, fname, i, image_info)
         tid = rec["task_id"]
         if tid in seen:
             raise InputError(f"{fname}: task_id {tid}: task_id is duplicated")
         seen.add(tid)
-    return data
+        yield rec
 
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -251,10 +259,6 @@ def iter_refer(root, split, image_info=None, check_image_ids=True):
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     fname = path.name
-    if check_image_ids and image_info is None:
-        image_info = load_image_split(root)
-    if not check_image_ids:
-        image_info = None
 
     def bad(msg, pos):
         e = json.JSONDecodeError(msg, text, pos)
@@ -267,34 +271,31 @@ def iter_refer(root, split, image_info=None, check_image_ids=True):
         data = load_json(path)  # not a list: report as load_refer does
         raise InputError(f"{fname}: top level must be a list of records, got {type(data).__name__}")
     idx = ws(text, idx + 1).end()
-    seen = set()
-    i = 0
-    if idx < len(text) and text[idx] == "]":
-        idx += 1
-    else:
-        while True:
-            try:
-                rec, idx = decode(text, idx)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{fname}: invalid JSON at line {e.lineno} col {e.colno}: {e.msg}") from None
-            validate_record(rec, fname, i, image_info)
-            tid = rec["task_id"]
-            if tid in seen:
-                raise InputError(f"{fname}: task_id {tid}: task_id is duplicated")
-            seen.add(tid)
-            yield rec
-            i += 1
-            idx = ws(text, idx).end()
-            if idx < len(text) and text[idx] == ",":
-                idx = ws(text, idx + 1).end()
-                continue
-            if idx < len(text) and text[idx] == "]":
-                idx += 1
-                break
-            bad("Expecting ',' delimiter", idx)
-    idx = ws(text, idx).end()
-    if idx != len(text):
-        bad("Extra data", idx)
+
+    def parsed():
+        nonlocal idx
+        if idx < len(text) and text[idx] == "]":
+            idx += 1
+        else:
+            while True:
+                try:
+                    rec, idx = decode(text, idx)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{fname}: invalid JSON at line {e.lineno} col {e.colno}: {e.msg}") from None
+                yield rec
+                idx = ws(text, idx).end()
+                if idx < len(text) and text[idx] == ",":
+                    idx = ws(text, idx + 1).end()
+                    continue
+                if idx < len(text) and text[idx] == "]":
+                    idx += 1
+                    break
+                bad("Expecting ',' delimiter", idx)
+        idx = ws(text, idx).end()
+        if idx != len(text):
+            bad("Extra data", idx)
+
+    yield from validated(parsed(), fname, root, image_info, check_image_ids)
 
 
 # ----------------------------------------------------------------------------- image_data_split.json
