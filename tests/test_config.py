@@ -91,3 +91,15 @@ def test_published_stages_request_four_nodes_of_eight_gpus_and_launch_torchrun(r
     assert "nodes=4, tasks=4" in out.stdout and "gres=gpu:8" in out.stdout and "mpi=srun" in out.stdout
     assert "srun --ntasks-per-node=1 torchrun --nnodes=4 --nproc-per-node=8" in out.stdout
     assert "train --stage stage1" in out.stdout and "train --stage stage2" in out.stdout
+
+
+def test_demo_training_stages_launch_two_processes_with_a_local_rendezvous(repo_dir):
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall",
+                          "results/runs/demo/stage2/checkpoint.pth", "results/pretrain/demo/checkpoint.pth"],
+                         cwd=repo_dir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    launches = [line for line in out.stdout.splitlines() if " train --stage " in line]
+    assert len(launches) == 3
+    assert all(line.split(":", 1)[1].lstrip().startswith("torchrun --standalone --nproc-per-node=2 -m mdetr_phrasecut.cli")
+               for line in launches), launches
+    assert "srun" not in out.stdout and "scontrol" not in out.stdout

@@ -46,3 +46,29 @@ def test_dilation_puts_the_last_level_at_stride_16(tiny_roberta_dir):
         assert features[-1].tensors.shape[-2:] == (64 // stride, 96 // stride)
         assert [f.tensors.shape[-1] for f in features[:3]] == [24, 12, 6]
     assert small(tiny_roberta_dir, dilation=True).state_dict().keys() == small(tiny_roberta_dir).state_dict().keys()
+
+
+def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_backbone(tiny_roberta_dir, tmp_path):
+    from mdetr_phrasecut.engine.train import stage_model_config
+    from mdetr_phrasecut.model.backbone import FrozenBatchNorm2d
+
+    model_cfg = dict(backbone="timm_resnet10t", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
+                     dim_feedforward=32, num_queries=4, text_encoder_type=str(tiny_roberta_dir))
+    train_cfg = dict(lr_backbone=1e-4, aux_loss=True, contrastive_align_loss=True)
+    torch.manual_seed(0)
+    pretrain = build_model(stage_model_config("pretrain", model_cfg, train_cfg))
+    body = pretrain.backbone[0].body
+    norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.weight.requires_grad for m in norms)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
+    body.train()
+    body(torch.randn(2, 3, 64, 64) * 3 + 1)  # a training-mode forward moves the running statistics
+    assert not torch.allclose(norms[0].running_mean, torch.zeros_like(norms[0].running_mean))
+
+    save_checkpoint(tmp_path / "train.pth", pretrain, model_ema=ModelEMA(pretrain, decay=0.0), epoch=1)
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"), "--out", str(tmp_path / "s0.pth")]) == 0
+    stage1 = build_model(stage_model_config("stage1", model_cfg, train_cfg))
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in stage1.modules())
+    load_init(stage1, "stage1", tmp_path / "s0.pth")  # strict
+    key = next(k for k in stage1.state_dict() if k.endswith("running_mean"))
+    assert torch.allclose(stage1.state_dict()[key], pretrain.state_dict()[key], atol=1e-2)

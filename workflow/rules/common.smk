@@ -76,9 +76,14 @@ def stage_slice(run, stage):
             "runs": {run: config["runs"][run]}}
 
 
+def stage_resources(stage):
+    """`resources.default` overridden by the keys `resources.<stage>` sets."""
+    return {**config["resources"]["default"], **config["resources"].get(stage, {})}
+
+
 def slurm_resources(stage):
     """Resources of a stage from config, in the Slurm executor plugin's terms."""
-    r = {**config["resources"]["default"], **{k: v for k, v in config["resources"].get(stage, {}).items()}}
+    r = stage_resources(stage)
     res = {
         "nodes": r["nodes"],
         "tasks": r["nodes"],  # one task per node: torchrun starts the per-GPU processes
@@ -96,12 +101,11 @@ def slurm_resources(stage):
 
 
 def launcher(stage):
-    """How a training stage starts: one process, or torchrun across the allocated nodes (one srun task per node)."""
-    r = {**config["resources"]["default"], **config["resources"].get(stage, {})}
+    """How a training stage starts: one process; torchrun with a local rendezvous on one machine (or node); or
+    torchrun on every allocated node (one srun task per node) meeting at the first node."""
+    r = stage_resources(stage)
     procs = r["gpus_per_node"] or r["tasks_per_node"]
-    if r["nodes"] == 1 and procs == 1:
-        return "mdetr-phrasecut"
-    torchrun = (f"torchrun --nnodes={r['nodes']} --nproc-per-node={procs} --rdzv-backend=c10d "
-                "--rdzv-endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 "
-                "-m mdetr_phrasecut.cli")
-    return f"srun --ntasks-per-node=1 {torchrun}" if r["nodes"] > 1 else torchrun
+    if r["nodes"] == 1:
+        return "mdetr-phrasecut" if procs == 1 else f"torchrun --standalone --nproc-per-node={procs} -m mdetr_phrasecut.cli"
+    return (f"srun --ntasks-per-node=1 torchrun --nnodes={r['nodes']} --nproc-per-node={procs} --rdzv-backend=c10d "
+            "--rdzv-endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 -m mdetr_phrasecut.cli")

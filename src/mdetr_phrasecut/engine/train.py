@@ -21,7 +21,6 @@ from ..model.checkpoint import describe, load_model_weights, read_checkpoint, se
 from ..model.criterion import build_criterion
 from ..model.ema import ModelEMA
 from . import distributed as D
-from .calibration import calibrate_frozen_batchnorm
 from .checkpointing import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
                             seed_everything)
 from .logging import TrainingLog
@@ -82,9 +81,11 @@ def validate_spec(spec: dict, source: str = "spec") -> dict:
 
 def stage_model_config(stage: str, model: dict, train: dict) -> dict:
     """build_model's config: the detector for pretrain/stage1; for stage2 the segmentation model with a
-    frozen detector and, as the release trains it, neither contrastive-align nor auxiliary losses."""
+    frozen detector and, as the release trains it, neither contrastive-align nor auxiliary losses. A backbone
+    pre-trained from scratch trains its BatchNorms."""
     cfg = {**model, "lr_backbone": train["lr_backbone"], "aux_loss": train["aux_loss"],
-           "contrastive_align_loss": train["contrastive_align_loss"], "masks": False, "mask_model": "none"}
+           "contrastive_align_loss": train["contrastive_align_loss"], "masks": False, "mask_model": "none",
+           "train_batchnorm": stage == "pretrain" and not model.get("backbone_pretrained", False)}
     if stage == "stage2":
         cfg.update(masks=True, mask_model=model.get("mask_model", "smallconv"), freeze_detr=True,
                    aux_loss=False, contrastive_align_loss=False)
@@ -135,12 +136,6 @@ def resumable(out_dir: Path, args: dict, is_main: bool):
     return None
 
 
-def calibration_batch(dataset, device, size=32):
-    """The first `size` training images, padded into one batch (the same on every process)."""
-    samples, _ = collate_fn([dataset[i] for i in range(min(size, len(dataset)))])
-    return samples.tensors.to(device)
-
-
 def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, init: Path = None,
         resume: Path = None, device: str = "auto", progress: bool = True, datasets=None) -> Path:
     """Train one stage; returns OUT_DIR/checkpoint.pth. `datasets` = (train, val) overrides the data built
@@ -173,8 +168,6 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
             datasets = [build_dataset(cfg[f"{s}_split"], coco_dir, images, tokenizer, data_cfg)
                         for s in ("train", "val")]
         train_set, val_set = datasets
-        if stage == "pretrain" and resume is None:
-            calibrate_frozen_batchnorm(model.backbone[0].body, calibration_batch(train_set, dev))
         ema = ModelEMA(model, cfg["ema_decay"]) if cfg["ema"] else None
         items = SeededItems(train_set, cfg["seed"])
         steps_per_epoch = len(epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], 0,

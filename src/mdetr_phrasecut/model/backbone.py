@@ -69,11 +69,13 @@ def freeze_batchnorm(module: nn.Module):
             freeze_batchnorm(child)
 
 
-def resnet_body(name: str, train_backbone: bool, pretrained: bool, dilation: bool = False):
-    """torchvision ResNet with FrozenBatchNorm2d; layer2-4 train when `train_backbone`, the stem and layer1 never;
-    `dilation` replaces layer4's stride by dilation (the release's DC5: the last level at stride 16)."""
+def resnet_body(name: str, train_backbone: bool, pretrained: bool, dilation: bool = False, train_batchnorm=False):
+    """torchvision ResNet with FrozenBatchNorm2d (BatchNorm2d with `train_batchnorm`); layer2-4 train when
+    `train_backbone`, the stem and layer1 never; `dilation` replaces layer4's stride by dilation (the release's
+    DC5: the last level at stride 16)."""
     weights = "IMAGENET1K_V1" if pretrained else None  # the weights `pretrained=True` gave the release
-    net = getattr(torchvision.models, name)(weights=weights, norm_layer=FrozenBatchNorm2d,
+    norm_layer = nn.BatchNorm2d if train_batchnorm else FrozenBatchNorm2d
+    net = getattr(torchvision.models, name)(weights=weights, norm_layer=norm_layer,
                                             replace_stride_with_dilation=[False, False, dilation])
     for param_name, param in net.named_parameters():
         param.requires_grad_(train_backbone and param_name.startswith(("layer2", "layer3", "layer4")))
@@ -81,25 +83,31 @@ def resnet_body(name: str, train_backbone: bool, pretrained: bool, dilation: boo
     return body, RESNET_CHANNELS[name]
 
 
-def timm_body(name: str, train_backbone: bool, pretrained: bool, dilation: bool = False):
-    """timm features_only network (out_indices 1-4) with every BatchNorm frozen, as the release's TimmBackbone;
-    `dilation`: output stride 16 instead of 32 (dilated last stage)."""
+def timm_body(name: str, train_backbone: bool, pretrained: bool, dilation: bool = False, train_batchnorm=False):
+    """timm features_only network (out_indices 1-4) with every BatchNorm frozen (unless `train_batchnorm`), as the
+    release's TimmBackbone; `dilation`: output stride 16 instead of 32 (dilated last stage)."""
     body = timm.create_model(timm_name(name), pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4),
                              output_stride=16 if dilation else 32)
-    freeze_batchnorm(body)
+    if not train_batchnorm:
+        freeze_batchnorm(body)
     body.requires_grad_(train_backbone)  # the release trains the whole timm body at lr_backbone
     return body, list(body.feature_info.channels())
 
 
 class Backbone(nn.Module):
-    """Runs `body` on the padded images and resizes the padding mask (nearest) to each of the four levels."""
+    """Runs `body` on the padded images and resizes the padding mask (nearest) to each of the four levels.
 
-    def __init__(self, name: str, train_backbone: bool, pretrained: bool = False, dilation: bool = False):
+    `train_batchnorm` keeps trainable BatchNorms, for a backbone trained from scratch (the demo's `pretrain`):
+    frozen ones would leave its activations unnormalised. The state dict then has `num_batches_tracked` keys
+    too, which `export-checkpoint` drops, so the export loads into the frozen backbone of the later stages."""
+
+    def __init__(self, name: str, train_backbone: bool, pretrained: bool = False, dilation: bool = False,
+                 train_batchnorm: bool = False):
         super().__init__()
         if name in RESNET_CHANNELS:
-            self.body, self.channels = resnet_body(name, train_backbone, pretrained, dilation)
+            self.body, self.channels = resnet_body(name, train_backbone, pretrained, dilation, train_batchnorm)
         elif timm_name(name):
-            self.body, self.channels = timm_body(name, train_backbone, pretrained, dilation)
+            self.body, self.channels = timm_body(name, train_backbone, pretrained, dilation, train_batchnorm)
         else:
             raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
         self.num_channels = self.channels[-1]

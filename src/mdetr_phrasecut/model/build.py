@@ -14,6 +14,7 @@ DEFAULTS = {
     "backbone": "resnet101",
     "backbone_pretrained": False,
     "dilation": False,
+    "train_batchnorm": False,
     "lr_backbone": 1e-5,
     "position_embedding": "sine",
     "hidden_dim": 256,
@@ -70,6 +71,7 @@ def build_model(cfg: Mapping):
       backbone_pretrained  start from the torchvision/timm ImageNet weights (else random; checkpoints
                            supply weights)                                                    [False]
       dilation             last backbone level at stride 16 instead of 32 (the release's DC5) [False]
+      train_batchnorm      trainable BatchNorms in the backbone (training from scratch)         [False]
       lr_backbone          > 0 trains the backbone (ResNet: layer2-4 only)                    [1e-5]
       position_embedding   sine | learned                                                     ["sine"]
       hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout                    [256, 8, 6, 6, 2048, 0.1]
@@ -86,7 +88,7 @@ def build_model(cfg: Mapping):
     """
     c = model_config(cfg)
     backbone = Joiner(Backbone(c["backbone"], train_backbone=c["lr_backbone"] > 0, pretrained=c["backbone_pretrained"],
-                               dilation=c["dilation"]),
+                               dilation=c["dilation"], train_batchnorm=c["train_batchnorm"]),
                       build_position_encoding(c["position_embedding"], c["hidden_dim"]))
     transformer = Transformer(
         d_model=c["hidden_dim"], nhead=c["nheads"], num_encoder_layers=c["enc_layers"],
