@@ -1,6 +1,9 @@
 """Process-group setup for torchrun and Slurm (`srun`) launches, and the few collectives training needs."""
+import ctypes
 import os
+import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
@@ -57,11 +60,27 @@ def env_from_environ(environ: Optional[Mapping[str, str]] = None) -> DistEnv:
     return DistEnv()
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_launcher():
+    """Under torchrun, have the kernel SIGKILL this process when its launcher dies. torchrun starts each worker in
+    a session of its own, so a launcher killed outright (kill -9, the OOM killer) would otherwise leave its workers
+    training on, writing the very checkpoints a re-run resumes from."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    launcher = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != launcher:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def init_distributed(device: str = "auto") -> tuple:
     """Join the process group described by the environment (nccl on GPU, gloo on CPU).
 
     Returns (DistEnv, torch.device). `device` is "auto", "cpu" or "cuda".
     """
+    die_with_launcher()
     denv = env_from_environ()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     torch_device = torch.device("cuda", denv.local_rank) if use_cuda else torch.device("cpu")
