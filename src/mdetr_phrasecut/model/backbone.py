@@ -98,8 +98,8 @@ class Backbone(nn.Module):
     """Runs `body` on the padded images and resizes the padding mask (nearest) to each of the four levels.
 
     `train_batchnorm` keeps trainable BatchNorms, for a backbone trained from scratch (the demo's `pretrain`):
-    frozen ones would leave its activations unnormalised. The state dict then has `num_batches_tracked` keys
-    too, which `export-checkpoint` drops, so the export loads into the frozen backbone of the later stages."""
+    frozen ones would leave its activations unnormalised. Its checkpoints load into the frozen BatchNorms of the
+    later stages (see `model.checkpoint`)."""
 
     def __init__(self, name: str, train_backbone: bool, pretrained: bool = False, dilation: bool = False,
                  train_batchnorm: bool = False):

@@ -4,7 +4,9 @@ Published checkpoints load strictly; the only tolerated differences are named he
   * `[detr.]transformer.text_encoder.embeddings.position_ids`, a buffer 2021's `transformers` stored, is dropped
     when the model has no such key;
   * a detector checkpoint loads into a segmentation model's `detr` (stage 2 starts from stage 1); the detector's
-    contrastive-align projections are dropped when that detector has none (the release's stage 2 has no such head).
+    contrastive-align projections are dropped when that detector has none (the release's stage 2 has no such head);
+  * the BatchNorm step counters (`num_batches_tracked`) of a backbone pre-trained from scratch with trainable
+    BatchNorms are dropped when the model's BatchNorms are frozen (the later stages).
 A checkpoint of another backbone or stage fails with an `InputError` saying which.
 """
 import argparse
@@ -19,6 +21,7 @@ from ..errors import InputError
 from ..io import atomic_torch_save
 
 LEGACY_BUFFER = "transformer.text_encoder.embeddings.position_ids"  # also under `detr.`
+BN_COUNTER = ".num_batches_tracked"
 STAGE1_ONLY = ("contrastive_align_projection_image.", "contrastive_align_projection_text.")
 _RESNET_DEPTHS = {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50", (23, True): "resnet101",
                   (36, True): "resnet152"}
@@ -67,7 +70,7 @@ def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkp
     have, want = describe(state_dict), describe(model.state_dict())
     if have[0] != want[0] or (have[1] == "segmentation" and want[1] == "detector"):
         raise InputError(f"checkpoint {source} is a {have[0]} {have[1]} checkpoint; config expects {want[0]} {want[1]}")
-    droppable = {k for k in state_dict if k.endswith(LEGACY_BUFFER)}
+    droppable = {k for k in state_dict if k.endswith((LEGACY_BUFFER, BN_COUNTER))}
     if have[1] == "detector" and want[1] == "segmentation":
         model = model.detr
         droppable.update(k for k in state_dict if k.startswith(STAGE1_ONLY))

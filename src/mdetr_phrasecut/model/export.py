@@ -1,8 +1,6 @@
 """`export-checkpoint`: a training checkpoint -> a small weights-only one for distribution (e.g. the demo's stage 0).
 
-Keeps the EMA weights (else `model`) under `model`, casts floating tensors to float16 by default and drops the
-BatchNorm step counters (`num_batches_tracked`) of a backbone trained from scratch, which the frozen BatchNorms of
-the later stages do not have; loading
+Keeps the EMA weights (else `model`) under `model`, casts floating tensors to float16 by default; loading
 (`load` semantics) casts them back to the model's dtype. The provenance record names the source checkpoint.
 """
 from pathlib import Path
@@ -15,8 +13,7 @@ from .checkpoint import describe, read_checkpoint, select_weights
 
 def export_weights(src, dst, dtype=torch.float16) -> dict:
     weights, key = select_weights(read_checkpoint(src))
-    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()
-            if not k.endswith(".num_batches_tracked")}
+    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
     backbone, stage = describe(cast)
     ckpt = {"model": cast, "epoch": None, "args": {"exported_from": str(src), "weights": key, "dtype": str(dtype),
                                                    "backbone": backbone, "stage": stage}}
