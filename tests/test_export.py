@@ -8,9 +8,13 @@ from mdetr_phrasecut.model.checkpoint import read_checkpoint, save_checkpoint
 from mdetr_phrasecut.model.ema import ModelEMA
 
 
+def small_config(tiny_roberta_dir, **extra):
+    return dict(backbone="timm_resnet10t", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1, dim_feedforward=32,
+                num_queries=4, text_encoder_type=str(tiny_roberta_dir), **extra)
+
+
 def small(tiny_roberta_dir, **extra):
-    return build_model(dict(backbone="timm_resnet10t", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
-                            dim_feedforward=32, num_queries=4, text_encoder_type=str(tiny_roberta_dir), **extra))
+    return build_model(small_config(tiny_roberta_dir, **extra))
 
 
 def test_export_keeps_ema_weights_in_float16_and_loads_back(tiny_roberta_dir, tmp_path):
@@ -52,8 +56,7 @@ def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_b
     from mdetr_phrasecut.engine.train import stage_model_config
     from mdetr_phrasecut.model.backbone import FrozenBatchNorm2d
 
-    model_cfg = dict(backbone="timm_resnet10t", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
-                     dim_feedforward=32, num_queries=4, text_encoder_type=str(tiny_roberta_dir))
+    model_cfg = small_config(tiny_roberta_dir)
     train_cfg = dict(lr_backbone=1e-4, aux_loss=True, contrastive_align_loss=True)
     torch.manual_seed(0)
     pretrain = build_model(stage_model_config("pretrain", model_cfg, train_cfg))
