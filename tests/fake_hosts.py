@@ -24,6 +24,7 @@ one file's byte answers fail (truncated, corrupt, an error status) like http_ser
 """
 import hashlib
 import html
+import json
 import shutil
 import tempfile
 import threading
@@ -92,12 +93,12 @@ class Host(ThreadingHTTPServer):
         return send_bytes(handler, self.files[key], fault, active, headers, body=method == "GET")
 
     @staticmethod
-    def send_page(handler, method, status, page, headers=()):
+    def send_page(handler, method, status, page, headers=(), content_type="text/html; charset=utf-8"):
         body = page if isinstance(page, bytes) else page.encode()
         handler.send_response(status)
         for name, value in headers:
             handler.send_header(name, value)
-        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         if method == "GET":
@@ -225,6 +226,9 @@ class HfHub(Host):
         return f"hf://{repo}/{path}"
 
     def route(self, handler, method, path, query):
+        if path == "/api/agent-harnesses":  # huggingface_hub's best-effort registry fetch (empty here)
+            return self.send_page(handler, method, 200, b'{"standardEnvVars": [], "harnesses": {}}',
+                                  content_type="application/json")
         parts = path.strip("/").split("/", 5)  # datasets/OWNER/NAME/resolve/REV/PATH
         repo = "/".join(parts[:3])
         if len(parts) < 6 or parts[3] != "resolve" or repo not in self.commits:
@@ -241,16 +245,8 @@ class HfHub(Host):
             ("Content-Type", "application/octet-stream"), ("X-Repo-Commit", commit), ("ETag", f'"{etag}"')])
 
     def _error(self, handler, method, code, message, headers=()):
-        page = f'{{"error": "{message}"}}'.encode()
-        handler.send_response(404)
-        for name, value in [("X-Error-Code", code), ("X-Error-Message", message), *headers]:
-            handler.send_header(name, value)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(page)))
-        handler.end_headers()
-        if method == "GET":
-            handler.wfile.write(page)
-        return 404
+        return self.send_page(handler, method, 404, json.dumps({"error": message}),
+                              [("X-Error-Code", code), ("X-Error-Message", message), *headers], "application/json")
 
 
 class FakeHosts:

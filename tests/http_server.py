@@ -10,6 +10,7 @@ fake_hosts.py, the imitations of the real hosts.
 import contextlib
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +23,7 @@ class Fault:
     corrupt: bool = False  # flip every byte of the body (length unchanged)
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
     status: int | None = None  # answer this error status instead
+    delay: float = 0  # seconds to wait before the body
     times: int | None = None
 
 
@@ -66,6 +68,8 @@ def send_bytes(handler, data, fault=None, active=True, headers=(), body=True) ->
     handler.end_headers()
     if active and fault.truncate_after is not None:
         payload = payload[:fault.truncate_after]
+    if active:
+        time.sleep(fault.delay)
     if body:
         with contextlib.suppress(ConnectionError):  # the client may hang up mid-body
             handler.wfile.write(payload)  # HTTP/1.0: the connection closes after the response
