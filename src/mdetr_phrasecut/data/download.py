@@ -109,13 +109,15 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
                "archive_dir": Path(archive_dir) if archive_dir is not None else dest.parent,
                "retries": retries, "retry_wait": retry_wait}
     failures = []
-    for source, part in zip(sources, parts):
+    for i, (source, part) in enumerate(zip(sources, parts)):
         failure = _try_source(source, part, kind, sha256, dest, options)
         if failure is None:
             os.replace(part, dest)
-            for other in parts:
+            for other in parts:  # what other sources left for a resume
                 other.unlink(missing_ok=True)
+                shutil.rmtree(f"{other}.hf", ignore_errors=True)
             return dest
+        log.warning("%s: %s%s", source, failure, "; trying the next source" if i + 1 < len(sources) else "")
         failures.append(f"{source}: {failure}")
     if len(sources) == 1:
         raise InputError(f"{url}: download to {dest} failed: {failure}")
@@ -165,15 +167,8 @@ def _try_source(source, part, kind, expected, dest, options):
             time.sleep(options["retry_wait"] * (attempt - 1))
         try:
             actual = _fetch(source, part, kind, expected, options)
-        except _SourceFailed as e:
-            log.warning("%s: %s; trying the next source", source, e)
+        except _SourceFailed as e:  # retrying will not change it
             return str(e)
-        except urllib.error.HTTPError as e:
-            failure = f"got HTTP {e.code} {e.reason}"
-            log.warning("%s: attempt %d/%d: %s", source, attempt, retries, failure)
-            if 400 <= e.code < 500 and e.code not in (408, 429):  # will not change: the next source
-                return failure
-            continue
         except TRANSFER_ERRORS as e:  # the part file is kept: the next attempt resumes it
             failure = _describe(e)
             log.warning("%s: attempt %d/%d failed: %s", source, attempt, retries, failure)
@@ -262,6 +257,8 @@ def _open_http(url, offset, timeout, follow_form=True):
         e.close()
         if e.code == 416 and offset:
             raise _RangeNotSatisfiable() from e
+        if 400 <= e.code < 500 and e.code not in (408, 429):  # will not change by asking again
+            raise _SourceFailed(_describe(e)) from e
         raise
     if response.headers.get_content_type() == "text/html":  # not a file: a confirmation form, or a failure
         with response:
@@ -327,7 +324,7 @@ def _fetch_hf(url, part) -> str:
     try:  # huggingface_hub retries and resumes by itself
         path = hf_hub_download(match["repo"], match["path"], repo_type=(match["type"] or "models/")[:-2],
                                revision=match["rev"], local_dir=staging, endpoint=os.environ.get("HF_ENDPOINT"))
-    except (OSError, EntryNotFoundError) as e:
+    except (OSError, ValueError, EntryNotFoundError) as e:  # ValueError: a malformed repo id or revision
         raise _SourceFailed(_describe(e)) from e
     os.replace(path, part)
     shutil.rmtree(staging, ignore_errors=True)
@@ -376,6 +373,8 @@ def _open_member(stack, archive, member):
 
 
 def _describe(error) -> str:
+    if isinstance(error, urllib.error.HTTPError):
+        return f"got HTTP {error.code} {error.reason}"
     if isinstance(error, urllib.error.URLError):
         return f"{error.reason}"
     return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
