@@ -283,8 +283,8 @@ def read_page(page):
     from gdown.download import get_url_from_gdrive_confirmation
     from gdown.exceptions import FileURLRetrievalError
 
-    try:
-        return get_url_from_gdrive_confirmation(page), "Google Drive virus-scan warning"
+    try:  # gdown reads the page line by line: one line, so that a form's inputs are read with it
+        return get_url_from_gdrive_confirmation(" ".join(page.splitlines())), "Google Drive virus-scan warning"
     except FileURLRetrievalError:
         pass
     if "Too many users have viewed or downloaded this file recently" in page:
