@@ -20,7 +20,7 @@ What each one does, as the real host does it (2026):
   Content-Length, as `huggingface_hub.hf_hub_download` needs (no Xet headers: plain HTTP transfer);
   unknown repo / revision / file: 404 with the Hub's X-Error-Code.
 Every file answer honours Range (206, 416) and Content-Length; `fault=http_server.Fault(...)` makes
-one file's byte answers fail (truncated, corrupt, an error status) like http_server.serve's.
+one file's byte answers (GET, not HEAD) fail (truncated, corrupt, an error status, slow) like http_server.serve's.
 """
 import hashlib
 import html
@@ -91,7 +91,7 @@ class Host(ThreadingHTTPServer):
 
     def send_file(self, handler, key, headers=()):
         fault = self.faults.get(key)
-        active = fault is not None and self.counter.active(key, fault)
+        active = fault is not None and handler.command == "GET" and self.counter.active(key, fault)  # not HEAD
         send_bytes(handler, self.files[key], fault, active, headers, body=handler.command == "GET")
 
     @staticmethod
