@@ -19,6 +19,7 @@ from fake_hosts import FakeHosts
 from http_server import Fault, serve
 
 from mdetr_phrasecut import cli
+from mdetr_phrasecut.config import load_config, validate_config
 from mdetr_phrasecut.data.download import Source, download, extract
 from mdetr_phrasecut.errors import InputError
 
@@ -409,3 +410,19 @@ def test_unverified_download_shows_its_sha256_on_the_snakemake_console(tmp_path)
     assert any("UNVERIFIED" in line and sha(SPLIT) in line for line in console.splitlines()), console[-3000:]
     assert sha(SPLIT) in (tmp_path / "results" / "logs" / "download_extra.log").read_text()
     assert (tmp_path / "results" / "downloads" / "extra" / "split.json").read_bytes() == SPLIT
+
+
+def test_published_downloads_validate_and_bad_mirrors_name_the_key(repo_dir):
+    published = load_config(repo_dir / "config" / "phrasecut.yaml")
+    refer = published["downloads"]["phrasecut_refer_train"]
+    assert refer["mirrors"] == ["hf://datasets/junbeomHong/phrasecut/refer_train.json",
+                                {"url": "https://drive.google.com/uc?id=1SGVzPWkNaBOSbrlGGgsNTG4uGonQhE2U",
+                                 "member": "VGPhraseCut_v0/refer_train.json"}]
+    assert published["downloads"]["mdetr_annotations"]["url"].startswith("https://zenodo.org/record/5519755/")
+    assert published["downloads"]["gqa_images"]["mirrors"] == [] and refer["kind"] is None  # schema defaults
+    for bad, key in [({"url": "https://x/a.zip"}, "mirrors.0"), (3, "mirrors.0"), ("html", "kind")]:
+        entry = {**refer, "mirrors": [bad]} if key.startswith("mirrors") else {**refer, "kind": bad}
+        with pytest.raises(InputError) as err:
+            validate_config({**published, "downloads": {**published["downloads"], "phrasecut_refer_train": entry}},
+                            "my.yaml")
+        assert str(err.value).startswith(f"my.yaml: downloads.phrasecut_refer_train.{key}")
