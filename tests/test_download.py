@@ -253,8 +253,8 @@ def refused_url():
 
 
 def cli_download(*args, env=None):
-    return subprocess.Popen([str(BIN / "mdetr-phrasecut"), "download", *map(str, args)], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([str(BIN / "mdetr-phrasecut"), "download", *map(str, args)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_big_drive_file_through_the_scan_page_resumes_with_range(tmp_path):
@@ -310,8 +310,8 @@ def test_hf_mirror_through_huggingface_hub_honours_hf_endpoint(tmp_path, monkeyp
     with FakeHosts() as hosts:
         dead = hosts.localize("https://drive.google.com/uc?id=GONE")
         hf_url = hosts.hf.add(HF_REPO, "refer_val.json", REFER)
-        job = cli_download("--url", dead, "--mirror", hf_url, "--allow-unverified", "--out", tmp_path / "refer_val.json",
-                           env=hosts.env())
+        job = cli_download("--url", dead, "--mirror", hf_url, "--allow-unverified",
+                           "--out", tmp_path / "refer_val.json", env=hosts.env())
         stdout, stderr = job.communicate(timeout=60)
         commit = hosts.hf.commits[HF_REPO]
         pinned = f"hf://{HF_REPO}@{commit}/refer_val.json"  # a revision, as huggingface_hub takes it
@@ -379,7 +379,8 @@ def test_existing_unverified_page_is_refetched_not_kept(tmp_path, caplog):
         dest.write_bytes(hosts.drive.scan_page("BIG").encode())  # what a fooled download once saved
         fetch(url, dest, sha256=None, allow_unverified=True)
     assert dest.read_bytes() == REFER
-    assert any("existing file removed: got an HTML page: Google Drive virus-scan warning" in w for w in warnings(caplog))
+    said = "existing file removed: got an HTML page: Google Drive virus-scan warning"
+    assert any(said in w for w in warnings(caplog))
 
 
 def test_out_that_is_a_folder_or_under_a_file_is_one_line(tmp_path, capsys):
