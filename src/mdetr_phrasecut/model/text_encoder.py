@@ -44,3 +44,16 @@ class FeatureResizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.layer_norm(self.fc(x)))
+
+
+def check_phrase_lengths(tokenizer, phrases, where):
+    """Refuse (never truncate) a phrase longer than the model takes: the encoder's `model_max_length` and the
+    positive map's MAX_TEXT_LEN tokens, special tokens included. `where(i)` names phrase i's record."""
+    from .positive_map import MAX_TEXT_LEN
+
+    limit = min(tokenizer.model_max_length, MAX_TEXT_LEN)
+    phrases = list(phrases)
+    for i, ids in enumerate(tokenizer(phrases)["input_ids"] if phrases else []):
+        if len(ids) > limit:
+            raise InputError(f"{where(i)}: phrase has {len(ids)} tokens, more than the {limit} the text encoder "
+                             "takes (long phrases are refused, not truncated)")
