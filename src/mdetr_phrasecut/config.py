@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 from .errors import InputError
+from .io import note_input
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -71,24 +72,30 @@ def validate_config(config: dict, source="config") -> dict:
 
 
 def load_config(path) -> dict:
+    return validate_config(read_mapping(path), str(path))
+
+
+def read_mapping(path) -> dict:
+    """A YAML (or, named *.json, JSON) file holding a mapping; a syntax error names the file, line and column."""
     path = Path(path)
+    note_input(path)
     try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f) if path.suffix == ".json" else yaml.safe_load(f)
     except FileNotFoundError:
         raise InputError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot be read ({e})") from None
     except yaml.YAMLError as e:
-        raise InputError(f"{path}: invalid YAML{_where(e)}: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") \
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise InputError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") \
             from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: (top): must be a mapping of sections, got {type(config).__name__}")
-    return validate_config(config, str(path))
-
-
-def _where(error) -> str:
-    """` at line L column C` of a YAML error (1-based), when it has a position."""
-    mark = getattr(error, "problem_mark", None)
-    return f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: (top): must be a mapping, got {type(data).__name__}")
+    return data
 
 
 SPLITS = ("train_split", "val_split")  # in the workflow schema's dataset section; a spec's train section may set them
@@ -115,12 +122,12 @@ def load_spec(spec_json=None, spec_file=None, train_overrides=None) -> dict:
 def validate_spec(spec: dict, source: str = "spec") -> dict:
     """{"model", "train"} checked against the workflow schema (defaults filled), plus the splits to train and
     validate on (defaults: the schema's dataset section)."""
-    if not isinstance(spec, dict) or set(spec) - {"model", "train"}:
-        raise InputError(f"{source}: expected an object with keys 'model' and 'train'")
-    if not all(isinstance(spec.get(k, {}), dict) for k in ("model", "train")):
+    if not isinstance(spec, dict) or set(spec) != {"model", "train"}:
+        raise InputError(f"{source}: expected an object with exactly the keys 'model' and 'train'")
+    if not all(isinstance(spec[k], dict) for k in ("model", "train")):
         raise InputError(f"{source}: 'model' and 'train' must be objects")
     schema = load_schema()
-    model, train = dict(spec.get("model", {})), dict(spec.get("train", {}))
+    model, train = dict(spec["model"]), dict(spec["train"])
     check(model, section_schema(schema, "model"), source, "model.")
     split_schema = {k: schema["properties"]["dataset"]["properties"][k] for k in SPLITS}
     splits = {k: train.pop(k, split_schema[k]["default"]) for k in SPLITS}

@@ -1,18 +1,16 @@
 """`predict`: segment one phrase in one image with a checkpoint; writes the mask PNG and an overlay PNG."""
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image, ImageDraw
 
 from .data.transforms import make_eval_transform
 from .arguments import IN_FILE, OUT_FILE, POSITIVE_INT, PROBABILITY, text
-from .config import check, load_schema, section_schema
+from .config import check, load_schema, read_mapping, section_schema
 from .errors import InputError
-from .io import atomic_path, note_input, open_image
+from .io import atomic_path, open_image
 from .model.build import build_model
 from .model.checkpoint import describe, load_model_weights, read_checkpoint, select_weights
 from .model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
@@ -44,14 +42,7 @@ def read_model_config(path) -> dict:
     """The build_model dict from a YAML/JSON file, checked against the workflow schema's model section (unknown
     keys are errors); a relative text_encoder_type resolves next to the file."""
     path = Path(path)
-    note_input(path)
-    try:
-        text = path.read_text()
-        cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise InputError(f"config {path} cannot be read: {str(e).strip().splitlines()[0]}") from e
-    if not isinstance(cfg, dict):
-        raise InputError(f"config {path} is not a mapping")
+    cfg = read_mapping(path)  # YAML, of which JSON is a subset
     schema = load_schema()
     if "model" in cfg:  # a spec or a workflow config
         extra = sorted(set(cfg) - set(schema["properties"]) - {"model", "train"})

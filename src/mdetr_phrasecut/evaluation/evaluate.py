@@ -49,12 +49,12 @@ def predict_split(model, dataset, out_path, threshold=0.7, batch_size=1, device=
 def evaluate(checkpoint, spec, coco, root, images, split, out_dir, threshold=0.7, size=800, max_size=1333,
              batch_size=1, workers=1, use_ema=True, device="cpu", dataset_name=None):
     out_dir = Path(out_dir)
-    model = build_model(segmentation_config(spec))
     state_dict, key = select_weights(read_checkpoint(checkpoint), prefer_ema=use_ema)
     backbone, stage = describe(state_dict)
     if stage != "segmentation":
         raise InputError(f"checkpoint {checkpoint} is a {backbone} {stage} checkpoint; evaluation needs a "
                          "segmentation (stage-2) checkpoint")
+    model = build_model(segmentation_config(spec))
     load_model_weights(model, state_dict, source=f"{checkpoint} [{key}]")
     tokenizer = model.detr.transformer.tokenizer
     dataset = PhraseCutDetection(images, coco, make_eval_transform(size=size, max_size=max_size),
