@@ -2,8 +2,9 @@
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` (typed with `arguments`) and
 `main(args)`; modules are imported lazily so `--help` stays fast. Any bad input -- a usage error, a bad value,
-an output that would overwrite an input -- is one line on stderr and exit status 2. With `--record`, a successful run also writes
-a provenance record next to each output (see `provenance.py`); the workflow's rules always pass it.
+an output that would overwrite an input -- is one line on stderr and exit status 2. With `--record`, a
+successful run also writes a provenance record next to each output (see `provenance.py`); the workflow's rules
+always pass it.
 """
 import argparse
 import contextlib
