@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from mdetr_phrasecut.cli import main as cli
 from mdetr_phrasecut.config import load_config
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint import save_checkpoint
+from mdetr_phrasecut.model.checkpoint import read_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODER = REPO / "src" / "mdetr_phrasecut" / "assets" / "tiny_text_encoder"
@@ -190,6 +191,8 @@ CASES = [
      lambda fx, t: _convert(fx, t, out=_link("symlink", fx.root / "refer_test.json", t / "sym.json")),
      ["--out", "sym.json", "is an input"]),
     ("convert-out-is-a-folder", lambda fx, t: _convert(fx, t, out=t), ["--out", "{t}", "folder"]),
+    ("convert-all-out-is-a-file", lambda fx, t: _convert(fx, t, "--split", "all", out=fx.file),
+     ["--out", "a_file", "is a file"]),
     ("convert-root-missing", lambda fx, t: _convert(fx, t, root=t / "nowhere"), ["--root", "nowhere", "not found"]),
     ("convert-bad-split", lambda fx, t: _convert(fx, t, "--split", "dev"), ["--split", "'dev'"]),
     ("convert-bad-mode", lambda fx, t: _convert(fx, t, "--mode", "fast"), ["--mode", "'fast'"]),
@@ -320,6 +323,15 @@ def test_training_with_a_worker_and_unreadable_images_stops_naming_the_image(fx,
     assert str(images) in lines[0] and ".jpg: task_id" in lines[0] and "corrupt" in lines[0]
     assert "Traceback" not in lines[0] and len(lines[0]) < 400
     assert elapsed < 90  # seconds, most of it importing torch; without the fix it never ends
+
+
+def test_foreign_bytes_in_a_checkpoint_are_always_one_clear_error(tmp_path):
+    rng = random.Random(0)
+    for i in range(100):  # the old loader let about 1 in 11 such files escape as IndexError/KeyError/...
+        path = tmp_path / f"{i}.pth"
+        path.write_bytes(rng.choice([b"", b"PK\x03\x04", b"\x80\x02", b"<html>"]) + rng.randbytes(rng.randint(1, 3000)))
+        with pytest.raises(InputError, match=rf"checkpoint \S+/{i}.pth (cannot be read: it is .+, not a checkpoint|holds)"):
+            read_checkpoint(path)
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
