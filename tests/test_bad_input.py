@@ -172,6 +172,11 @@ def _yaml(t, model):
     return t / "model.yaml"
 
 
+def _text(path, text):
+    path.write_text(text)
+    return path
+
+
 # (id, argv(fx, t), substrings the one line must hold: the file (a path or its name) and the field)
 CASES = [
     ("no-subcommand", lambda fx, t: [], ["COMMAND"]),
@@ -278,11 +283,6 @@ CASES = [
                                                        str(fx.root), "--split", "test", "--out", str(t / "r.json")],
      ["--mdetr", "x.json", "not found"]),
 ]
-
-
-def _text(path, text):
-    path.write_text(text)
-    return path
 
 
 def _snapshot(*folders):
