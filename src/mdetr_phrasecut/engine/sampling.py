@@ -99,7 +99,7 @@ def train_loader(items: SeededItems, batches: List[List[int]], collate_fn, num_w
     items.set_epoch(epoch)
     generator = torch.Generator().manual_seed(items.seed + epoch)
     return WorkerLoader(items, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
-                      generator=generator, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
+                        generator=generator, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
 
 
 def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num_workers: int,
@@ -112,6 +112,6 @@ def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num
     per_process = -(-len(dataset) // denv.world_size)
     padded = own + list(range(per_process - len(own)))
     loader = WorkerLoader(Subset(dataset, padded), batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
-                        num_workers=num_workers, generator=torch.Generator().manual_seed(0),
-                        pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
+                          num_workers=num_workers, generator=torch.Generator().manual_seed(0),
+                          pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
     return loader, len(own)

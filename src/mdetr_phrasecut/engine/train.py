@@ -31,6 +31,7 @@ from .sampling import SeededItems, epoch_batches, train_loader, val_loader
 LAST = "checkpoint_last.pth"
 FINAL = "checkpoint.pth"
 
+
 def add_arguments(parser):
     parser.add_argument("--stage", required=True, choices=STAGES,
                         help="pretrain: detector from scratch; stage1: fine-tune the detector from --init; "
