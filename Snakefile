@@ -8,6 +8,9 @@ min_version("9.0")
 
 # The embedded default, unless configs are given with --configfile (they replace it rather than merge into it).
 if not workflow.overwrite_configfiles:
+    from mdetr_phrasecut.config import read_mapping
+
+    read_mapping("config/config.yaml")  # a YAML syntax error names file, line and column (Snakemake's does not)
 
     configfile: "config/config.yaml"
 

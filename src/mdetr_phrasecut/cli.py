@@ -1,16 +1,19 @@
 """`mdetr-phrasecut SUBCOMMAND`: one entry point, one subcommand per pipeline stage.
 
-Each subcommand lives in its own module exposing `add_arguments(parser)` and `main(args)`;
-modules are imported lazily so `--help` stays fast. With `--record`, a successful run also writes
-a provenance record next to each output (see `provenance.py`); the workflow's rules always pass it.
+Each subcommand lives in its own module exposing `add_arguments(parser)` (typed with `arguments`) and
+`main(args)`; modules are imported lazily so `--help` stays fast. Any bad input -- a usage error, a bad value,
+an output that would overwrite an input -- is one line on stderr and exit status 2. With `--record`, a
+successful run also writes a provenance record next to each output (see `provenance.py`); the workflow's rules
+always pass it.
 """
 import argparse
 import contextlib
 import importlib
-import json
 import os
 import sys
 
+from . import io
+from .arguments import declared_paths, json_object
 from .errors import InputError
 
 COMMANDS = {
@@ -28,18 +31,28 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors are InputErrors (one line), not argparse's usage block."""
+
+    def error(self, message):
+        raise InputError(f"{self.prog}: {message}")
+
+
 def build_parser(selected=None):
-    parser = argparse.ArgumentParser(prog="mdetr-phrasecut", description=__doc__.splitlines()[0])
-    parser.add_argument("--record", type=json.loads, metavar="JSON",
+    """(the parser, the parser of subcommand `selected` or None)."""
+    parser = Parser(prog="mdetr-phrasecut", description=__doc__.splitlines()[0])
+    parser.add_argument("--record", type=json_object, metavar="JSON",
                         help='{"outputs": [...], "inputs": [...], "config": {...}}: on success, write a provenance '
                              "record next to each output (config: the slice that made them, nested as in the file)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = None
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         if name == selected:  # import only the module that runs
             importlib.import_module(module).add_arguments(p)
-    return parser
+            chosen = p
+    return parser, chosen
 
 
 def _selected(argv):
@@ -49,10 +62,16 @@ def _selected(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_selected(argv)).parse_args(argv)
     try:
-        with _provenance(args, argv):
-            return importlib.import_module(args._module).main(args) or 0
+        parser, sub = build_parser(_selected(argv))
+        args = parser.parse_args(argv)
+        inputs, outputs = declared_paths(sub, args)
+        with io.guard(inputs, outputs):
+            for path, _, kind in outputs:
+                if kind == "file":
+                    io.check_output(path)
+            with _provenance(args, argv):
+                return importlib.import_module(args._module).main(args) or 0
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

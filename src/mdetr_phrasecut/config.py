@@ -4,12 +4,14 @@ Errors are one line naming the file and the key path, e.g.
 `config/x.yaml: train.stage1.lr: 'fast' is not of type 'number'`.
 """
 import copy
+import json
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from .errors import InputError
+from .io import note_input
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -70,15 +72,68 @@ def validate_config(config: dict, source="config") -> dict:
 
 
 def load_config(path) -> dict:
+    return validate_config(read_mapping(path), str(path))
+
+
+def read_mapping(path) -> dict:
+    """A YAML (or, named *.json, JSON) file holding a mapping; a syntax error names the file, line and column."""
     path = Path(path)
+    note_input(path)
     try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f) if path.suffix == ".json" else yaml.safe_load(f)
     except FileNotFoundError:
         raise InputError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot be read ({e})") from None
     except yaml.YAMLError as e:
-        raise InputError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-    return validate_config(config, str(path))
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise InputError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") \
+            from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: (top): must be a mapping, got {type(data).__name__}")
+    return data
+
+
+SPLITS = ("train_split", "val_split")  # in the workflow schema's dataset section; a spec's train section may set them
+
+
+def load_spec(spec_json=None, spec_file=None, train_overrides=None) -> dict:
+    """A training spec from inline JSON or a file, with `train_overrides` (e.g. --epochs) applied before it is
+    validated (see `validate_spec`)."""
+    source = str(spec_file) if spec_file else "--spec-json"
+    try:
+        text = spec_file.read_text() if spec_file else spec_json
+        spec = json.loads(text)
+    except FileNotFoundError:
+        raise InputError(f"{spec_file}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{source}: cannot be read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{source}: invalid JSON ({e})") from None
+    if train_overrides and isinstance(spec, dict):
+        spec["train"] = {**(spec.get("train") or {}), **train_overrides}
+    return validate_spec(spec, source)
+
+
+def validate_spec(spec: dict, source: str = "spec") -> dict:
+    """{"model", "train"} checked against the workflow schema (defaults filled), plus the splits to train and
+    validate on (defaults: the schema's dataset section)."""
+    if not isinstance(spec, dict) or set(spec) != {"model", "train"}:
+        raise InputError(f"{source}: expected an object with exactly the keys 'model' and 'train'")
+    if not all(isinstance(spec[k], dict) for k in ("model", "train")):
+        raise InputError(f"{source}: 'model' and 'train' must be objects")
+    schema = load_schema()
+    model, train = dict(spec["model"]), dict(spec["train"])
+    check(model, section_schema(schema, "model"), source, "model.")
+    split_schema = {k: schema["properties"]["dataset"]["properties"][k] for k in SPLITS}
+    splits = {k: train.pop(k, split_schema[k]["default"]) for k in SPLITS}
+    check(train, section_schema(schema, "train"), source, "train.")
+    check(splits, {"properties": split_schema}, source, "train.")
+    return {"model": model, "train": {**train, **splits}}
 
 
 def run_model(config, run_name) -> dict:

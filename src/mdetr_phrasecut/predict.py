@@ -1,59 +1,64 @@
 """`predict`: segment one phrase in one image with a checkpoint; writes the mask PNG and an overlay PNG."""
-import json
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from .data.transforms import make_eval_transform
+from .arguments import IN_FILE, OUT_FILE, POSITIVE_INT, PROBABILITY, text
+from .config import check, load_schema, read_mapping, section_schema
 from .errors import InputError
-from .io import atomic_path
+from .io import atomic_path, open_image
 from .model.build import build_model
 from .model.checkpoint import describe, load_model_weights, read_checkpoint, select_weights
 from .model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
+from .model.text_encoder import check_phrase_lengths
 from .nested_tensor import nested_tensor_from_tensor_list
 
 
 def add_arguments(parser):
-    parser.add_argument("--checkpoint", required=True, help="checkpoint (.pth): published or ours")
-    parser.add_argument("--config", required=True,
+    parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="checkpoint (.pth): published or ours")
+    parser.add_argument("--config", required=True, type=IN_FILE,
                         help="model config, YAML or JSON: build_model keys, or a spec holding them under 'model'")
-    parser.add_argument("--image", required=True)
-    parser.add_argument("--phrase", required=True)
-    parser.add_argument("--out-mask", required=True, help="PNG, 255 on the phrase's pixels")
-    parser.add_argument("--out-overlay", required=True, help="PNG, the mask and kept boxes drawn over the image")
-    parser.add_argument("--threshold", type=float, default=0.7, help="keep queries with score above this")
-    parser.add_argument("--size", type=int, default=800, help="shorter side fed to the model")
-    parser.add_argument("--max-size", type=int, default=1333, help="cap on the longer side fed to the model")
+    parser.add_argument("--image", required=True, type=IN_FILE)
+    parser.add_argument("--phrase", required=True, type=text)
+    parser.add_argument("--out-mask", required=True, type=OUT_FILE, help="PNG, 255 on the phrase's pixels")
+    parser.add_argument("--out-overlay", required=True, type=OUT_FILE,
+                        help="PNG, the mask and kept boxes drawn over the image")
+    parser.add_argument("--threshold", type=PROBABILITY, default=0.7, help="keep queries with score above this")
+    parser.add_argument("--size", type=POSITIVE_INT, default=800, help="shorter side fed to the model")
+    parser.add_argument("--max-size", type=POSITIVE_INT, default=1333, help="cap on the longer side fed to the model")
     parser.add_argument("--no-ema", action="store_true", help="use the checkpoint's `model` weights, not `model_ema`")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
+# build_model keys a flat --config may hold that predict takes from the checkpoint instead
+FROM_CHECKPOINT = ("masks", "contrastive_align_loss")
+
+
 def read_model_config(path) -> dict:
-    """The build_model dict from a YAML/JSON file; a relative text_encoder_type resolves next to the file."""
+    """The build_model dict from a YAML/JSON file, checked against the workflow schema's model section (unknown
+    keys are errors); a relative text_encoder_type resolves next to the file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-        cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise InputError(f"config {path} cannot be read: {str(e).strip().splitlines()[0]}") from e
+    cfg = read_mapping(path)  # YAML, of which JSON is a subset
+    schema = load_schema()
+    if "model" in cfg:  # a spec or a workflow config
+        extra = sorted(set(cfg) - set(schema["properties"]) - {"model", "train"})
+        if extra:
+            raise InputError(f"config {path}: {extra[0]}: unknown key (expected a spec or a workflow config)")
+        cfg, prefix = cfg["model"], "model."
+    else:
+        prefix = ""
     if not isinstance(cfg, dict):
-        raise InputError(f"config {path} is not a mapping")
-    cfg = dict(cfg.get("model", cfg))
+        raise InputError(f"config {path}: {prefix or 'model'}: must be a mapping")
+    cfg = {k: v for k, v in cfg.items() if k not in FROM_CHECKPOINT}
+    check(copy.deepcopy(cfg), section_schema(schema, "model"), f"config {path}", prefix)
     encoder = cfg.get("text_encoder_type")
     if encoder and not Path(encoder).is_absolute() and (path.parent / encoder).is_dir():
         cfg["text_encoder_type"] = str(path.parent / encoder)
     return cfg
-
-
-def read_image(path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise InputError(f"image {path} cannot be read: {e}") from e
 
 
 @torch.inference_mode()
@@ -94,7 +99,7 @@ def overlay(image: Image.Image, mask: np.ndarray, boxes) -> Image.Image:
 
 
 def main(args):
-    image = read_image(args.image)
+    image = open_image(args.image, "--image")
     state_dict, key = select_weights(read_checkpoint(args.checkpoint), prefer_ema=not args.no_ema)
     # the checkpoint says which heads the model has: a mask head (segmentation), contrastive-align projections
     masks = describe(state_dict)[1] == "segmentation"
@@ -102,6 +107,7 @@ def main(args):
     model = build_model({**read_model_config(args.config), "masks": masks, "mask_model": "smallconv" if masks else "none",
                          "contrastive_align_loss": align})
     load_model_weights(model, state_dict, source=f"{args.checkpoint} [{key}]")
+    check_phrase_lengths(getattr(model, "detr", model).transformer.tokenizer, [args.phrase], lambda _: "--phrase")
     model.to(args.device).eval()
     answer = predict(model, image, args.phrase, args.threshold, args.size, args.max_size, args.device)
     mask = answer["masks"].numpy()

@@ -26,10 +26,12 @@ CLI: ``mdetr-phrasecut convert --root DIR --split S --mode compat|full --out FIL
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
 
+from ..arguments import IN_DIR, OUT_DIR, OUT_FILE, PathArg
 from ..errors import InputError
 from ..io import atomic_path
 from .phrasecut_format import SPLITS, iter_refer, load_image_split, load_refer
@@ -261,15 +263,24 @@ def _write_to(out, compact, image_info):
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser):
-    parser.add_argument("--root", required=True, type=Path, help="PhraseCut root (refer_*.json, image_data_split.json)")
+    parser.add_argument("--root", required=True, type=IN_DIR, help="PhraseCut root (refer_*.json, image_data_split.json)")
     parser.add_argument("--split", required=True, choices=[*SPLITS, "all"])
     parser.add_argument("--mode", default="compat", choices=MODES,
                         help="compat: the release's output (last polygon per instance); full: all polygons")
-    parser.add_argument("--out", required=True, type=Path,
+    parser.add_argument("--out", required=True, type=PathArg("out", "any"),
                         help="output file (a directory with --split all: finetune_phrasecut_{split}.json inside)")
 
 
+def _typed_out(args):
+    """--out is a file, or a folder with --split all."""
+    try:
+        return (OUT_DIR if args.split == "all" else OUT_FILE)(str(args.out))
+    except argparse.ArgumentTypeError as e:
+        raise InputError(f"convert: argument --out: {e}") from None
+
+
 def main(args):
+    args.out = _typed_out(args)
     splits = SPLITS if args.split == "all" else (args.split,)
     for split in splits:
         out = args.out / output_name(split) if args.split == "all" else args.out

@@ -18,13 +18,16 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ..errors import InputError
+from ..io import note_input, open_image
 from ..model.positive_map import caption_positive_map
+from ..model.text_encoder import check_phrase_lengths
 from ..nested_tensor import nested_tensor_from_tensor_list
 from . import transforms as T
 
 
 def load_coco(ann_file) -> COCO:
     """Index a COCO annotation file once (quietly); an unreadable file is an InputError."""
+    note_input(ann_file)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(ann_file))
@@ -68,13 +71,19 @@ class PhraseCutDetection(torch.utils.data.Dataset):
         self.tokenizer = tokenizer
         self.coco = load_coco(self.ann_file)
         self.ids = sorted(self.coco.imgs)
+        infos = [self.coco.imgs[i] for i in self.ids]
+        check_phrase_lengths(tokenizer, [_field(info, "caption", self._where(info)) for info in infos],
+                             lambda i: self._where(infos[i]))
+
+    def _where(self, info: Mapping) -> str:
+        return f"{self.ann_file}: image id {info['id']} task_id {info.get('task_id')}"
 
     def __len__(self):
         return len(self.ids)
 
     def __getitem__(self, idx):
         info = self.coco.imgs[self.ids[idx]]
-        where = f"{self.ann_file}: image id {info['id']} task_id {info.get('task_id')}"
+        where = self._where(info)
         image = self._load_image(info, where)
         target = self._target(info, self.coco.imgToAnns[info["id"]], image.size, where)
         if self.transforms is not None:
@@ -84,11 +93,7 @@ class PhraseCutDetection(torch.utils.data.Dataset):
 
     def _load_image(self, info: Mapping, where: str) -> Image.Image:
         path = self.img_folder / _field(info, "file_name", where)
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"{path}: cannot read the image of task_id {info.get('task_id')} ({e})") from None
+        image = open_image(path, f"task_id {info.get('task_id')}: image")
         expected = (info.get("width", image.width), info.get("height", image.height))
         if image.size != expected:
             raise InputError(

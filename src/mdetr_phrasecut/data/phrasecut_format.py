@@ -27,11 +27,16 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import note_input, open_image
 
 SPLITS = ("train", "val", "miniv", "test")
 PHRASE_TYPES = ("name", "attribute", "relation", "verbose")
 IMAGE_SPLIT_FILE = "image_data_split.json"
 COUNT_FILE = "name_att_rel_count.json"
+
+# A phrase's UTF-8 bytes bound its byte-level BPE tokens: 254 bytes fit the model's 256 text tokens
+# (model.positive_map.MAX_TEXT_LEN) with <s> and </s>. Longer phrases are refused, never truncated.
+MAX_PHRASE_BYTES = 254
 
 REFER_KEYS = ("task_id", "image_id", "ann_ids", "instance_boxes", "Polygons", "phrase", "phrase_structure")
 STRUCTURE_KEYS = ("name", "attributes", "attribute_ids", "relation_descriptions", "relation_ids", "type")
@@ -67,6 +72,7 @@ def image_path(root, image_id) -> Path:
 def load_json(path):
     """json.load with one-line InputErrors for a missing file or invalid JSON (file, line, column)."""
     path = Path(path)
+    note_input(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -108,6 +114,11 @@ def _describe(v) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
+def _outside(x0, y0, x1, y1, size) -> bool:
+    """Whether the extent [x0, x1] x [y0, y1] misses the image (width, height) entirely."""
+    return x1 < 0 or y1 < 0 or x0 >= size[0] or y0 >= size[1]
+
+
 # ----------------------------------------------------------------------------- refer_*.json
 def _check_point(ctx, field, pt):
     if not isinstance(pt, (list, tuple)) or len(pt) != 2:
@@ -136,6 +147,7 @@ def validate_record(rec, fname="refer.json", index=0, image_info=None):
         ctx.fail("task_id", f"does not start with image_id {image_id}")
     if image_info is not None and image_id not in image_info:
         ctx.fail("image_id", f"{image_id} is not in {IMAGE_SPLIT_FILE}")
+    size = (image_info[image_id]["width"], image_info[image_id]["height"]) if image_info is not None else None
 
     boxes = rec["instance_boxes"]
     if not isinstance(boxes, list) or not boxes:
@@ -147,6 +159,9 @@ def validate_record(rec, fname="refer.json", index=0, image_info=None):
             ctx.fail(f"instance_boxes[{i}]", f"has a non-finite or non-numeric value: {_describe(b)}")
         if b[2] <= 0 or b[3] <= 0:
             ctx.fail(f"instance_boxes[{i}]", f"has w/h <= 0: {_describe(b)}")
+        if size is not None and _outside(b[0], b[1], b[0] + b[2], b[1] + b[3], size):
+            ctx.fail(f"instance_boxes[{i}]", f"lies entirely outside the {size[0]}x{size[1]} image "
+                                             f"({IMAGE_SPLIT_FILE}): {_describe(b)}")
 
     ann_ids = rec["ann_ids"]
     if not isinstance(ann_ids, list) or not all(_is_int(a) for a in ann_ids):
@@ -177,10 +192,18 @@ def validate_record(rec, fname="refer.json", index=0, image_info=None):
                             if ty is int or math.isfinite(y):
                                 continue
                 _check_point(ctx, f"Polygons[{i}][{j}][{k}]", pt)
+            if size is not None:
+                xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+                if _outside(min(xs), min(ys), max(xs), max(ys), size):
+                    ctx.fail(f"Polygons[{i}][{j}]", f"lies entirely outside the {size[0]}x{size[1]} image "
+                                                    f"({IMAGE_SPLIT_FILE})")
 
     phrase = rec["phrase"]
     if not isinstance(phrase, str) or not phrase.strip():
         ctx.fail("phrase", f"must be a non-empty string, got {_describe(phrase)}")
+    if len(phrase) > MAX_PHRASE_BYTES // 4 and len(phrase.encode("utf-8")) > MAX_PHRASE_BYTES:
+        ctx.fail("phrase", f"is {len(phrase.encode('utf-8'))} bytes long, more than the {MAX_PHRASE_BYTES} the "
+                           "model's 256 text tokens hold (long phrases are refused, not truncated)")
 
     ps = rec["phrase_structure"]
     if not isinstance(ps, dict):
@@ -250,6 +273,7 @@ def iter_refer(root, split, image_info=None, check_image_ids=True):
     (PhraseCut's train split parses into several GB of Python objects), so a consumer that keeps a compact
     form of each record converts the full dataset in a fraction of the memory."""
     path = refer_path(root, split)
+    note_input(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -354,12 +378,9 @@ def load_name_att_rel_count(root) -> dict:
 
 
 # ----------------------------------------------------------------------------- images
-def check_images(root, records, image_info, decode=True) -> int:
-    """Check that every image used by ``records`` exists, opens, verifies and has the size listed in
-    image_data_split.json. ``decode`` also decodes the pixels (catches truncated JPEGs).
-    Returns the number of images checked."""
-    from PIL import Image
-
+def check_images(root, records, image_info) -> int:
+    """Check that every image used by ``records`` exists, decodes (see :func:`~mdetr_phrasecut.io.open_image`)
+    and has the size listed in image_data_split.json. Returns the number of images checked."""
     first_task = {}
     for rec in records:
         first_task.setdefault(rec["image_id"], rec["task_id"])
@@ -370,15 +391,7 @@ def check_images(root, records, image_info, decode=True) -> int:
         rel = f"images/{path.name}"
         if not path.is_file():
             raise InputError(f"{rel}: task_id {tid}: image file is missing")
-        try:
-            with Image.open(path) as im:
-                size = im.size
-                im.verify()
-            if decode:
-                with Image.open(path) as im:
-                    im.load()
-        except Exception as e:  # PIL raises many types for corrupt files
-            raise InputError(f"{rel}: task_id {tid}: image is corrupt or unreadable ({type(e).__name__}: {e})") from None
+        size = open_image(path, f"task_id {tid}: image").size
         row = image_info[iid]
         if size != (row["width"], row["height"]):
             raise InputError(

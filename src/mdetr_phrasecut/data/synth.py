@@ -45,14 +45,15 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..arguments import NONNEGATIVE_INT, OUT_DIR, POSITIVE_INT
 from ..errors import InputError
+from ..io import temp_sibling
 
 DEFAULT_NUM_IMAGES = {"train": 1500, "val": 40, "test": 100}
 DEFAULT_MINIV_IMAGES = 10
@@ -486,11 +487,7 @@ def write_synthetic_phrasecut(out_dir, seed=0, num_images=None, min_size=96, max
     "test": 100}`` (about 4 phrases per image).
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the dataset folder gets normal permissions
+    tmp = temp_sibling(out_dir, directory=True)
     written = []
 
     def sink(rel, data):
@@ -520,15 +517,15 @@ def write_synthetic_phrasecut(out_dir, seed=0, num_images=None, min_size=96, max
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser):
-    parser.add_argument("--out", required=True, type=Path, help="output folder (PhraseCut layout)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-images", type=int, default=DEFAULT_NUM_IMAGES["train"])
-    parser.add_argument("--val-images", type=int, default=DEFAULT_NUM_IMAGES["val"])
-    parser.add_argument("--test-images", type=int, default=DEFAULT_NUM_IMAGES["test"])
-    parser.add_argument("--miniv-images", type=int, default=DEFAULT_MINIV_IMAGES,
+    parser.add_argument("--out", required=True, type=OUT_DIR, help="output folder (PhraseCut layout)")
+    parser.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
+    parser.add_argument("--train-images", type=POSITIVE_INT, default=DEFAULT_NUM_IMAGES["train"])
+    parser.add_argument("--val-images", type=POSITIVE_INT, default=DEFAULT_NUM_IMAGES["val"])
+    parser.add_argument("--test-images", type=POSITIVE_INT, default=DEFAULT_NUM_IMAGES["test"])
+    parser.add_argument("--miniv-images", type=NONNEGATIVE_INT, default=DEFAULT_MINIV_IMAGES,
                         help="how many val images also form the miniv split")
-    parser.add_argument("--min-size", type=int, default=96, help="smallest image side (px)")
-    parser.add_argument("--max-size", type=int, default=160, help="largest image side (px)")
+    parser.add_argument("--min-size", type=POSITIVE_INT, default=96, help="smallest image side (px)")
+    parser.add_argument("--max-size", type=POSITIVE_INT, default=160, help="largest image side (px)")
 
 
 def main(args):

@@ -4,8 +4,10 @@ An epoch's batches depend only on (seed, epoch, world size, batch size), so a ru
 step; each item's random augmentations depend only on (seed, epoch, index), so they do not depend on
 the number of data-loader workers, on the process that loads the item, or on where a run was resumed.
 """
+import atexit
 import random
 import signal
+import weakref
 from typing import List
 
 import numpy as np
@@ -63,13 +65,41 @@ def ignore_stop_signals(_worker_id):
         signal.signal(sig, signal.SIG_IGN)
 
 
+_LIVE_ITERATORS = weakref.WeakSet()
+
+
+class WorkerLoader(DataLoader):
+    """A DataLoader whose workers (which ignore stop signals) are shut down as soon as an iteration ends, fails
+    (e.g. on an unreadable image) or is abandoned, and at the latest before multiprocessing's exit hook, which
+    would otherwise wait forever for workers that ignore its SIGTERM."""
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        _LIVE_ITERATORS.add(iterator)
+        try:
+            yield from iterator
+        finally:
+            _shutdown(iterator)
+
+
+def _shutdown(iterator):
+    if hasattr(iterator, "_shutdown_workers"):  # multi-process iterators only
+        iterator._shutdown_workers()
+
+
+@atexit.register  # registered after torch's and multiprocessing's hooks, so it runs before them
+def _shutdown_all():
+    for iterator in list(_LIVE_ITERATORS):
+        _shutdown(iterator)
+
+
 def train_loader(items: SeededItems, batches: List[List[int]], collate_fn, num_workers: int,
                  epoch: int, pin_memory: bool = False) -> DataLoader:
     """A loader over pre-computed batches; its own generator keeps the global torch RNG untouched."""
     items.set_epoch(epoch)
     generator = torch.Generator().manual_seed(items.seed + epoch)
-    return DataLoader(items, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
-                      generator=generator, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
+    return WorkerLoader(items, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
+                        generator=generator, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
 
 
 def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num_workers: int,
@@ -81,7 +111,7 @@ def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num
     own = list(range(denv.rank, len(dataset), denv.world_size))
     per_process = -(-len(dataset) // denv.world_size)
     padded = own + list(range(per_process - len(own)))
-    loader = DataLoader(Subset(dataset, padded), batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
-                        num_workers=num_workers, generator=torch.Generator().manual_seed(0),
-                        pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
+    loader = WorkerLoader(Subset(dataset, padded), batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
+                          num_workers=num_workers, generator=torch.Generator().manual_seed(0),
+                          pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
     return loader, len(own)

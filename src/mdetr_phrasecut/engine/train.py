@@ -5,14 +5,14 @@ Resuming is automatic when OUT_DIR/checkpoint_last.pth exists (or with --resume 
 optimizer, schedule, data position and RNG states are restored, so the result does not depend on
 interruptions. A stop signal (SIGTERM, SIGUSR1) saves at the next step boundary and exits with status 75.
 """
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from ..config import STAGES, check, load_schema, section_schema
+from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
+from ..config import STAGES, load_spec, validate_spec  # noqa: F401 (validate_spec: part of this module's API)
 from ..data.dataset import build_dataset, collate_fn
 from ..errors import InputError
 from ..io import atomic_path
@@ -31,8 +31,6 @@ from .sampling import SeededItems, epoch_batches, train_loader, val_loader
 LAST = "checkpoint_last.pth"
 FINAL = "checkpoint.pth"
 
-SPLITS = ("train_split", "val_split")  # in the workflow schema's dataset section; a spec's train section may set them
-
 
 def add_arguments(parser):
     parser.add_argument("--stage", required=True, choices=STAGES,
@@ -40,43 +38,17 @@ def add_arguments(parser):
                              "stage2: train the mask head on the frozen detector of --init")
     spec = parser.add_mutually_exclusive_group(required=True)
     spec.add_argument("--spec-json", help='JSON {"model": {...}, "train": {...}}')
-    spec.add_argument("--spec", type=Path, help="file holding that JSON")
-    parser.add_argument("--coco-dir", type=Path, required=True, help="folder of finetune_phrasecut_{split}.json")
-    parser.add_argument("--images", type=Path, required=True, help="image folder")
-    parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--init", type=Path, help="weights to start from (stage1: the pre-trained detector, "
-                                                  "stage2: the stage-1 checkpoint); EMA weights preferred")
-    parser.add_argument("--resume", type=Path, help=f"training checkpoint to resume (default: OUT_DIR/{LAST})")
-    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    spec.add_argument("--spec", type=IN_FILE, help="file holding that JSON")
+    parser.add_argument("--coco-dir", type=IN_DIR, required=True, help="folder of finetune_phrasecut_{split}.json")
+    parser.add_argument("--images", type=IN_DIR, required=True, help="image folder")
+    parser.add_argument("--out-dir", type=OUT_DIR, required=True)
+    parser.add_argument("--init", type=IN_FILE, help="weights to start from (stage1: the pre-trained detector, "
+                                                     "stage2: the stage-1 checkpoint); EMA weights preferred")
+    parser.add_argument("--resume", type=PathArg("in", "file", rewritten=True),
+                        help=f"training checkpoint to resume (default: OUT_DIR/{LAST})")
+    parser.add_argument("--epochs", type=POSITIVE_INT, help="override train.epochs")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def load_spec(spec_json=None, spec_file=None) -> dict:
-    source = str(spec_file) if spec_file else "--spec-json"
-    try:
-        text = spec_file.read_text() if spec_file else spec_json
-        spec = json.loads(text)
-    except FileNotFoundError:
-        raise InputError(f"{spec_file}: spec file not found") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{source}: invalid JSON ({e})") from None
-    return validate_spec(spec, source)
-
-
-def validate_spec(spec: dict, source: str = "spec") -> dict:
-    """{"model", "train"} checked against the workflow schema (defaults filled), plus the splits to train and
-    validate on (defaults: the schema's dataset section)."""
-    if not isinstance(spec, dict) or set(spec) - {"model", "train"}:
-        raise InputError(f"{source}: expected an object with keys 'model' and 'train'")
-    schema = load_schema()
-    model, train = dict(spec.get("model", {})), dict(spec.get("train", {}))
-    check(model, section_schema(schema, "model"), source, "model.")
-    split_schema = {k: schema["properties"]["dataset"]["properties"][k] for k in SPLITS}
-    splits = {k: train.pop(k, split_schema[k]["default"]) for k in SPLITS}
-    check(train, section_schema(schema, "train"), source, "train.")
-    check(splits, {"properties": split_schema}, source, "train.")
-    return {"model": model, "train": {**train, **splits}}
 
 
 def stage_model_config(stage: str, model: dict, train: dict) -> dict:
@@ -235,9 +207,7 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
 
 
 def main(args):
-    spec = load_spec(args.spec_json, args.spec)
-    if args.epochs is not None:
-        spec["train"]["epochs"] = args.epochs
+    spec = load_spec(args.spec_json, args.spec, {"epochs": args.epochs} if args.epochs is not None else None)
     try:
         run(args.stage, spec, args.coco_dir, args.images, args.out_dir, args.init, args.resume, args.device,
             progress=not args.no_progress)

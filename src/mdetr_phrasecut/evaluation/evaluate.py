@@ -11,7 +11,9 @@ import torch
 from tqdm import tqdm
 
 from ..data.dataset import PhraseCutDetection, collate_fn
-from ..data.phrasecut_format import load_image_split, load_name_att_rel_count, load_refer, refer_path
+from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PROBABILITY
+from ..config import load_spec
+from ..data.phrasecut_format import SPLITS, load_image_split, load_name_att_rel_count, load_refer, refer_path
 from ..data.transforms import make_eval_transform
 from ..io import atomic_write_json, sha256_file
 from ..model.build import build_model
@@ -47,12 +49,12 @@ def predict_split(model, dataset, out_path, threshold=0.7, batch_size=1, device=
 def evaluate(checkpoint, spec, coco, root, images, split, out_dir, threshold=0.7, size=800, max_size=1333,
              batch_size=1, workers=1, use_ema=True, device="cpu", dataset_name=None):
     out_dir = Path(out_dir)
-    model = build_model(segmentation_config(spec))
     state_dict, key = select_weights(read_checkpoint(checkpoint), prefer_ema=use_ema)
     backbone, stage = describe(state_dict)
     if stage != "segmentation":
         raise InputError(f"checkpoint {checkpoint} is a {backbone} {stage} checkpoint; evaluation needs a "
                          "segmentation (stage-2) checkpoint")
+    model = build_model(segmentation_config(spec))
     load_model_weights(model, state_dict, source=f"{checkpoint} [{key}]")
     tokenizer = model.detr.transformer.tokenizer
     dataset = PhraseCutDetection(images, coco, make_eval_transform(size=size, max_size=max_size),
@@ -85,25 +87,26 @@ def evaluate(checkpoint, spec, coco, root, images, split, out_dir, threshold=0.7
 
 
 def add_arguments(parser):
-    parser.add_argument("--checkpoint", required=True, type=Path, help="stage-2 (segmentation) checkpoint")
+    parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="stage-2 (segmentation) checkpoint")
     parser.add_argument("--spec-json", required=True, help='{"model": {...}, "train": {...}} as given to `train`')
-    parser.add_argument("--coco", required=True, type=Path, help="finetune_phrasecut_{split}.json")
-    parser.add_argument("--root", required=True, type=Path, help="original PhraseCut files (refer_{split}.json, ...)")
-    parser.add_argument("--images", required=True, type=Path, help="folder of {image_id}.jpg")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--coco", required=True, type=IN_FILE, help="finetune_phrasecut_{split}.json")
+    parser.add_argument("--root", required=True, type=IN_DIR, help="original PhraseCut files (refer_{split}.json, ...)")
+    parser.add_argument("--images", required=True, type=IN_DIR, help="folder of {image_id}.jpg")
+    parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--dataset", help="dataset name recorded in metrics.json (shown in the table)")
-    parser.add_argument("--out-dir", required=True, type=Path)
-    parser.add_argument("--threshold", type=float, default=0.7, help="keep queries scoring above this (release: 0.7)")
-    parser.add_argument("--size", type=int, default=800, help="shorter image side at test time")
-    parser.add_argument("--max-size", type=int, default=1333)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1, help="processes scoring phrases")
+    parser.add_argument("--out-dir", required=True, type=OUT_DIR)
+    parser.add_argument("--threshold", type=PROBABILITY, default=0.7,
+                        help="keep queries scoring above this (release: 0.7)")
+    parser.add_argument("--size", type=POSITIVE_INT, default=800, help="shorter image side at test time")
+    parser.add_argument("--max-size", type=POSITIVE_INT, default=1333)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=1)
+    parser.add_argument("--workers", type=POSITIVE_INT, default=1, help="processes scoring phrases")
     parser.add_argument("--no-ema", dest="use_ema", action="store_false", help="use `model`, not `model_ema`")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(args):
-    metrics = evaluate(args.checkpoint, json.loads(args.spec_json), args.coco, args.root, args.images, args.split,
+    metrics = evaluate(args.checkpoint, load_spec(args.spec_json), args.coco, args.root, args.images, args.split,
                        args.out_dir, args.threshold, args.size, args.max_size, args.batch_size, args.workers,
                        args.use_ema, args.device, args.dataset)
     overall = metrics["subsets"].get("all", {})

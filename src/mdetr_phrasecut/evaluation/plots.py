@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.phrasecut_format import load_image_split, load_json, load_refer
+from ..arguments import IN_DIR, OUT_DIR, POSITIVE_INT
+from ..data.phrasecut_format import SPLITS, load_image_split, load_json, load_refer
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, open_image
 from .phrasecut_metrics import THRESHOLDS, rasterize_polygons
 from .predictions import read_predictions
 from .table import field, fraction, load_metrics
@@ -163,8 +164,6 @@ def plot_examples(examples, path):
 
 def load_examples(task_ids, per_task, predictions_path, root, images_dir, split):
     """(image, phrase, predicted mask, ground-truth mask, IoU) of each task id, in the given order."""
-    from PIL import Image
-
     image_info = load_image_split(root)
     records = {r["task_id"]: r for r in load_refer(root, split, image_info) if r["task_id"] in task_ids}
     masks = {t: np.asarray(m) for t, m, _ in read_predictions(predictions_path, packed=True) if t in task_ids}
@@ -178,8 +177,7 @@ def load_examples(task_ids, per_task, predictions_path, root, images_dir, split)
         image_file = Path(images_dir) / f"{record['image_id']}.jpg"
         if not image_file.is_file():
             raise InputError(f"{image_file}: task_id {task_id}: image file is missing")
-        with Image.open(image_file) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = np.asarray(open_image(image_file, f"task_id {task_id}: image"))
         if pred.shape != image.shape[:2]:
             raise InputError(f"{predictions_path}: task_id {task_id}: mask shape {pred.shape} differs from the image "
                              f"size (H, W) = {image.shape[:2]}")
@@ -209,15 +207,14 @@ def write_plots(run_dir, root, images_dir, out_dir, split="test", num_examples=1
 
 
 def add_arguments(parser):
-    parser.add_argument("--run-dir", required=True, help="results/runs/{run}")
-    parser.add_argument("--root", required=True, help="PhraseCut root (refer_{split}.json, image_data_split.json)")
-    parser.add_argument("--images", required=True, help="folder of {image_id}.jpg")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--out-dir", required=True, help="e.g. results/runs/{run}/plots")
-    parser.add_argument("--num-examples", type=int, default=12, help="phrases in examples.png")
+    parser.add_argument("--run-dir", required=True, type=IN_DIR, help="results/runs/{run}")
+    parser.add_argument("--root", required=True, type=IN_DIR,
+                        help="PhraseCut root (refer_{split}.json, image_data_split.json)")
+    parser.add_argument("--images", required=True, type=IN_DIR, help="folder of {image_id}.jpg")
+    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--out-dir", required=True, type=OUT_DIR, help="e.g. results/runs/{run}/plots")
+    parser.add_argument("--num-examples", type=POSITIVE_INT, default=12, help="phrases in examples.png")
 
 
 def main(args):
-    if args.num_examples < 1:
-        raise InputError(f"--num-examples must be >= 1, got {args.num_examples}")
     write_plots(args.run_dir, args.root, args.images, args.out_dir, args.split, args.num_examples)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
+from ..arguments import IN_FILE, OUT_FILE
 from ..io import atomic_path, atomic_write_text
 
 # (key in the CSV and in a run's `published`, column heading, field of the "all" subset of metrics.json)
@@ -172,14 +173,14 @@ def write_table(metrics_paths, runs, dataset, out, csv=None):
 
 
 def add_arguments(parser):
-    parser.add_argument("--metrics", nargs="+", required=True,
+    parser.add_argument("--metrics", nargs="+", required=True, type=IN_FILE,
                         help="results/runs/{run}/test/metrics.json, in the order of --runs-json")
     parser.add_argument("--runs-json", required=True,
                         help='{"run": {"label": "ResNet-101", "published": {"miou": .., "p50": .., "p70": .., '
                              '"p90": ..} or null}}')
     parser.add_argument("--dataset", required=True, help="the dataset's name (config dataset.name), shown loudly")
-    parser.add_argument("--out", required=True, help="Markdown table, e.g. results/table.md")
-    parser.add_argument("--csv", help="the same numbers as CSV, one row per run")
+    parser.add_argument("--out", required=True, type=OUT_FILE, help="Markdown table, e.g. results/table.md")
+    parser.add_argument("--csv", type=OUT_FILE, help="the same numbers as CSV, one row per run")
 
 
 def main(args):

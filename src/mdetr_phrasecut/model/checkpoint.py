@@ -7,7 +7,8 @@ Published checkpoints load strictly; the only tolerated differences are named he
     contrastive-align projections are dropped when that detector has none (the release's stage 2 has no such head);
   * the BatchNorm step counters (`num_batches_tracked`) of a backbone pre-trained from scratch with trainable
     BatchNorms are dropped when the model's BatchNorms are frozen (the later stages).
-A checkpoint of another backbone or stage fails with an `InputError` saying which.
+A checkpoint of another backbone or stage, a file that is no checkpoint and non-finite weights fail with an
+`InputError` saying which.
 """
 import argparse
 import pickle
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, note_input
 
 LEGACY_BUFFER = "transformer.text_encoder.embeddings.position_ids"  # also under `detr.`
 BN_COUNTER = ".num_batches_tracked"
@@ -42,18 +43,56 @@ def describe(state_dict) -> tuple:
     return "unknown-backbone", stage
 
 
+def _looks_like(path: Path) -> str:
+    """What a file torch cannot load is, from its first bytes (e.g. a download that saved an HTML page)."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    start = head.lstrip().lower()
+    if not head:
+        return "an empty file"
+    if start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page"
+    if head.startswith(b"PK\x03\x04"):
+        return "a damaged zip archive"
+    if head[:1] == b"\x80":
+        return "a damaged or foreign pickle"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognised binary data"
+    return "a text file"
+
+
 def read_checkpoint(path) -> dict:
-    """torch.load with weights_only (argparse.Namespace `args` of the release allowed), on CPU."""
+    """The checkpoint dict at `path`, on CPU: torch.load with weights_only (the release's argparse.Namespace
+    `args` allowed), then checked: a dict whose `model` (and `model_ema`, when present) are state dicts of
+    finite tensors. Anything else is one InputError saying what the file is."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} not found")
+    note_input(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise InputError(f"checkpoint {path} cannot be read: {str(e).strip().splitlines()[0]}") from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise InputError(f"checkpoint {path} has no 'model' entry")
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"a pickle of {unsafe[1]} objects, which weights-only loading refuses" if unsafe else _looks_like(path)
+        raise InputError(f"checkpoint {path} cannot be read: it is {what}, not a checkpoint") from None
+    except Exception:  # torch raises many types for foreign bytes (IndexError, KeyError, UnicodeDecodeError, ...)
+        raise InputError(f"checkpoint {path} cannot be read: it is {_looks_like(path)}, not a checkpoint") from None
+    if not isinstance(ckpt, dict):
+        raise InputError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a checkpoint dict with a 'model' entry")
+    if "model" not in ckpt:
+        raise InputError(f"checkpoint {path} has no 'model' entry (keys: {', '.join(map(str, list(ckpt)[:5]))})")
+    for key in ("model", "model_ema"):
+        weights = ckpt.get(key)
+        if weights is None and key == "model_ema":
+            continue
+        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+            raise InputError(f"checkpoint {path}: '{key}' is a {type(weights).__name__}, not a state dict of tensors")
+        bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise InputError(f"checkpoint {path}: '{key}' has non-finite weights (first: {bad})")
     return ckpt
 
 

@@ -3,10 +3,9 @@
 Keeps the EMA weights (else `model`) under `model`, casts floating tensors to float16 by default; loading
 (`load` semantics) casts them back to the model's dtype. The provenance record names the source checkpoint.
 """
-from pathlib import Path
-
 import torch
 
+from ..arguments import IN_FILE, OUT_FILE
 from ..io import atomic_torch_save
 from .checkpoint import describe, read_checkpoint, select_weights
 
@@ -22,8 +21,8 @@ def export_weights(src, dst, dtype=torch.float16) -> dict:
 
 
 def add_arguments(parser):
-    parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="training checkpoint")
+    parser.add_argument("--out", required=True, type=OUT_FILE)
     parser.add_argument("--float32", action="store_true", help="keep float32 (default: float16)")
 
 

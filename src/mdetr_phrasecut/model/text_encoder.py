@@ -4,11 +4,23 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from ..errors import InputError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")
+
+
+def _quietly(load, *args, **kwargs):
+    """Call `load` without transformers' progress bar: one model load is no progress to report on stderr."""
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def load_text_encoder(text_encoder_type: str):
@@ -24,7 +36,7 @@ def load_text_encoder(text_encoder_type: str):
         if folder.is_dir() and not any((folder / name).exists() for name in WEIGHT_FILES):
             encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder))
         else:
-            encoder = AutoModel.from_pretrained(text_encoder_type, dtype=torch.float32)
+            encoder = _quietly(AutoModel.from_pretrained, text_encoder_type, dtype=torch.float32)
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"text_encoder_type {text_encoder_type!r}: cannot load tokenizer/encoder: {first_line}") from e
@@ -44,3 +56,16 @@ class FeatureResizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.layer_norm(self.fc(x)))
+
+
+def check_phrase_lengths(tokenizer, phrases, where):
+    """Refuse (never truncate) a phrase longer than the model takes: the encoder's `model_max_length` and the
+    positive map's MAX_TEXT_LEN tokens, special tokens included. `where(i)` names phrase i's record."""
+    from .positive_map import MAX_TEXT_LEN
+
+    limit = min(tokenizer.model_max_length, MAX_TEXT_LEN)
+    phrases = list(phrases)
+    for i, ids in enumerate(tokenizer(phrases)["input_ids"] if phrases else []):
+        if len(ids) > limit:
+            raise InputError(f"{where(i)}: phrase has {len(ids)} tokens, more than the {limit} the text encoder "
+                             "takes (long phrases are refused, not truncated)")

@@ -1,0 +1,105 @@
+"""Argument types of the subcommands: each path, number and JSON value is checked while the command line is parsed,
+so bad input is one line naming the option before any work starts (argparse: `argument --x: ...`).
+
+Paths are typed by role: `IN_FILE`/`IN_DIR` must exist as that kind; `OUT_FILE`/`OUT_DIR` must be creatable as
+that kind (not the other kind already, every existing parent a writable folder). `cli.main` hands the inputs and
+outputs to `io.guard`, so no output may resolve to an input.
+"""
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+
+class PathArg:
+    """A path of `role` "in" or "out" and `kind` "file", "dir" or (outputs) "any": either, as other options
+    decide. `rewritten`: an input the command itself rewrites (a resumed checkpoint), not guarded."""
+
+    def __init__(self, role: str, kind: str, rewritten: bool = False):
+        self.role, self.kind, self.rewritten = role, kind, rewritten
+
+    def __call__(self, text: str) -> Path:
+        path = Path(text)
+        want = "a file" if self.kind == "file" else "a folder"
+        if self.role == "in":
+            if not path.exists():
+                raise argparse.ArgumentTypeError(f"{path}: not found")
+            if path.is_dir() != (self.kind == "dir"):
+                raise argparse.ArgumentTypeError(f"{path}: is {'a folder' if path.is_dir() else 'a file'}, "
+                                                 f"expected {want}")
+            if not os.access(path, os.R_OK):
+                raise argparse.ArgumentTypeError(f"{path}: cannot be read (permission denied)")
+            return path
+        if self.kind != "any" and path.exists() and path.is_dir() != (self.kind == "dir"):
+            raise argparse.ArgumentTypeError(f"{path}: is {'a folder' if path.is_dir() else 'a file'}, "
+                                             f"expected {want} to write")
+        here = path.absolute()
+        parent = next(p for p in ((here, *here.parents) if self.kind == "dir" else here.parents) if p.exists())
+        if not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{path}: cannot be created, {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{path}: cannot be written, {parent} is not writable "
+                                             "(permissions or a read-only file system)")
+        return path
+
+
+IN_FILE, IN_DIR = PathArg("in", "file"), PathArg("in", "dir")
+OUT_FILE, OUT_DIR = PathArg("out", "file"), PathArg("out", "dir")
+
+
+def number(kind=int, minimum=None, maximum=None):
+    """An int or finite float type within [minimum, maximum]."""
+    bounds = " and ".join(b for b in (minimum is not None and f">= {minimum}", maximum is not None and f"<= {maximum}")
+                          if b)
+    wanted = f"{'an integer' if kind is int else 'a finite number'}{' ' + bounds if bounds else ''}"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or (minimum is not None and value < minimum) \
+                or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT, NONNEGATIVE_INT = number(int, 1), number(int, 0)
+PROBABILITY = number(float, 0.0, 1.0)
+
+
+def json_object(text: str) -> dict:
+    """Inline JSON that must be an object."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def text(value: str) -> str:
+    """A non-empty string (not only whitespace)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def declared_paths(parser: argparse.ArgumentParser, args) -> tuple:
+    """([(path, option)] guarded inputs, [(path, option, kind)] outputs) of the parsed `args`."""
+    inputs, outputs = [], []
+    for action in parser._actions:
+        if not isinstance(action.type, PathArg) or getattr(args, action.dest, None) is None:
+            continue
+        values = getattr(args, action.dest)
+        name = action.option_strings[0] if action.option_strings else action.dest
+        for value in values if isinstance(values, list) else [values]:
+            if action.type.role == "out":
+                outputs.append((value, name, action.type.kind))
+            elif not action.type.rewritten:
+                inputs.append((value, name))
+    return inputs, outputs
