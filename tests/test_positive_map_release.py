@@ -197,7 +197,7 @@ def expected_losses(layer, targets, pmap, indices, tokenized, mode, masks):
     return out
 
 
-def test_the_batched_map_is_the_release_collate_s(tokenizer):
+def test_the_batched_map_is_the_release_collate_output(tokenizer):
     items, _ = make_batch(tokenizer)
     for mode in MODES:
         samples, targets, pmap = train_collate_fn(items, mode)
