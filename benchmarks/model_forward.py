@@ -5,7 +5,7 @@ training step (train mode, forward + backward of a surrogate loss over every out
     python benchmarks/model_forward.py                                    # CPU-friendly: batch 1, 256×320 px
     python benchmarks/model_forward.py --height 800 --width 1066 --batch 2  # the release's resolution (800 px)
     python benchmarks/model_forward.py --masks                            # the smallconv segmentation model
-    python benchmarks/model_forward.py --smoke      # ResNet-18, the package's tiny text encoder, 64 px (the test suite)
+    python benchmarks/model_forward.py --smoke      # a tiny model (ResNet-18, 1+1 layers), 64 px (the test suite)
 
 fp32 eval is the baseline; with CUDA (or --bf16 on CPU) bf16 autocast runs too. Reported ratios: train/eval and
 bf16/fp32 throughput (`ratio`: train/eval fp32). Last line: one JSON object.
@@ -24,7 +24,10 @@ from transformers import RobertaConfig, RobertaTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-TINY_TEXT_ENCODER = ROOT / "src/mdetr_phrasecut/assets/tiny_text_encoder"
+# A tiny model for CPU runs (--smoke here, train_throughput's CPU measurement)
+TINY = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
+        "dim_feedforward": 64, "num_queries": 4,
+        "text_encoder_type": str(ROOT / "src/mdetr_phrasecut/assets/tiny_text_encoder")}
 
 from mdetr_phrasecut.model.build import build_model  # noqa: E402
 from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list  # noqa: E402
@@ -86,17 +89,16 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="also bf16 autocast on CPU (always on CUDA)")
     parser.add_argument("--smoke", action="store_true",
-                        help="smallest size: ResNet-18, the package's tiny text encoder, 64x64 px, 1 iteration")
+                        help="smallest size: a tiny model (TINY), 64x64 px, 1 iteration")
     args = parser.parse_args()
     if args.smoke:
-        args.backbone, args.height, args.width, args.iters, args.warmup = "resnet18", 64, 64, 1, 0
+        args.backbone, args.height, args.width, args.iters, args.warmup = TINY["backbone"], 64, 64, 1, 0
     device = torch.device(args.device)
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        text_encoder = TINY_TEXT_ENCODER if args.smoke else roberta_base_folder(Path(tmp))
-        cfg = {"backbone": args.backbone, "text_encoder_type": str(text_encoder),
-               "masks": args.masks, "contrastive_align_loss": not args.masks}
+        size = TINY if args.smoke else {"text_encoder_type": str(roberta_base_folder(Path(tmp)))}
+        cfg = {**size, "backbone": args.backbone, "masks": args.masks, "contrastive_align_loss": not args.masks}
         model = build_model(cfg).to(device)
     images = [torch.randn(3, args.height, args.width) for _ in range(args.batch)]
     samples = nested_tensor_from_tensor_list(images).to(device)

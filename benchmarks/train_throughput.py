@@ -4,7 +4,7 @@ EMA), fp32 vs bf16 autocast, on synthetic pre-collated batches (data loading exc
     python benchmarks/train_throughput.py                   # tiny config on CPU (ResNet-18, hidden 128, 64 px)
     python benchmarks/train_throughput.py --size 800        # larger images
     python benchmarks/train_throughput.py --stage stage2    # segmentation model, frozen detector
-    python benchmarks/train_throughput.py --smoke           # 1 warm-up + 1 measured step (the test suite)
+    python benchmarks/train_throughput.py --smoke           # 1 step, the tiny CPU run only (the test suite)
 
 With CUDA, the full-size model (ResNet-101, roberta-base sized text encoder with random weights, batch 2,
 800 px: the release's per-GPU setting) is measured on the GPU as well. fp32 is the baseline of each device;
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from model_forward import PHRASES, TINY_TEXT_ENCODER, roberta_base_folder  # noqa: E402
+from model_forward import PHRASES, TINY, roberta_base_folder  # noqa: E402
 
 from mdetr_phrasecut.data.dataset import train_collate_fn  # noqa: E402
 from mdetr_phrasecut.engine.distributed import DistEnv  # noqa: E402
@@ -36,8 +36,6 @@ from mdetr_phrasecut.model.criterion import build_criterion  # noqa: E402
 from mdetr_phrasecut.model.ema import ModelEMA  # noqa: E402
 from mdetr_phrasecut.model.positive_map import caption_positive_map  # noqa: E402
 
-TINY = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
-        "dim_feedforward": 64, "num_queries": 4, "text_encoder_type": str(TINY_TEXT_ENCODER)}
 FULL = {"backbone": "resnet101"}  # everything else: the release's defaults
 
 
@@ -110,15 +108,16 @@ def main():
     parser.add_argument("--gpu-batch-size", type=int, default=2)
     parser.add_argument("--gpu-size", type=int, default=800)
     parser.add_argument("--compile", action="store_true", help="torch.compile on the GPU")
-    parser.add_argument("--smoke", action="store_true", help="smallest size: 1 warm-up and 1 measured step")
+    parser.add_argument("--smoke", action="store_true",
+                        help="smallest size: 1 measured step, no warm-up, the tiny CPU run only")
     args = parser.parse_args()
     if args.smoke:
-        args.steps = args.warmup = 1
+        args.steps, args.warmup = 1, 0
 
     out = {"benchmark": "train_throughput", "stage": args.stage, "steps": args.steps}
     out["tiny_cpu"] = compare("tiny cpu", TINY, args, torch.device("cpu"), args.batch_size, args.size)
     out["ratio"], out["ratio_of"] = out["tiny_cpu"]["bf16_over_fp32"], "bf16 / fp32 images/s, tiny CPU run"
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not args.smoke:
         with tempfile.TemporaryDirectory() as tmp:
             full = {**FULL, "text_encoder_type": str(roberta_base_folder(Path(tmp)))}
             out["full_gpu"] = compare("full gpu", full, args, torch.device("cuda"), args.gpu_batch_size,
