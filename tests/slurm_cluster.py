@@ -92,13 +92,6 @@ class Cluster:
                 os.kill(pid, signal.SIGKILL)
         return doomed
 
-    def restart_node(self, node, timeout=60):
-        """A lost node rebooted: its slurmd starts again with an empty spool; returns once every node is idle."""
-        shutil.rmtree(self.root / "spool" / node)
-        (self.root / "spool" / node).mkdir()
-        self.start_slurmd(node)
-        self.wait_idle(timeout)
-
     def node_states(self) -> dict:
         out = self.run("sinfo", "--noheader", "--Node", "--format=%N %T", check=False).stdout
         return dict(line.split() for line in out.splitlines() if line.strip())

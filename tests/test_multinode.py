@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 
 from test_workflow import BIN, make_workspace, snakemake
 
-NODES = ("n1", "n2")
+NODES = ("n1", "n2", "n3")  # jobs take two; the third stands in for a lost one
 STAGE1 = "results/runs/demo/stage1/checkpoint.pth"
 STEPS, EVERY = 12, 4  # stage 1: one epoch of 12 steps, batch 1 per process, checkpoint_last.pth every 4 steps
 INPUTS = ("results/downloads/demo_pretrained/demo_pretrained.pth", "results/main/coco/finetune_phrasecut_train.json",
@@ -26,10 +25,10 @@ INPUTS = ("results/downloads/demo_pretrained/demo_pretrained.pth", "results/main
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
+def cluster3(tmp_path_factory):
     from slurm_cluster import start_cluster
 
-    with start_cluster(tmp_path_factory.mktemp("slurm2"), nodes=NODES) as cluster:
+    with start_cluster(tmp_path_factory.mktemp("slurm3"), nodes=NODES) as cluster:
         yield cluster
 
 
@@ -151,52 +150,58 @@ def one_node_run(prepared, tmp_path_factory):
     return workspace
 
 
-def assert_two_nodes_took_part(workspace):
+def job_nodes(cluster, job) -> list:
+    return cluster.run("scontrol", "show", "hostnames", job_field(cluster, job, "NodeList")).stdout.split()
+
+
+def assert_two_nodes_took_part(workspace, nodes):
+    """Each of the job's two nodes ran one of the two ranks (the rendezvous numbers nodes as they arrive)."""
     log = stage1_log(workspace)
-    ranks = re.findall(r"rank (\d) of (\d) on node (\S+)", log)  # the rendezvous numbers nodes as they arrive
-    assert sorted((node, world) for _, world, node in ranks) == [("n1", "2"), ("n2", "2")], log[-3000:]
+    ranks = re.findall(r"rank (\d) of (\d) on node (\S+)", log)
+    assert sorted((node, world) for _, world, node in ranks) == [(n, "2") for n in sorted(nodes)], log[-3000:]
     assert sorted(rank for rank, _, _ in ranks) == ["0", "1"]
 
 
 @pytest.mark.slow
-def test_two_nodes_requeued_by_slurm_resume_and_equal_the_one_node_run(two_nodes, prepared, one_node_run, tmp_path):
+def test_two_nodes_requeued_by_slurm_resume_and_equal_the_one_node_run(cluster3, prepared, one_node_run, tmp_path):
     """`scontrol requeue` of the running two-node job: SIGTERM reaches torchrun's workers on both nodes, rank 0
     saves the current step and they exit 75; Slurm puts the same job back in the queue, its second run resumes
     mid-epoch, and the result is bitwise the uninterrupted one-node two-process run (so also within the
     tolerance of test_train_distributed.py)."""
     workspace = copy_with(prepared, tmp_path / "ws", nodes=2, every=None)  # no periodic checkpoint: only SIGTERM's
-    proc = start_slurm_snakemake(two_nodes, workspace)
-    job = running_job_after(two_nodes, workspace, proc, lambda d: steps_logged(d) >= 3)
-    two_nodes.run("scontrol", "requeue", job)
-    lift_requeue_hold(two_nodes, job)
+    proc = start_slurm_snakemake(cluster3, workspace)
+    job = running_job_after(cluster3, workspace, proc, lambda d: steps_logged(d) >= 3)
+    cluster3.run("scontrol", "requeue", job)
+    lift_requeue_hold(cluster3, job)
     finish(proc)
     assert resumed_at(workspace) >= 3
-    assert job_field(two_nodes, job, "Restarts") == "1"  # the same job, requeued once, not a resubmission
-    assert_two_nodes_took_part(workspace)
+    assert job_field(cluster3, job, "Restarts") == "1"  # the same job, requeued once, not a resubmission
+    assert_two_nodes_took_part(workspace, job_nodes(cluster3, job))
     assert_bitwise_equal(workspace, one_node_run)
 
 
 @pytest.mark.slow
-def test_a_node_lost_mid_job_is_requeued_by_slurm_and_resumes(two_nodes, prepared, one_node_run, tmp_path):
-    """Node n2 dies after stage 1's checkpoint at step EVERY (its slurmd and the job's processes there, SIGKILL).
-    slurmctld finds it not responding (SlurmdTimeout), sets it DOWN and ends the job on n1 as well (NODE_FAIL);
-    the job was submitted with --requeue (the profile's slurm-requeue), so Slurm puts it back in the queue and
-    Snakemake's plugin leaves it there. Once n2 is back (ReturnToService) the same job resumes from
-    checkpoint_last.pth on both nodes: bitwise the uninterrupted run."""
+def test_a_node_lost_mid_job_is_requeued_by_slurm_and_resumes(cluster3, prepared, one_node_run, tmp_path):
+    """The job's second node dies after stage 1's checkpoint at step EVERY (SIGKILL of its slurmd and of the job's
+    processes there). slurmctld finds it not responding (SlurmdTimeout), sets it DOWN and ends the job on the first
+    node as well (NODE_FAIL); the job was submitted with --requeue (the profile's slurm-requeue), so Slurm puts it
+    back in the queue and Snakemake's plugin leaves it there. The same job then runs on the nodes left and resumes
+    from checkpoint_last.pth: bitwise the uninterrupted run."""
     workspace = copy_with(prepared, tmp_path / "ws", nodes=2)
-    proc = start_slurm_snakemake(two_nodes, workspace)
-    job = running_job_after(two_nodes, workspace, proc, lambda d: (d / "checkpoint_last.pth").exists())
-    assert two_nodes.lose_node("n2"), "no process of the job ran on n2"
+    proc = start_slurm_snakemake(cluster3, workspace)
+    job = running_job_after(cluster3, workspace, proc, lambda d: (d / "checkpoint_last.pth").exists())
+    _, lost = job_nodes(cluster3, job)
+    assert cluster3.lose_node(lost), f"no process of the job ran on {lost}"
     deadline = time.monotonic() + 60
-    while two_nodes.node_states()["n2"] != "down*":  # not responding and DOWN
-        assert time.monotonic() < deadline, two_nodes.node_states()
+    while cluster3.node_states()[lost] != "down*":  # not responding and DOWN
+        assert time.monotonic() < deadline, cluster3.node_states()
         time.sleep(0.2)
-    two_nodes.restart_node("n2")  # rebooted: empty spool, slurmd back; ReturnToService makes it idle again
-    lift_requeue_hold(two_nodes, job)
+    lift_requeue_hold(cluster3, job)
     finish(proc)
-    assert job_field(two_nodes, job, "Restarts") == "1"  # requeued by Slurm, not resubmitted by Snakemake
+    assert job_field(cluster3, job, "Restarts") == "1"  # requeued by Slurm, not resubmitted by Snakemake
+    assert lost not in job_nodes(cluster3, job)
     assert resumed_at(workspace) % EVERY == 0  # from a periodic checkpoint: nothing was saved on the way down
-    assert_two_nodes_took_part(workspace)
+    assert_two_nodes_took_part(workspace, job_nodes(cluster3, job))
     assert_bitwise_equal(workspace, one_node_run)
 
 
