@@ -10,10 +10,11 @@
 Everything (key, socket, state, spool, logs) lives under the given folder; the daemons run as root
 (SlurmUser=root) on free ports, without systemd, cgroups or accounting. Several nodes share the host as
 Slurm allows: each `NodeName` has its own slurmd port, `NodeAddr=127.0.0.1` and the real host name
-(`slurmd -N <name>`, per-node spool, PID and log files through `%n`); each node offers all the host's CPUs. `Cluster.env` is the
-environment clients need: SLURM_CONF, plus a `srun` wrapper first on PATH that restores SLURM_CONF,
-because Snakemake's job-step executor strips SLURM_* variables before its inner `srun` (on a real
-cluster that `srun` finds /etc/slurm/slurm.conf, which a test must not write).
+(`slurmd -N <name>`, per-node spool, PID and log files through `%n`); each node offers all the host's CPUs.
+`Cluster.env` is the environment clients need: SLURM_CONF, plus `srun` and `scontrol` wrappers first on PATH
+that restore SLURM_CONF, because jobs do not inherit it (and Snakemake's job-step executor strips SLURM_*
+variables before its inner `srun`); on a real cluster they find /etc/slurm/slurm.conf, which a test must
+not write.
 """
 import atexit
 import contextlib

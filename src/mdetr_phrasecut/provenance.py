@@ -337,7 +337,8 @@ def add_arguments(parser):
     parser.add_argument("--config-json", help="current config (a JSON file, or inline JSON) to compare the records' config slices with")
     parser.add_argument("--out", help="write the per-artifact report here as JSON")
     parser.add_argument("--deep", action="store_true",
-                        help="re-hash every file of folder artifacts (default: trust their manifests' sizes and mtimes)")
+                        help="re-hash every file of folder artifacts (default: trust the sizes and mtimes of their "
+                             "manifests)")
 
 
 def _load_config(value):
