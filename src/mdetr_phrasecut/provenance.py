@@ -53,16 +53,19 @@ def manifest_path(folder) -> Path:
 
 
 def _files(folder: Path):
-    """(relative path, stat) of every file under `folder`, sorted by path."""
-    found, stack = [], [folder]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
+    """(relative path, stat) of every file under `folder`, in path order (by components, as `Path` sorts)."""
+    found = []
+
+    def scan(path, prefix):
+        with os.scandir(path) as entries:
             for e in entries:
-                if e.is_dir(follow_symlinks=True):
-                    stack.append(e.path)
-                elif e.is_file(follow_symlinks=True) and e.name not in SKIPPED:
-                    found.append((Path(e.path).relative_to(folder).as_posix(), e.stat()))
-    return sorted(found)
+                if e.is_dir():
+                    scan(e.path, f"{prefix}{e.name}/")
+                elif e.is_file() and e.name not in SKIPPED:
+                    found.append((f"{prefix}{e.name}", e.stat()))
+
+    scan(folder, "")
+    return sorted(found, key=lambda f: f[0].split("/"))
 
 
 def _tree_digest(pairs) -> str:
