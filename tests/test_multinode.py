@@ -1,7 +1,7 @@
-"""Multi-node training on a real two-node Slurm cluster (two slurmd on this host, see slurm_cluster.py): the
-embedded stage 1 with `resources.stage1.nodes: 2` through `snakemake --profile slurm` and `srun ... mdetr-phrasecut
-launch` (torchrun, c10d rendezvous at the first node's NodeAddr, gloo on CPU, one process per node); pre-emption
-by `scontrol requeue`; a node lost mid-job. Plus the launcher's one-line failures, which need no cluster."""
+"""Multi-node training on a real Slurm cluster (three slurmd on this host, see slurm_cluster.py): the embedded
+stage 1 with `resources.stage1.nodes: 2` through `snakemake --profile slurm` and `srun ... mdetr-phrasecut launch`
+(torchrun, c10d rendezvous at the first node's NodeAddr, gloo on CPU, one process per node); pre-emption by
+`scontrol requeue`; a node lost mid-job. Plus the launcher's one-line failures, which need no cluster."""
 import os
 import re
 import shutil
@@ -13,20 +13,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slurm_cluster import _free_port, start_cluster
 from test_resume import assert_same_result
 from test_workflow import BIN, make_workspace, snakemake
 
 NODES = ("n1", "n2", "n3")  # jobs take two; the third stands in for a lost one
 STAGE1 = "results/runs/demo/stage1/checkpoint.pth"
-STEPS, EVERY = 12, 4  # stage 1: one epoch of 12 steps, batch 1 per process, checkpoint_last.pth every 4 steps
+STEPS, EVERY = 16, 4  # stage 1: one epoch of 16 steps, batch 1 per process, checkpoint_last.pth every 4 steps
 INPUTS = ("results/downloads/demo_pretrained/demo_pretrained.pth", "results/main/coco/finetune_phrasecut_train.json",
           "results/main/coco/finetune_phrasecut_miniv.json")
 
 
 @pytest.fixture(scope="module")
 def cluster3(tmp_path_factory):
-    from slurm_cluster import start_cluster
-
     with start_cluster(tmp_path_factory.mktemp("slurm3"), nodes=NODES) as cluster:
         yield cluster
 
@@ -51,12 +50,6 @@ def copy_with(prepared, path: Path, nodes: int, every=EVERY) -> Path:
     return path
 
 
-def free_port() -> int:
-    from slurm_cluster import _free_port
-
-    return _free_port()
-
-
 # The copies live elsewhere than the prepared workspace: the download rule's params (a file:// URL of the repo
 # copy) differ, which must not re-run it.
 SAME_INPUTS = ("--rerun-triggers=mtime",)
@@ -64,11 +57,10 @@ SAME_INPUTS = ("--rerun-triggers=mtime",)
 
 def start_slurm_snakemake(cluster, workspace) -> subprocess.Popen:
     """`snakemake --profile slurm` to stage 1; MASTER_PORT (a free port) reaches the jobs through sbatch."""
-    env = {**cluster.env, "MASTER_PORT": str(free_port()), "PATH": f"{BIN}:{cluster.env['PATH']}"}
+    env = {**cluster.env, "MASTER_PORT": str(_free_port()), "PATH": f"{BIN}:{cluster.env['PATH']}"}
     return subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile=config/tiny.yaml", "--profile",
                              "slurm", "--slurm-init-seconds-before-status-checks", "1", *SAME_INPUTS, STAGE1],
-                            cwd=workspace,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
