@@ -62,6 +62,9 @@ class Cluster:
                 time.sleep(0.2)
         for name in reversed(list(self.daemons)):
             self.kill(name, signal.SIGTERM)
+        # what a job left behind (a requeued job's batch script that outlived its step): jobs see our wrappers' PATH
+        wrappers = str(self.root / "bin").encode()
+        _kill_all(_pids_with_env(lambda v: v.startswith(b"PATH=") and wrappers in v[5:].split(b":"), with_stepd=False))
 
     def kill(self, name, sig=signal.SIGKILL):
         """End one daemon (e.g. `slurmd:n2`, a lost node) by its process group; `start_slurmd` brings a node back."""
@@ -78,19 +81,9 @@ class Cluster:
         """What a node that dies does to its jobs: SIGKILL its slurmd, then every process of its job steps
         (tasks carry SLURMD_NODENAME=<node> in their environment; their parent is the step's slurmstepd)."""
         self.kill(f"slurmd:{node}")
-        marker, doomed = f"SLURMD_NODENAME={node}".encode(), set()
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
-                    parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                    doomed.add(int(proc.name))
-                    if (Path("/proc") / str(parent) / "cmdline").read_bytes().startswith(b"slurmstepd"):
-                        doomed.add(parent)
-            except (OSError, ValueError):
-                continue  # gone meanwhile
-        for pid in doomed:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        var = f"SLURMD_NODENAME={node}".encode()
+        doomed = _pids_with_env(lambda v: v == var, with_stepd=True)
+        _kill_all(doomed)
         return doomed
 
     def node_states(self) -> dict:
@@ -108,6 +101,29 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _pids_with_env(matches, with_stepd: bool) -> set:
+    """Processes with an environment entry (b"NAME=value") that `matches` (and, `with_stepd`, their slurmstepd
+    parents)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and any(map(matches, (proc / "environ").read_bytes().split(b"\0"))):
+                found.add(int(proc.name))
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if with_stepd and (Path("/proc") / str(parent) / "cmdline").read_bytes().startswith(b"slurmstepd"):
+                    found.add(parent)
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    found.discard(os.getpid())
+    return found
+
+
+def _kill_all(pids):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _free_port() -> int:
