@@ -2,7 +2,9 @@
 
 One row per run: M-IoU and Precision@{0.5,0.7,0.9} (the published columns, in %), each with the published
 value and ours minus published beside it when the run has published values, then cum-IoU, the phrase
-counts and a link to the metrics.json the row came from. The dataset is named in the heading, and a
+counts and a link to the metrics.json the row came from. With `--per-task`, every number carries its bootstrap
+interval (`53.1 [52.4, 53.8]`, see statistics.py) and a Verdict column says whether each published value lies
+inside it; with `--benchmarks`, a Cost column gives the measured wall time, CPU- and GPU-hours of the row's stages. The dataset is named in the heading, and a
 provenance section records each row's split file, its sha256 and the checkpoint's sha256, so a number is
 never mistaken for one measured on another dataset or split. The CSV holds the same numbers unrounded.
 """
@@ -14,6 +16,9 @@ from pathlib import Path
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from ..io import atomic_path, atomic_write_text
+from .cost import cost_text, costs
+from .statistics import (add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task,
+                         verdict)
 
 # (key in the CSV and in a run's `published`, column heading, field of the "all" subset of metrics.json)
 PUBLISHED_COLUMNS = (
@@ -114,8 +119,43 @@ def table_rows(runs, metrics_paths, dataset):
     return rows
 
 
+def add_intervals(rows, per_task_paths, options):
+    """Bootstrap interval (`{key}_lo`, `{key}_hi`) of every number of each row, and the verdicts on the published
+    values, from the row's per_task.json (which must hold the very evaluation of its metrics.json)."""
+    if len(per_task_paths) != len(rows):
+        raise InputError(f"--per-task: {len(per_task_paths)} files given for {len(rows)} runs")
+    for row, path in zip(rows, per_task_paths):
+        if Path(path).parent != Path(row["metrics"]).parent:
+            raise InputError(f"{path}: expected the per_task.json beside {row['metrics']}; give --per-task in the "
+                             "order of --metrics")
+        stats = intervals(load_per_task(path), subsets=("all",), **options)["all"]
+        differs = []
+        for key, title, _ in PUBLISHED_COLUMNS + EXTRA_COLUMNS:
+            if not math.isclose(100 * stats[key]["value"], row[key], abs_tol=1e-7):
+                raise InputError(f"{path}: {key} is {100 * stats[key]['value']:.4f} %, but {row['metrics']} says "
+                                 f"{row[key]:.4f} %: not the same evaluation")
+            row[f"{key}_lo"], row[f"{key}_hi"] = 100 * stats[key]["lo"], 100 * stats[key]["hi"]
+            published = row.get(f"{key}_published", math.nan)
+            if not math.isnan(published):
+                row[f"{key}_verdict"] = verdict(published, row[f"{key}_lo"], row[f"{key}_hi"])
+                differs += [title] if row[f"{key}_verdict"] == "differs" else []
+        has_published = any(f"{key}_verdict" in row for key, _, _ in PUBLISHED_COLUMNS)
+        row["verdict"] = ("" if not has_published else f"differs ({', '.join(differs)})" if differs
+                          else "reproduced")
+        row.update(bootstrap_resamples=options["resamples"], bootstrap_level=options["level"],
+                   bootstrap_seed=options["seed"], bootstrap_unit=options["unit"])
+
+
+def add_costs(rows, benchmark_paths, gpus):
+    """Wall time (`wall_s`), CPU-hours and GPU-hours of each row's stages, from the rules' benchmark files."""
+    by_run = costs(benchmark_paths, [row["run"] for row in rows], gpus)
+    for row in rows:
+        row.update({k: v for k, v in by_run[row["run"]].items() if k != "stages"},
+                   cost=cost_text(by_run[row["run"]]))
+
+
 def _cell(row, key):
-    ours = f"{row[key]:.1f}"
+    ours = interval_text(row[key], row[f"{key}_lo"], row[f"{key}_hi"]) if f"{key}_lo" in row else f"{row[key]:.1f}"
     published = row.get(f"{key}_published", math.nan)
     if math.isnan(published):
         return ours
@@ -125,7 +165,9 @@ def _cell(row, key):
 def render_markdown(rows, dataset, out_dir):
     """The table as Markdown; links to the metrics files are relative to `out_dir` (where the table lives)."""
     columns = PUBLISHED_COLUMNS + EXTRA_COLUMNS[:1]
-    head = ["Backbone"] + [title for _, title, _ in columns] + ["Phrases", "Missing", "Metrics"]
+    with_intervals, with_cost = "verdict" in rows[0], "cost" in rows[0]
+    head = (["Backbone"] + [title for _, title, _ in columns] + ["Verdict"] * with_intervals
+            + ["Phrases", "Missing", "Metrics"] + ["Cost"] * with_cost)
     lines = [
         f"# MDETR referring-expression segmentation: {dataset}",
         "",
@@ -140,13 +182,26 @@ def render_markdown(rows, dataset, out_dir):
     for row in rows:
         link = Path(os.path.relpath(row["metrics"], out_dir)).as_posix()
         cells = [row["label"]] + [_cell(row, key) for key, _, _ in columns]
+        cells += [row["verdict"] or "-"] if with_intervals else []
         cells += [str(row["num_phrases"]), str(row["missing"]), f"[{link}]({link})"]
+        cells += [row["cost"]] if with_cost else []
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "Values in %. M-IoU: mean over phrases of the mask IoU; Precision@t: share of phrases whose mask IoU "
         "exceeds t; cum-IoU: total intersection over total union (not in the published table).",
     ]
+    if with_intervals:
+        r = rows[0]
+        lines += ["", f"Brackets: {r['bootstrap_level']:.0%} percentile bootstrap interval over "
+                  f"{r['bootstrap_resamples']:,} resamples of the test {r['bootstrap_unit']}s (seed "
+                  f"{r['bootstrap_seed']}). Verdict: \"reproduced\" when every published value lies inside our "
+                  "interval as shown, else \"differs\" naming the columns. The interval covers the sampling of test "
+                  "phrases for this one trained checkpoint only: not training randomness (seeds), not the "
+                  "published number's own uncertainty (published without an interval), not a different test set."]
+    if with_cost:
+        lines += ["", "Cost: wall time, CPU-hours and GPU-hours (wall time x GPUs held) of the row's stages, "
+                  "from the rules' benchmark files (results/benchmarks/)."]
     for row in rows:
         if row["missing"]:
             lines.append(f"\n**Warning: {row['missing']} of {row['num_phrases']} phrases of {row['label']} have no "
@@ -159,11 +214,17 @@ def render_markdown(rows, dataset, out_dir):
     return "\n".join(lines) + "\n"
 
 
-def write_table(metrics_paths, runs, dataset, out, csv=None):
-    """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows."""
+def write_table(metrics_paths, runs, dataset, out, csv=None, per_task_paths=None, options=None,
+                benchmark_paths=None, gpus=None):
+    """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows. With
+    `per_task_paths`: intervals and verdicts (bootstrap `options`); with `benchmark_paths`: costs."""
     import pandas as pd
 
     rows = table_rows(runs, metrics_paths, dataset)
+    if per_task_paths:
+        add_intervals(rows, per_task_paths, options or {})
+    if benchmark_paths:
+        add_costs(rows, benchmark_paths, gpus or {})
     atomic_write_text(out, render_markdown(rows, dataset, Path(out).parent))
     if csv:
         with atomic_path(csv, suffix=".csv") as tmp:
@@ -180,7 +241,13 @@ def add_arguments(parser):
     parser.add_argument("--dataset", required=True, help="the dataset's name (config dataset.name), shown loudly")
     parser.add_argument("--out", required=True, help="Markdown table, e.g. results/table.md")
     parser.add_argument("--csv", help="the same numbers as CSV, one row per run")
+    parser.add_argument("--per-task", nargs="+", help="results/runs/{run}/test/per_task.json, in the order of "
+                        "--metrics: bootstrap intervals and verdicts")
+    add_bootstrap_arguments(parser)
+    parser.add_argument("--benchmarks", nargs="+", help="results/benchmarks/{stage}_{run}.tsv: each row's cost")
+    parser.add_argument("--gpus-json", type=json.loads, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
 
 
 def main(args):
-    write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv)
+    write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv, args.per_task,
+                bootstrap_options(args), args.benchmarks, args.gpus_json)
