@@ -15,6 +15,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/statistics.smk"
 include: "workflow/rules/evaluate.smk"
 
 
@@ -22,5 +23,6 @@ rule all:
     input:
         "results/table.md",
         "results/audit.json",
+        "results/subsets.md",
         # MDETR's released annotations vs our conversion, when configured (published recipe)
         expand("results/audit/mdetr_annotations_{split}.json", split=SPLITS if config["dataset"]["mdetr_annotations"] else []),

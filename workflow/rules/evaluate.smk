@@ -79,11 +79,13 @@ rule evaluate_released:
 TABLE_PARAMS = dict(
     runs=lambda w: quoted_json({r: {k: config["runs"][r][k] for k in ("label", "published")} for r in RUNS}),
     dataset=shlex.quote(config["dataset"]["name"]),
-    record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]}, "runs": {r: config["runs"][r] for r in RUNS}}),
+    record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]}, "runs": {r: config["runs"][r] for r in RUNS},
+                             "statistics": config["statistics"]}),
+    statistics=table_statistics_args,
 )
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
-    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} 2> {log}"
+    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} 2> {log}"
 )
 
 
@@ -92,6 +94,7 @@ rule table:
     input:
         metrics=expand("results/runs/{run}/test/metrics.json", run=RUNS),
         plots=expand("results/runs/{run}/plots/examples.png", run=RUNS),
+        **table_statistics_inputs("runs"),
     output:
         md=report("results/table.md", caption="../report/table.rst", category="Results"),
         csv="results/table.csv",
@@ -107,6 +110,7 @@ rule released_table:
     """results/released/table.md: the published checkpoints evaluated here, beside the published numbers."""
     input:
         metrics=expand("results/released/{run}/test/metrics.json", run=RUNS),
+        **table_statistics_inputs("released"),
     output:
         md=report("results/released/table.md", caption="../report/table.rst", category="Results"),
         csv="results/released/table.csv",

@@ -130,21 +130,28 @@ def percentile_interval(resampled, level):
         return np.nanpercentile(resampled, [tail, 100 - tail], axis=0)
 
 
+def _present(per_phrase, subsets):
+    """{subset: phrase count} of the `subsets` holding at least one phrase, in SUBSETS order."""
+    counts = per_phrase.members.sum(0)
+    return {s: int(counts[SUBSETS.index(s)]) for s in subsets if counts[SUBSETS.index(s)]}
+
+
 def intervals(per_phrase, resamples=1000, level=0.95, seed=0, unit="phrase", subsets=SUBSETS):
     """{subset: {"count": n, metric: {"value", "lo", "hi"}}} (fractions), subsets with at least one phrase."""
-    estimates, resampled = bootstrap([per_phrase], resamples, seed, unit, subsets)
+    counts = _present(per_phrase, subsets)
+    estimates, resampled = bootstrap([per_phrase], resamples, seed, unit, counts)
     lo, hi = percentile_interval(resampled, level)
-    counts = per_phrase.members[:, [SUBSETS.index(s) for s in subsets]].sum(0)
-    return {subset: {"count": int(counts[s]),
+    return {subset: {"count": count,
                      **{key: {"value": float(estimates[0, s, m]), "lo": float(lo[0, s, m]), "hi": float(hi[0, s, m])}
                         for m, (key, *_) in enumerate(METRICS)}}
-            for s, subset in enumerate(subsets) if counts[s]}
+            for s, (subset, count) in enumerate(counts.items())}
 
 
 def paired(a, b, resamples=1000, level=0.95, seed=0, unit="phrase"):
     """Evaluation `a` minus `b` on the same phrases: {subset: {"count": n, metric: {"a", "b", "diff", "lo", "hi",
     "p"}}}; lo/hi: paired-bootstrap interval of the difference, p: two-sided p-value of "no difference"."""
-    estimates, resampled = bootstrap([a, aligned(a, b)], resamples, seed, unit)
+    counts = _present(a, SUBSETS)
+    estimates, resampled = bootstrap([a, aligned(a, b)], resamples, seed, unit, counts)
     diff = estimates[0] - estimates[1]
     diffs = resampled[:, 0] - resampled[:, 1]
     lo, hi = percentile_interval(diffs, level)
@@ -152,13 +159,12 @@ def paired(a, b, resamples=1000, level=0.95, seed=0, unit="phrase"):
     with np.errstate(invalid="ignore"):
         extreme = (np.abs(diffs - diff) >= np.abs(diff) - 1e-12) & valid
     p = (1 + extreme.sum(0)) / (1 + valid.sum(0))
-    counts = a.members.sum(0)
-    return {subset: {"count": int(counts[s]),
+    return {subset: {"count": count,
                      **{key: {"a": float(estimates[0, s, m]), "b": float(estimates[1, s, m]),
                               "diff": float(diff[s, m]), "lo": float(lo[s, m]), "hi": float(hi[s, m]),
                               "p": float(p[s, m])}
                         for m, (key, *_) in enumerate(METRICS)}}
-            for s, subset in enumerate(SUBSETS) if counts[s]}
+            for s, (subset, count) in enumerate(counts.items())}
 
 
 def verdict(published, lo, hi):

@@ -1,0 +1,56 @@
+# Bootstrap intervals and verdicts of the tables, cost per table row, results/subsets.md, paired comparisons
+# with the released checkpoints. Included before evaluate.smk, whose table rules use the helpers below.
+STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit {unit}".format(**config["statistics"])
+COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of results/table.md
+
+
+def table_statistics_inputs(kind):
+    """Inputs of a table rule beyond the metrics: per-phrase results (intervals); for our runs, benchmark files (cost)."""
+    inputs = {"per_task": expand(f"results/{kind}/{{run}}/test/per_task.json", run=RUNS)}
+    if kind == "runs":
+        inputs["benchmarks"] = expand("results/benchmarks/{stage}_{run}.tsv", run=RUNS, stage=COST_STAGES)
+    return inputs
+
+
+def table_statistics_args(wildcards, input):
+    """`table` flags: the bootstrap's, and the benchmark files with the GPUs each stage's job holds."""
+    args = f"--per-task {' '.join(map(shlex.quote, input.per_task))} {STATISTICS_ARGS}"
+    if hasattr(input, "benchmarks"):
+        gpus = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
+        args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(gpus)}"
+    return args
+
+
+rule subsets:
+    """results/subsets.md (+ .csv, .png): every PhraseCut subset of every run side by side, with intervals."""
+    input:
+        per_task=expand("results/runs/{run}/test/per_task.json", run=RUNS),
+    output:
+        md=report("results/subsets.md", caption="../report/subsets.rst", category="Results"),
+        csv="results/subsets.csv",
+        plot=report("results/subsets.png", caption="../report/subsets.rst", category="Results"),
+    params:
+        labels=" ".join(shlex.quote(config["runs"][r]["label"]) for r in RUNS),
+        record=record(lambda w: {"runs": {r: config["runs"][r] for r in RUNS}, "statistics": config["statistics"]}),
+    log:
+        "results/logs/subsets.log",
+    shell:
+        "mdetr-phrasecut --record {params.record} compare --per-task {input.per_task:q} --labels {params.labels} "
+        "--out {output.md:q} --csv {output.csv:q} --plot {output.plot:q} " + STATISTICS_ARGS + " 2> {log}"
+
+
+rule compare_released:
+    """Our run minus the released checkpoint on the same test phrases: paired differences, intervals, p-values."""
+    input:
+        ours="results/runs/{run}/test/per_task.json",
+        released="results/released/{run}/test/per_task.json",
+    output:
+        md="results/compare/{run}_vs_released.md",
+        csv="results/compare/{run}_vs_released.csv",
+    params:
+        record=record(lambda w: {"runs": {w.run: config["runs"][w.run]}, "statistics": config["statistics"]}),
+    log:
+        "results/logs/compare_released_{run}.log",
+    shell:
+        "mdetr-phrasecut --record {params.record} compare --paired --per-task {input.ours:q} {input.released:q} "
+        "--labels ours released --out {output.md:q} --csv {output.csv:q} " + STATISTICS_ARGS + " 2> {log}"
