@@ -86,14 +86,19 @@ def aligned(a, b):
 
 def resample_weights(groups, resamples, seed, chunk=CHUNK):
     """Yield (b, n) arrays, b <= chunk, `resamples` rows in all: how often each phrase was drawn when the
-    groups (`groups[i]`: phrase i's group, 0..G-1) are drawn G times with replacement."""
+    groups (`groups[i]`: phrase i's group, 0..G-1) are drawn G times with replacement. The array is reused:
+    use it before taking the next."""
     rng = np.random.default_rng(seed)
     n_groups = int(groups.max()) + 1
+    own = np.array_equal(groups, np.arange(len(groups)))  # every phrase its own group
+    buffer = np.empty((min(chunk, resamples), len(groups)))  # one allocation: no page faults per chunk
     for start in range(0, resamples, chunk):
         b = min(chunk, resamples - start)
-        draws = rng.integers(n_groups, size=(b, n_groups)) + n_groups * np.arange(b)[:, None]
+        draws = rng.integers(n_groups, size=(b, n_groups))
+        draws += n_groups * np.arange(b)[:, None]
         counts = np.bincount(draws.ravel(), minlength=b * n_groups).reshape(b, n_groups)
-        yield counts[:, groups].astype(np.float64)
+        np.copyto(buffer[:b], counts if own else counts[:, groups])
+        yield buffer[:b]
 
 
 def _ratios(sums):
