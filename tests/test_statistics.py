@@ -4,6 +4,8 @@ evaluator's own point estimates, a planted shift found and a null one not; the c
 one-line errors; the table's intervals, verdicts and cost."""
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -254,3 +256,18 @@ def test_cost_names_a_bad_benchmark_file(tmp_path):
         costs([path], ["r101"], {})
     with pytest.raises(InputError, match="other_x.tsv: expected a benchmark file named"):
         costs([write(tmp_path / "other_x.tsv", "")], ["r101"], {})
+
+
+def test_published_dag_compares_with_the_released_checkpoint_and_costs_each_row(repo_dir):
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall",
+                          "--configfile=config/phrasecut.yaml", "results/table.md",
+                          "results/compare/resnet101_vs_released.md"], cwd=repo_dir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert ("compare --paired --per-task results/runs/resnet101/test/per_task.json "
+            "results/released/resnet101/test/per_task.json") in out.stdout
+    assert ("--per-task results/runs/resnet101/test/per_task.json results/runs/efficientnet_b3/test/per_task.json"
+            in out.stdout)
+    assert ("--benchmarks results/benchmarks/stage1_resnet101.tsv results/benchmarks/stage2_resnet101.tsv "
+            "results/benchmarks/evaluate_resnet101.tsv") in out.stdout
+    assert """--gpus-json '{"evaluate": 1, "stage1": 32, "stage2": 32}'""" in out.stdout
+    assert "--resamples 1000 --level 0.95 --seed 0 --unit phrase" in out.stdout

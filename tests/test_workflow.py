@@ -89,6 +89,21 @@ def test_demo_ends_in_a_table_from_measured_metrics(demo):
         assert (demo / "results" / "runs" / "demo" / "plots" / f"{plot}.png").stat().st_size > 1000
 
 
+def test_demo_table_has_intervals_and_cost_and_subsets_report(demo):
+    from mdetr_phrasecut.evaluation.statistics import intervals, load_per_task
+
+    per_task = load_per_task(demo / "results" / "runs" / "demo" / "test" / "per_task.json")
+    miou = {k: 100 * v for k, v in intervals(per_task, subsets=("all",))["all"]["miou"].items()}  # config defaults
+    table = (demo / "results" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| ResNet"))
+    assert f"| {miou['value']:.1f} [{miou['lo']:.1f}, {miou['hi']:.1f}] |" in row
+    assert re.search(r"\| \d+\.\d min; \d+\.\d\d CPU-h \(stage1, stage2, evaluate\) \|$", row)
+    subsets = (demo / "results" / "subsets.md").read_text()
+    assert f"| all | {miou['value']:.1f} [{miou['lo']:.1f}, {miou['hi']:.1f}] ({len(per_task.task_ids)}) |" in subsets
+    assert (demo / "results" / "subsets.png").stat().st_size > 1000
+    assert (demo / "results" / "subsets.md.prov.json").is_file()
+
+
 def test_html_report_holds_the_table_and_plots(demo):
     snakemake(demo, "--report", "report.html")
     report = (demo / "report.html").read_text(errors="replace")

@@ -5,7 +5,7 @@ COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of resul
 
 
 def table_statistics_inputs(kind):
-    """Inputs of a table rule beyond the metrics: per-phrase results (intervals); for our runs, benchmark files (cost)."""
+    """A table rule's inputs beyond the metrics: per-phrase results (intervals); our runs' benchmark files (cost)."""
     inputs = {"per_task": expand(f"results/{kind}/{{run}}/test/per_task.json", run=RUNS)}
     if kind == "runs":
         inputs["benchmarks"] = expand("results/benchmarks/{stage}_{run}.tsv", run=RUNS, stage=COST_STAGES)

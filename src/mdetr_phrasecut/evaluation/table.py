@@ -2,11 +2,12 @@
 
 One row per run: M-IoU and Precision@{0.5,0.7,0.9} (the published columns, in %), each with the published
 value and ours minus published beside it when the run has published values, then cum-IoU, the phrase
-counts and a link to the metrics.json the row came from. With `--per-task`, every number carries its bootstrap
-interval (`53.1 [52.4, 53.8]`, see statistics.py) and a Verdict column says whether each published value lies
-inside it; with `--benchmarks`, a Cost column gives the measured wall time, CPU- and GPU-hours of the row's stages. The dataset is named in the heading, and a
+counts and a link to the metrics.json the row came from. The dataset is named in the heading, and a
 provenance section records each row's split file, its sha256 and the checkpoint's sha256, so a number is
 never mistaken for one measured on another dataset or split. The CSV holds the same numbers unrounded.
+With `--per-task`, every number carries its bootstrap interval (`53.1 [52.4, 53.8]`, see statistics.py) and a
+Verdict column says whether each published value lies inside it; with `--benchmarks`, a Cost column gives the
+measured wall time, CPU- and GPU-hours of the row's stages.
 """
 import json
 import math
