@@ -200,7 +200,7 @@ def test_compare_paired_writes_differences_p_and_q_values(tmp_path):
     miou = df.loc[("all", "miou")]
     assert miou["diff"] == pytest.approx(5, abs=0.5) and miou["lo"] > 0 and miou["p"] < 0.01
     assert miou["p"] <= miou["q"] <= 1
-    assert "| all | 600 | +5." in (tmp_path / "vs.md").read_text()
+    assert "| all | 600 | +5." in (tmp_path / "vs.md").read_text() and "p<=0.003" in (tmp_path / "vs.md").read_text()
     assert cli.main(argv[:2] + ["--per-task", str(ours)] + argv[5:]) == 2  # --paired with one file
 
 
@@ -221,8 +221,8 @@ def test_table_shows_intervals_verdicts_and_cost(tmp_path):
     bench = tmp_path / "benchmarks"
     for stage, seconds, cpu in (("stage1", 3600, 7200), ("stage2", 1800, 3600), ("evaluate", 600, 600)):
         write(bench / f"{stage}_r101.tsv", "").write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{seconds}\tx\t1\t{cpu}\n")
-    rows = write_table([metrics_path], runs, "d", tmp_path / "table.md", tmp_path / "table.csv", [per_task],
-                       {"resamples": 500, "level": 0.95, "seed": 0, "unit": "phrase"},
+    options = {"resamples": 500, "level": 0.95, "seed": 0, "unit": "phrase"}
+    rows = write_table([metrics_path], runs, "d", tmp_path / "table.md", tmp_path / "table.csv", [per_task], options,
                        sorted(bench.glob("*.tsv")), {"stage1": 32, "stage2": 32})
     row = rows[0]
     assert row["miou_lo"] < miou < row["miou_hi"] and row["miou_verdict"] == "reproduced"
@@ -240,7 +240,7 @@ def test_table_shows_intervals_verdicts_and_cost(tmp_path):
     write(metrics_path, metrics)
     with pytest.raises(InputError, match="per_task.json: miou is .* not the same evaluation"):
         write_table([metrics_path], runs, "d", tmp_path / "t.md", per_task_paths=[per_task],
-                    options={"resamples": 100})
+                    options=options)
 
 
 def test_verdict_compares_with_the_interval_as_shown():

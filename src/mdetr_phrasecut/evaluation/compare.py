@@ -77,6 +77,11 @@ def render_side_by_side(rows, labels, sources, out, options):
     return "\n".join(lines) + "\n"
 
 
+def _p_text(p, resamples):
+    """`p=0.034`; at the floor of a bootstrap p-value, 1 / (resamples + 1): `p<=0.001`."""
+    return f"p<={p:.3f}" if p * (resamples + 1) <= 1 + 1e-9 else f"p={p:.3f}"
+
+
 def render_paired(rows, labels, sources, out, options):
     import pandas as pd
 
@@ -94,7 +99,8 @@ def render_paired(rows, labels, sources, out, options):
              "|---|---:|" + "---:|" * len(PAIRED_COLUMNS)]
     for subset in dict.fromkeys(df.index.get_level_values(0)):
         cells = [f"{df.loc[(subset, k), 'diff']:+.1f} [{df.loc[(subset, k), 'lo']:+.1f}, "
-                 f"{df.loc[(subset, k), 'hi']:+.1f}] p={df.loc[(subset, k), 'p']:.3f}" for k in PAIRED_COLUMNS]
+                 f"{df.loc[(subset, k), 'hi']:+.1f}] {_p_text(df.loc[(subset, k), 'p'], options['resamples'])}"
+                 for k in PAIRED_COLUMNS]
         lines.append(f"| {subset} | {int(df.loc[(subset, 'miou'), 'count'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -129,11 +135,11 @@ def plot_largest(rows, labels, path, k=PLOT_SUBSETS):
     plt.close(fig)
 
 
-def compare(per_task_paths, labels, out, csv=None, plot=None, is_paired=False, options=None):
-    """Write the comparison (Markdown `out`, CSV `csv`, plot `plot`), atomically; returns the long-form rows."""
+def compare(per_task_paths, labels, out, options, csv=None, plot=None, is_paired=False):
+    """Write the comparison (Markdown `out`, CSV `csv`, plot `plot`), atomically; returns the long-form rows.
+    options: the bootstrap's {resamples, level, seed, unit}."""
     import pandas as pd
 
-    options = options or {}
     if len(labels) != len(per_task_paths):
         raise InputError(f"--labels: {len(labels)} labels for {len(per_task_paths)} --per-task files")
     if is_paired and len(per_task_paths) != 2:
@@ -168,4 +174,4 @@ def add_arguments(parser):
 
 
 def main(args):
-    compare(args.per_task, args.labels, args.out, args.csv, args.plot, args.paired, bootstrap_options(args))
+    compare(args.per_task, args.labels, args.out, bootstrap_options(args), args.csv, args.plot, args.paired)

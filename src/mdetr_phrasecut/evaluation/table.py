@@ -178,7 +178,8 @@ def render_markdown(rows, dataset, out_dir):
         "values (MDETR, PhraseCut test set) are shown beside ours as `ours (pub. published, ours - published)`.",
         "",
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
+        "|" + "|".join(["---"] + ["---:"] * len(columns) + ["---"] * with_intervals + ["---:", "---:", "---"]
+                       + ["---"] * with_cost) + "|",
     ]
     for row in rows:
         link = Path(os.path.relpath(row["metrics"], out_dir)).as_posix()
@@ -197,8 +198,8 @@ def render_markdown(rows, dataset, out_dir):
         lines += ["", f"Brackets: {r['bootstrap_level']:.0%} percentile bootstrap interval over "
                   f"{r['bootstrap_resamples']:,} resamples of the test {r['bootstrap_unit']}s (seed "
                   f"{r['bootstrap_seed']}). Verdict: \"reproduced\" when every published value lies inside our "
-                  "interval as shown, else \"differs\" naming the columns. The interval covers the sampling of test "
-                  "phrases for this one trained checkpoint only: not training randomness (seeds), not the "
+                  "interval as shown, else \"differs\" naming the columns. The interval covers the sampling of the "
+                  "test set for this one trained checkpoint only: not training randomness (seeds), not the "
                   "published number's own uncertainty (published without an interval), not a different test set."]
     if with_cost:
         lines += ["", "Cost: wall time, CPU-hours and GPU-hours (wall time x GPUs held) of the row's stages, "
@@ -218,12 +219,13 @@ def render_markdown(rows, dataset, out_dir):
 def write_table(metrics_paths, runs, dataset, out, csv=None, per_task_paths=None, options=None,
                 benchmark_paths=None, gpus=None):
     """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows. With
-    `per_task_paths`: intervals and verdicts (bootstrap `options`); with `benchmark_paths`: costs."""
+    `per_task_paths`: intervals and verdicts (bootstrap `options`: {resamples, level, seed, unit}); with
+    `benchmark_paths`: costs (`gpus`: {stage: GPUs its job holds})."""
     import pandas as pd
 
     rows = table_rows(runs, metrics_paths, dataset)
     if per_task_paths:
-        add_intervals(rows, per_task_paths, options or {})
+        add_intervals(rows, per_task_paths, options)
     if benchmark_paths:
         add_costs(rows, benchmark_paths, gpus or {})
     atomic_write_text(out, render_markdown(rows, dataset, Path(out).parent))
