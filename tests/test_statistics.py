@@ -194,13 +194,15 @@ def test_compare_paired_writes_differences_p_and_q_values(tmp_path):
     ours = write(tmp_path / "ours.json", tasks(np.clip(difficulty + 0.05 + rng.normal(0, .03, 600), 0, 1)))
     released = write(tmp_path / "released.json", tasks(np.clip(difficulty + rng.normal(0, .03, 600), 0, 1)))
     argv = ["compare", "--paired", "--per-task", str(ours), str(released), "--labels", "ours", "released",
-            "--resamples", "300", "--out", str(tmp_path / "vs.md"), "--csv", str(tmp_path / "vs.csv")]
+            "--resamples", "300", "--out", str(tmp_path / "vs.md"), "--csv", str(tmp_path / "vs.csv"),
+            "--plot", str(tmp_path / "vs.png")]
     assert cli.main(argv) == 0
     df = pd.read_csv(tmp_path / "vs.csv").set_index(["subset", "metric"])
     miou = df.loc[("all", "miou")]
     assert miou["diff"] == pytest.approx(5, abs=0.5) and miou["lo"] > 0 and miou["p"] < 0.01
     assert miou["p"] <= miou["q"] <= 1
     assert "| all | 600 | +5." in (tmp_path / "vs.md").read_text() and "p<=0.003" in (tmp_path / "vs.md").read_text()
+    assert (tmp_path / "vs.png").read_bytes()[:4] == b"\x89PNG"
     assert cli.main(argv[:2] + ["--per-task", str(ours)] + argv[5:]) == 2  # --paired with one file
 
 

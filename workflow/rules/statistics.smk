@@ -45,12 +45,13 @@ rule compare_released:
         ours="results/runs/{run}/test/per_task.json",
         released="results/released/{run}/test/per_task.json",
     output:
-        md="results/compare/{run}_vs_released.md",
+        md=report("results/compare/{run}_vs_released.md", caption="../report/compare.rst", category="Results"),
         csv="results/compare/{run}_vs_released.csv",
+        plot=report("results/compare/{run}_vs_released.png", caption="../report/compare.rst", category="Results"),
     params:
         record=record(lambda w: {"runs": {w.run: config["runs"][w.run]}, "statistics": config["statistics"]}),
     log:
         "results/logs/compare_released_{run}.log",
     shell:
         "mdetr-phrasecut --record {params.record} compare --paired --per-task {input.ours:q} {input.released:q} "
-        "--labels ours released --out {output.md:q} --csv {output.csv:q} " + STATISTICS_ARGS + " 2> {log}"
+        "--labels ours released --out {output.md:q} --csv {output.csv:q} --plot {output.plot:q} " + STATISTICS_ARGS + " 2> {log}"

@@ -4,7 +4,8 @@ Side by side (default): every subset's metrics with bootstrap intervals for each
 with M-IoU, `--csv` with every metric), and `--plot`: the subsets whose M-IoU departs most from the
 evaluation's overall M-IoU, with their intervals. `--paired` (two evaluations of the same phrases, e.g. ours
 and the released checkpoint's): per subset and metric the difference first minus second, its paired-bootstrap
-interval and p-value, and the Benjamini-Hochberg q-value over all the subset x metric tests of the file.
+interval and p-value, and the Benjamini-Hochberg q-value over all the subset x metric tests of the file;
+`--plot`: the subsets with the largest M-IoU differences.
 """
 import os
 from pathlib import Path
@@ -105,34 +106,60 @@ def render_paired(rows, labels, sources, out, options):
     return "\n".join(lines) + "\n"
 
 
-def plot_largest(rows, labels, path, k=PLOT_SUBSETS):
-    """The k subsets whose M-IoU departs most from the overall M-IoU (largest over the evaluations), with intervals."""
+def _largest(df, gap, k):
+    """The k subsets other than "all" with the largest `gap` (a Series over df's rows), largest last."""
+    return gap[df["subset"] != "all"].groupby(df["subset"]).max().sort_values().index[-k:]
+
+
+def _interval_plot(series, subsets, lines, xlabel, title, path):
+    """One row per subset, per series (label, frame indexed by subset with value/lo/hi) a point with its interval;
+    `lines`: {x: style} vertical reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    df = pd.DataFrame(rows).query("metric == 'miou'")
-    overall = df[df["subset"] == "all"].set_index("label")["value"]
-    df = df[df["subset"] != "all"].assign(gap=lambda d: (d["value"] - d["label"].map(overall)).abs())
-    chosen = df.groupby("subset")["gap"].max().sort_values(ascending=False).index[:k][::-1]
-    fig, ax = plt.subplots(figsize=(7, 1 + 0.4 * max(len(chosen), 1)))
-    offsets = np.linspace(-0.2, 0.2, len(labels)) if len(labels) > 1 else [0.0]
-    for label, offset in zip(labels, offsets):
-        d = df[df["label"] == label].set_index("subset").reindex(chosen)
-        y = np.arange(len(chosen)) + offset
-        ax.errorbar(d["value"], y, xerr=[d["value"] - d["lo"], d["hi"] - d["value"]], fmt="o", capsize=3,
-                    label=label)
-        ax.axvline(overall[label], color=ax.lines[-1].get_color(), linestyle=":", linewidth=1)
-    ax.set_yticks(np.arange(len(chosen)), chosen)
-    ax.set_xlabel("M-IoU (%), with interval; dotted: overall")
-    ax.set_title("Subsets departing most from the overall M-IoU")
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * max(len(subsets), 1)))
+    offsets = np.linspace(-0.2, 0.2, len(series)) if len(series) > 1 else [0.0]
+    for (label, d), offset in zip(series, offsets):
+        d = d.reindex(subsets)
+        ax.errorbar(d["value"], np.arange(len(subsets)) + offset, xerr=[d["value"] - d["lo"], d["hi"] - d["value"]],
+                    fmt="o", capsize=3, label=label)
+    for x, style in lines.items():
+        ax.axvline(x, linewidth=1, **style)
+    ax.set_yticks(np.arange(len(subsets)), subsets)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_subsets(rows, labels, path, k=PLOT_SUBSETS):
+    """The k subsets whose M-IoU departs most from the overall M-IoU (largest over the evaluations), with intervals."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).query("metric == 'miou'")
+    overall = df[df["subset"] == "all"].set_index("label")["value"]
+    subsets = _largest(df, (df["value"] - df["label"].map(overall)).abs(), k)
+    series = [(label, df[df["label"] == label].set_index("subset")) for label in labels]
+    lines = {overall[label]: {"color": f"C{i}", "linestyle": ":"} for i, label in enumerate(labels)}
+    _interval_plot(series, subsets, lines, "M-IoU (%) with interval; dotted: overall",
+                   "Subsets departing most from the overall M-IoU", path)
+
+
+def plot_differences(rows, labels, path, k=PLOT_SUBSETS):
+    """The k subsets with the largest paired M-IoU difference, with its interval."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).query("metric == 'miou'").rename(columns={"diff": "value"})
+    overall = df.loc[df["subset"] == "all", "value"].iloc[0]
+    _interval_plot([(f"{labels[0]} - {labels[1]}", df.set_index("subset"))], _largest(df, df["value"].abs(), k),
+                   {0.0: {"color": "grey"}, overall: {"color": "C0", "linestyle": ":"}},
+                   "M-IoU difference (% points) with paired interval; dotted: overall",
+                   f"Largest differences, {labels[0]} minus {labels[1]}", path)
 
 
 def compare(per_task_paths, labels, out, options, csv=None, plot=None, is_paired=False):
@@ -154,8 +181,8 @@ def compare(per_task_paths, labels, out, options, csv=None, plot=None, is_paired
     else:
         rows = side_by_side(evaluations, labels, options)
         text = render_side_by_side(rows, labels, sources, out, options)
-        if plot:
-            plot_largest(rows, labels, plot)
+    if plot:
+        (plot_differences if is_paired else plot_subsets)(rows, labels, plot)
     atomic_write_text(out, text)
     if csv:
         with atomic_path(csv, suffix=".csv") as tmp:
@@ -169,7 +196,8 @@ def add_arguments(parser):
     parser.add_argument("--paired", action="store_true", help="first minus second, on the same phrases")
     parser.add_argument("--out", required=True, help="Markdown, e.g. results/subsets.md")
     parser.add_argument("--csv", help="every metric of every subset, long form")
-    parser.add_argument("--plot", help="PNG of the subsets departing most from the overall M-IoU (not with --paired)")
+    parser.add_argument("--plot", help="PNG: the subsets departing most from the overall M-IoU; with --paired, the "
+                        "subsets with the largest differences")
     add_bootstrap_arguments(parser)
 
 
