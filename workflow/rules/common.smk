@@ -65,8 +65,14 @@ def download_path(name):
 
 
 def download_args(name):
+    """`download`'s arguments for a `downloads` entry: its URL, mirrors, kind, checksum and extraction."""
     entry = config["downloads"][name]
-    args = ["--url", entry["url"].replace("{repo}", str(REPO))]
+    expand = lambda url: url.replace("{repo}", str(REPO))
+    args = ["--url", expand(entry["url"]), "--archive-dir", "results/downloads/archives"]
+    for mirror in entry["mirrors"]:
+        args += ["--mirror-member", expand(mirror["url"]), mirror["member"]] if isinstance(mirror, dict) else \
+            ["--mirror", expand(mirror)]
+    args += ["--kind", entry["kind"]] if entry["kind"] else []
     args += ["--sha256", entry["sha256"]] if entry["sha256"] else ["--allow-unverified"]
     if entry["extract"]:
         args += ["--extract-to", download_path(name) + ".unpacked"]

@@ -37,8 +37,9 @@ for _name in config["downloads"]:
             record=record(lambda w, name=_name: {"downloads": {name: config["downloads"][name]}}),
         log:
             f"results/logs/download_{_name}.log",
-        shell:
-            "mdetr-phrasecut --record {params.record} download {params.args} --out {output.archive:q} 2> {log}"
+        shell:  # stderr to the log and the console (warnings, an unverified file's sha256); stdout as is
+            "{{ mdetr-phrasecut --record {params.record} download {params.args} --out {output.archive:q} "
+            "2>&1 1>&3 3>&- | tee {log:q} >&2 3>&-; }} 3>&1"
 
 
 if config["dataset"]["source"] == "synth":
