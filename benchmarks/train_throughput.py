@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from model_forward import PHRASES, roberta_base_folder  # noqa: E402
 
 from mdetr_phrasecut.data.dataset import collate_fn  # noqa: E402
-from mdetr_phrasecut.engine.calibration import calibrate_frozen_batchnorm  # noqa: E402
 from mdetr_phrasecut.engine.distributed import DistEnv  # noqa: E402
 from mdetr_phrasecut.engine.logging import TrainingLog  # noqa: E402
 from mdetr_phrasecut.engine.loop import Position, Trainer, train_one_epoch  # noqa: E402
@@ -73,8 +72,6 @@ def images_per_second(model_cfg: dict, stage: str, device, batch_size: int, size
     detr = model.detr if stage == "stage2" else model
     items = synthetic_items(detr.transformer.tokenizer, (warmup + steps) * batch_size, size, stage == "stage2")
     batches = [collate_fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
-    # random weights: give the frozen BatchNorms data statistics, as `train --stage pretrain` does
-    calibrate_frozen_batchnorm(detr.backbone[0].body, batches[0][0].tensors.to(device))
     trainer = Trainer(model=model, net=torch.compile(model) if compile_model else model,
                       criterion=criterion.to(device), weight_dict=weight_dict, optimizer=optimizer,
                       scheduler=build_scheduler(optimizer, cfg, warmup + steps), ema=ModelEMA(model, cfg["ema_decay"]),

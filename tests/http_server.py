@@ -3,10 +3,14 @@
     with serve({"/a.bin": data}, faults={"/a.bin": Fault(truncate_after=1000, times=1)}) as server:
         download(server.url("/a.bin"), ...)
         server.requests  # [(path, Range header or None, status), ...]
+
+`send_bytes` (one response with Range and faults) and `run` (a server in a thread) are shared with
+fake_hosts.py, the imitations of the real hosts.
 """
 import contextlib
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,51 +23,80 @@ class Fault:
     corrupt: bool = False  # flip every byte of the body (length unchanged)
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
     status: int | None = None  # answer this error status instead
+    delay: float = 0  # seconds to wait before the body
     times: int | None = None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class FaultCounter:
+    """Counts requests per key, so that a Fault with `times` stops after that many."""
+
+    def __init__(self):
+        self.counts, self.lock = {}, threading.Lock()
+
+    def active(self, key, fault) -> bool:
+        with self.lock:
+            count = self.counts.get(key, 0)
+            self.counts[key] = count + 1
+        return fault.times is None or count < fault.times
+
+
+def send_bytes(handler, data, fault=None, active=True, headers=(), body=True) -> int:
+    """Answer `handler`'s request with `data` (206 for a Range request, 416 past the end), suffering
+    `fault` when `active`; `headers` are added to a successful answer. Returns the status sent."""
+    fault = fault or Fault()
+    range_header = handler.headers.get("Range")
+    status, start = (fault.status, 0) if active and fault.status else (200, 0)
+    if status == 200 and range_header and not fault.ignore_range:
+        start = int(re.fullmatch(r"bytes=(\d+)-\d*", range_header)[1])
+        status = 206 if start < len(data) else 416
+    handler.send_response(status)
+    if status >= 400:
+        if status == 416:
+            handler.send_header("Content-Range", f"bytes */{len(data)}")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return status
+    payload = data[start:]
+    if active and fault.corrupt:
+        payload = bytes(b ^ 0xFF for b in payload)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Accept-Ranges", "bytes")
+    handler.send_header("Content-Length", str(len(payload)))
+    if status == 206:
+        handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+    handler.end_headers()
+    if active and fault.truncate_after is not None:
+        payload = payload[:fault.truncate_after]
+    if active:
+        time.sleep(fault.delay)
+    if body:
+        with contextlib.suppress(ConnectionError):  # the client may hang up mid-body
+            handler.wfile.write(payload)  # HTTP/1.0: the connection closes after the response
+    return status
+
+
+class QuietHandler(BaseHTTPRequestHandler):
     timeout = 10  # seconds a stalled client may hold a thread
-
-    def do_GET(self):
-        server = self.server
-        with server.lock:
-            count = server.counts.get(self.path, 0)
-            server.counts[self.path] = count + 1
-        data = server.files.get(self.path)
-        fault = server.faults.get(self.path, Fault())
-        active = fault.times is None or count < fault.times
-        range_header = self.headers.get("Range")
-
-        status = 404 if data is None else fault.status if active and fault.status else 200
-        start = 0
-        if status == 200 and range_header and not fault.ignore_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-\d*", range_header)[1])
-            status = 206 if start < len(data) else 416
-        with server.lock:
-            server.requests.append((self.path, range_header, status))
-
-        if status >= 400:
-            self.send_response(status)
-            if status == 416:
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = data[start:]
-        if active and fault.corrupt:
-            body = bytes(b ^ 0xFF for b in body)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        if active and fault.truncate_after is not None:
-            body = body[:fault.truncate_after]
-        self.wfile.write(body)  # HTTP/1.0: the connection closes after the response
 
     def log_message(self, *args):
         pass
+
+
+class _Handler(QuietHandler):
+    def do_GET(self):
+        server = self.server
+        data = server.files.get(self.path)
+        if data is None:
+            status = 404
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            fault = server.faults.get(self.path, Fault())
+            status = send_bytes(self, data, fault, server.counter.active(self.path, fault))
+        with server.lock:
+            server.requests.append((self.path, self.headers.get("Range"), status))
 
 
 class _Server(ThreadingHTTPServer):
@@ -72,7 +105,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, files, faults):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files, self.faults = dict(files), dict(faults or {})
-        self.counts, self.requests = {}, []
+        self.counter, self.requests = FaultCounter(), []
         self.lock = threading.Lock()
 
     def url(self, path):
@@ -80,9 +113,8 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve(files, faults=None):
-    """Run the server on 127.0.0.1 (ephemeral port) in a thread for the duration of the block."""
-    server = _Server(files, faults)
+def run(server):
+    """Serve `server` in a thread for the duration of the block, then shut it down."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -91,3 +123,10 @@ def serve(files, faults=None):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serve(files, faults=None):
+    """Run the server on 127.0.0.1 (ephemeral port) in a thread for the duration of the block."""
+    with run(_Server(files, faults)) as server:
+        yield server

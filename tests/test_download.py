@@ -1,16 +1,25 @@
-"""download(): resumable, checksummed, atomic fetches over a loopback HTTP server and file://; extract()."""
+"""download(): resumable, checksummed, atomic fetches over a loopback HTTP server and file://; extract();
+mirrors and content checks against loopback imitations of the real hosts (fake_hosts.py)."""
 import hashlib
 import io
+import json
 import logging
 import os
+import shutil
+import socket
+import subprocess
+import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
+import yaml
+from fake_hosts import FakeHosts
 from http_server import Fault, serve
 
 from mdetr_phrasecut import cli
-from mdetr_phrasecut.data.download import download, extract
+from mdetr_phrasecut.data.download import Source, download, extract
 from mdetr_phrasecut.errors import InputError
 
 DATA = os.urandom(50_000)
@@ -108,15 +117,15 @@ def test_bogus_part_file_answered_416_restarts(tmp_path):
     assert server.requests == [("/f.bin", f"bytes={len(DATA) + 10}-", 416), ("/f.bin", None, 200)]
 
 
-@pytest.mark.parametrize("status", [404, 500])
-def test_http_error_raises_after_retries_and_leaves_no_file(tmp_path, status):
+@pytest.mark.parametrize("status,attempts", [(404, 1), (500, 3)])  # a client error will not change: no retry
+def test_http_error_raises_after_retries_and_leaves_no_file(tmp_path, status, attempts):
     with serve({"/f.bin": DATA}, {"/f.bin": Fault(status=status)}) as server:
         url = server.url("/f.bin")
         with pytest.raises(InputError) as err:
             fetch(url, tmp_path / "f.bin")
     message = str(err.value)
-    assert "\n" not in message and url in message and f"HTTP {status}" in message and "3 attempts" in message
-    assert len(server.requests) == 3
+    assert "\n" not in message and url in message and f"got HTTP {status}" in message
+    assert ("3 attempts" in message) == (attempts == 3) and len(server.requests) == attempts
     assert list(tmp_path.iterdir()) == []
 
 
@@ -132,15 +141,15 @@ def test_wrong_expected_checksum_names_both(tmp_path):
 
 
 def test_file_url_and_plain_path(tmp_path):
-    src = tmp_path / "source dir" / "ckpt.pth"
+    src = tmp_path / "source dir" / "ckpt.bin"
     src.parent.mkdir()
     src.write_bytes(DATA)
-    assert fetch(src.as_uri(), tmp_path / "a.pth").read_bytes() == DATA
-    assert fetch(str(src), tmp_path / "b.pth").read_bytes() == DATA
-    (tmp_path / "c.pth.part").write_bytes(DATA[:100] + b"x" * 50)  # a corrupt part is caught and replaced
-    assert fetch(src.as_uri(), tmp_path / "c.pth").read_bytes() == DATA
+    assert fetch(src.as_uri(), tmp_path / "a.bin").read_bytes() == DATA
+    assert fetch(str(src), tmp_path / "b.bin").read_bytes() == DATA
+    (tmp_path / "c.bin.part").write_bytes(DATA[:100] + b"x" * 50)  # a corrupt part is caught and replaced
+    assert fetch(src.as_uri(), tmp_path / "c.bin").read_bytes() == DATA
     with pytest.raises(InputError, match="FileNotFoundError"):
-        fetch(str(tmp_path / "missing.pth"), tmp_path / "d.pth", retries=1)
+        fetch(str(tmp_path / "missing.bin"), tmp_path / "d.bin", retries=1)
 
 
 def test_unverified_needs_explicit_consent(tmp_path, caplog):
@@ -216,3 +225,187 @@ def test_extract_rejects_non_archive(tmp_path):
     with pytest.raises(InputError, match="not a zip or tar"):
         extract(tmp_path / "x.bin", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# --- mirrors and content checks, against the fake hosts -------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+REFER = json.dumps([{"task_id": f"{i}__0", "phrase": "the cat on the mat"} for i in range(600)]).encode()
+SPLIT = json.dumps([{"image_id": 1, "split": "val", "width": 10, "height": 10}]).encode()
+HF_REPO = "datasets/junbeomHong/phrasecut"
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def refused_url():
+    """A loopback URL nothing listens on (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/gone.json"
+
+
+def cli_download(*args, env=None):
+    return subprocess.Popen([str(BIN / "mdetr-phrasecut"), "download", *map(str, args)], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_big_drive_file_through_the_scan_page_resumes_with_range(tmp_path):
+    assert len(REFER) > 4096
+    with FakeHosts(drive_scan_limit=4096) as hosts:
+        url = hosts.drive.add("BIG", REFER, name="refer_train.json", fault=Fault(truncate_after=10_000, times=1))
+        out = fetch(url, tmp_path / "refer_train.json", sha256=sha(REFER))
+    assert out.read_bytes() == REFER and sorted(os.listdir(tmp_path)) == ["refer_train.json"]
+    assert [(m, p, s) for m, p, _, s in hosts.drive.requests] == [("GET", "/uc?id=BIG", 200)] * 2  # the page, twice
+    first, second = hosts.drive.usercontent.requests
+    assert "confirm=t" in first[1] and "uuid=" in first[1] and first[2:] == (None, 200)
+    assert second[1] == first[1] and second[2:] == ("bytes=10000-", 206)
+
+
+def test_small_drive_file_through_the_303(tmp_path):
+    with FakeHosts(drive_scan_limit=4096) as hosts:
+        url = hosts.drive.add("SMALL", SPLIT)
+        out = fetch(url, tmp_path / "image_data_split.json", sha256=sha(SPLIT))
+    assert out.read_bytes() == SPLIT
+    assert hosts.drive.requests == [("GET", "/uc?id=SMALL", None, 303)]
+    assert hosts.drive.usercontent.requests == [("GET", "/download?id=SMALL&export=download", None, 200)]
+
+
+@pytest.mark.parametrize("quota", [False, True], ids=["dead_id", "quota_page"])
+def test_failing_drive_source_moves_on_to_the_next_mirror(tmp_path, caplog, quota):
+    with FakeHosts(drive_scan_limit=4096) as hosts:
+        first = hosts.drive.add("FIRST", b'{"stale": 1}', quota=True) if quota else f"{hosts.drive.base}/uc?id=DEAD"
+        mirror = hosts.drive.add("MIRROR", REFER)
+        out = fetch(first, tmp_path / "refer_val.json", sha256=None, allow_unverified=True, mirrors=[mirror])
+    assert out.read_bytes() == REFER and sorted(os.listdir(tmp_path)) == ["refer_val.json"]
+    said = "got an HTML page: Google Drive quota exceeded" if quota else "got HTTP 404"
+    lines = [w for w in warnings(caplog) if first in w]
+    assert len(lines) == 1 and said in lines[0]  # one line, no retries of a source that will not change
+    assert any("UNVERIFIED" in w and sha(REFER) in w for w in warnings(caplog))
+
+
+@pytest.mark.parametrize("name", ["images.zip", "refer_val.json", "model.pth", "annotations.tar.gz"])
+def test_html_page_or_wrong_bytes_where_a_file_is_expected_is_refused_and_not_kept(tmp_path, caplog, name):
+    page = b"<!DOCTYPE html>\n<html><head><title>Access denied</title></head><body>no</body></html>"
+    with FakeHosts() as hosts:
+        as_page = hosts.stanford.add("/data/page", page)  # served as application/zip: the bytes tell
+        as_noise = hosts.stanford.add("/data/noise", b"Not Found: " + DATA[:500])
+        with pytest.raises(InputError) as err:
+            fetch(as_page, tmp_path / name, sha256=None, allow_unverified=True, mirrors=[as_noise])
+    message = str(err.value)
+    assert "\n" not in message and as_page in message and "got an HTML page: Access denied" in message
+    assert as_noise in message and f"not a {name.split('.')[1].replace('gz', 'tar')} file" in message
+    assert os.listdir(tmp_path) == []
+    assert [len([w for w in warnings(caplog) if url in w]) for url in (as_page, as_noise)] == [1, 1]
+
+
+def test_hf_mirror_through_huggingface_hub_honours_hf_endpoint(tmp_path, monkeypatch):
+    with FakeHosts() as hosts:
+        dead = hosts.localize("https://drive.google.com/uc?id=GONE")
+        hf_url = hosts.hf.add(HF_REPO, "refer_val.json", REFER)
+        job = cli_download("--url", dead, "--mirror", hf_url, "--allow-unverified", "--out", tmp_path / "refer_val.json",
+                           env=hosts.env())
+        stdout, stderr = job.communicate(timeout=60)
+        commit = hosts.hf.commits[HF_REPO]
+        pinned = f"hf://{HF_REPO}@{commit}/refer_val.json"  # a revision, as huggingface_hub takes it
+        monkeypatch.setenv("HF_ENDPOINT", hosts.hf.base)  # read when called, also in this process
+        fetch(pinned, tmp_path / "pinned.json", sha256=sha(REFER))
+    assert job.returncode == 0, stderr
+    assert (tmp_path / "refer_val.json").read_bytes() == REFER and stdout.strip() == sha(REFER)
+    assert sorted(os.listdir(tmp_path)) == ["pinned.json", "refer_val.json"]  # no staging folder left
+    resolve = f"/{HF_REPO}/resolve/main/refer_val.json"
+    assert [r[:2] + r[3:] for r in hosts.hf.requests if "/resolve/" in r[1]] == [
+        ("HEAD", resolve, 200), ("GET", resolve, 200),
+        ("HEAD", resolve.replace("main", commit), 200), ("GET", resolve.replace("main", commit), 200)]
+
+
+def test_archive_member_mirror_fetches_the_archive_once_for_two_jobs_at_once(tmp_path):
+    members = {"VGPhraseCut_v0/refer_val.json": REFER, "VGPhraseCut_v0/refer_test.json": SPLIT}
+    archive = _zip(members)
+    with FakeHosts(drive_scan_limit=4096) as hosts:  # the zip is above the scan limit: the confirm form
+        zip_url = hosts.drive.add("ZIP", archive, fault=Fault(delay=0.5))  # a slow transfer: the jobs overlap
+        jobs = [cli_download("--url", f"{hosts.drive.base}/uc?id=DEAD{i}", "--mirror-member", zip_url, member,
+                             "--archive-dir", tmp_path / "archives", "--allow-unverified",
+                             "--out", tmp_path / Path(member).name)
+                for i, member in enumerate(members)]
+        results = [job.communicate(timeout=60) + (job.returncode,) for job in jobs]
+    assert all(rc == 0 for _, _, rc in results), results
+    for member, data in members.items():
+        assert (tmp_path / Path(member).name).read_bytes() == data
+    archive_answers = [r for r in hosts.drive.usercontent.requests if r[3] in (200, 206)]
+    assert len(archive_answers) == 1  # fetched once; the other job waited for it
+    cached = [p for p in (tmp_path / "archives").iterdir() if not p.name.endswith(".lock")]
+    assert len(cached) == 1 and cached[0].read_bytes() == archive
+    with pytest.raises(InputError, match="no member VGPhraseCut_v0/refer_miniv.json"):
+        fetch(str(tmp_path / "nothing"), tmp_path / "refer_miniv.json", sha256=None, allow_unverified=True,
+              mirrors=[Source(zip_url, "VGPhraseCut_v0/refer_miniv.json")], archive_dir=tmp_path / "archives")
+
+
+def test_zenodo_record_url_through_its_301(tmp_path):
+    tarball = _tar_gz({"mdetr_annotations/finetune_phrasecut_val.json": b'{"images": []}'})
+    with FakeHosts() as hosts:
+        url = hosts.localize("https://zenodo.org/record/5519755/files/mdetr_annotations.tar.gz")
+        assert url == hosts.zenodo.add(record=5519755, name="mdetr_annotations.tar.gz", data=tarball)
+        out = fetch(url, tmp_path / "mdetr_annotations.tar.gz", sha256=sha(tarball))
+    assert out.read_bytes() == tarball
+    assert hosts.zenodo.requests == [
+        ("GET", "/record/5519755/files/mdetr_annotations.tar.gz", None, 301),
+        ("GET", "/records/5519755/files/mdetr_annotations.tar.gz?download=1", None, 200)]
+
+
+def test_existing_file_survives_a_mistyped_sha256_while_every_source_is_down(tmp_path):
+    good = _zip({"data.pkl": DATA})  # a torch.save-style zip
+    dest = tmp_path / "checkpoint.pth"
+    dest.write_bytes(good)
+    with serve({}) as server:
+        missing = server.url("/checkpoint.pth")
+        with pytest.raises(InputError) as err:
+            fetch(missing, dest, sha256="0" * 64, mirrors=[refused_url()])
+    assert dest.read_bytes() == good and sorted(os.listdir(tmp_path)) == ["checkpoint.pth"]
+    assert "\n" not in str(err.value) and missing in str(err.value) and "got HTTP 404" in str(err.value)
+
+
+def test_existing_unverified_page_is_refetched_not_kept(tmp_path, caplog):
+    dest = tmp_path / "refer_train.json"
+    with FakeHosts(drive_scan_limit=4096) as hosts:
+        url = hosts.drive.add("BIG", REFER)
+        dest.write_bytes(hosts.drive.scan_page("BIG").encode())  # what a fooled download once saved
+        fetch(url, dest, sha256=None, allow_unverified=True)
+    assert dest.read_bytes() == REFER
+    assert any("existing file removed: got an HTML page: Google Drive virus-scan warning" in w for w in warnings(caplog))
+
+
+def test_out_that_is_a_folder_or_under_a_file_is_one_line(tmp_path, capsys):
+    src = tmp_path / "src.json"
+    src.write_bytes(SPLIT)
+    (tmp_path / "a_file").write_bytes(b"x")
+    for out in (tmp_path, tmp_path / "a_file" / "x.json"):
+        assert cli.main(["download", "--url", str(src), "--allow-unverified", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and str(out) in err and "Traceback" not in err
+    assert (tmp_path / "a_file").read_bytes() == b"x"
+
+
+def test_unverified_download_shows_its_sha256_on_the_snakemake_console(tmp_path):
+    for name in ("Snakefile", "workflow"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, tmp_path / name)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "split.json").write_bytes(SPLIT)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["downloads"]["extra"] = {"url": (tmp_path / "split.json").as_uri(), "sha256": None}
+    (tmp_path / "config" / "extra.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    run = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "--configfile=config/extra.yaml",
+                          "results/downloads/extra/split.json"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    console = run.stdout + run.stderr
+    assert any("UNVERIFIED" in line and sha(SPLIT) in line for line in console.splitlines()), console[-3000:]
+    assert sha(SPLIT) in (tmp_path / "results" / "logs" / "download_extra.log").read_text()
+    assert (tmp_path / "results" / "downloads" / "extra" / "split.json").read_bytes() == SPLIT

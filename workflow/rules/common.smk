@@ -1,18 +1,23 @@
 # Config validation and helpers shared by the rules: paths, per-stage specs, Slurm resources, launchers.
 import json
+import re
 import shlex
 from pathlib import Path
 
 from mdetr_phrasecut.config import run_model, run_train, validate_config
+from mdetr_phrasecut.evaluation.table import check_order
 
 REPO = Path(workflow.basedir).resolve()
 validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
 
+# The one ordered list of runs (config order): the {run} wildcard of every rule and the rows of both tables.
 RUNS = list(config["runs"])
+RELEASED_RUNS = [run for run in RUNS if config["runs"][run]["released"]]  # runs with a published checkpoint
 SPLITS = sorted({config["dataset"][k] for k in ("train_split", "val_split", "test_split")})
 SYNTH_SECTIONS = {"main": "synth", "pretrain": "pretrain_synth"}  # corpus -> config section
 
 wildcard_constraints:
+    run="|".join(map(re.escape, RUNS)),
     corpus="main|pretrain",
     split="train|val|miniv|test",
 
@@ -28,6 +33,17 @@ def coco_dir(corpus="main"):
 
 def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def table_runs(runs, results):
+    """The table of `runs` (in RUNS order) from their metrics under `results`: (metrics.json paths, --runs-json
+    entries), one list in one order. Checked with the table's own check as the DAG is built, so a mismatch fails
+    before any job runs, not after all training."""
+    metrics = [f"{results}/{run}/test/metrics.json" for run in runs]
+    rows = [{"run": run, "label": config["runs"][run]["label"], "published": config["runs"][run]["published"]}
+            for run in runs]
+    check_order([row["run"] for row in rows], metrics)
+    return metrics, rows
 
 
 def record(config_slice):
@@ -49,8 +65,14 @@ def download_path(name):
 
 
 def download_args(name):
+    """`download`'s arguments for a `downloads` entry: its URL, mirrors, kind, checksum and extraction."""
     entry = config["downloads"][name]
-    args = ["--url", entry["url"].replace("{repo}", str(REPO))]
+    expand = lambda url: url.replace("{repo}", str(REPO))
+    args = ["--url", expand(entry["url"]), "--archive-dir", "results/downloads/archives"]
+    for mirror in entry["mirrors"]:
+        args += ["--mirror-member", expand(mirror["url"]), mirror["member"]] if isinstance(mirror, dict) else \
+            ["--mirror", expand(mirror)]
+    args += ["--kind", entry["kind"]] if entry["kind"] else []
     args += ["--sha256", entry["sha256"]] if entry["sha256"] else ["--allow-unverified"]
     if entry["extract"]:
         args += ["--extract-to", download_path(name) + ".unpacked"]

@@ -37,8 +37,9 @@ for _name in config["downloads"]:
             record=record(lambda w, name=_name: {"downloads": {name: config["downloads"][name]}}),
         log:
             f"results/logs/download_{_name}.log",
-        shell:
-            "mdetr-phrasecut --record {params.record} download {params.args} --out {output.archive:q} 2> {log}"
+        shell:  # stderr to the log and the console (warnings, an unverified file's sha256); stdout as is
+            "{{ mdetr-phrasecut --record {params.record} download {params.args} --out {output.archive:q} "
+            "2>&1 1>&3 3>&- | tee {log:q} >&2 3>&-; }} 3>&1"
 
 
 if config["dataset"]["source"] == "synth":
@@ -89,10 +90,12 @@ rule audit_annotations:
     output:
         "results/audit/mdetr_annotations_{split}.json",
     params:
+        released=lambda w, input: f"{input.mdetr}/{config['dataset']['mdetr_annotations_subdir']}/finetune_phrasecut_{w.split}.json",
         root=lambda w, input: Path(input.refer).parent,
-        record=record(lambda w: {"dataset": {"conversion_mode": "compat"}}),
+        record=record(lambda w: {"dataset": {"conversion_mode": "compat",
+                                             "mdetr_annotations_subdir": config["dataset"]["mdetr_annotations_subdir"]}}),
     log:
         "results/logs/audit_annotations_{split}.log",
     shell:
-        "mdetr-phrasecut --record {params.record} audit-annotations --mdetr {input.mdetr:q}/finetune_phrasecut_{wildcards.split}.json "
+        "mdetr-phrasecut --record {params.record} audit-annotations --mdetr {params.released:q} "
         "--root {params.root:q} --split {wildcards.split} --out {output:q} 2> {log}"

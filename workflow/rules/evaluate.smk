@@ -76,30 +76,38 @@ rule evaluate_released:
         EVALUATE_SHELL
 
 
-TABLE_PARAMS = dict(
-    runs=lambda w: quoted_json({r: {k: config["runs"][r][k] for k in ("label", "published")} for r in RUNS}),
-    dataset=shlex.quote(config["dataset"]["name"]),
-    record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]}, "runs": {r: config["runs"][r] for r in RUNS},
-                             "statistics": config["statistics"]}),
-    statistics=table_statistics_args,
-)
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
     "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} 2> {log}"
 )
 
 
+def table_params(rows):
+    return dict(
+        runs=quoted_json(rows),
+        dataset=shlex.quote(config["dataset"]["name"]),
+        record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]},
+                                 "runs": {row["run"]: config["runs"][row["run"]] for row in rows},
+                                 "statistics": config["statistics"]}),
+        statistics=table_statistics_args,
+    )
+
+
+TABLE_METRICS, TABLE_ROWS = table_runs(RUNS, "results/runs")
+RELEASED_METRICS, RELEASED_ROWS = table_runs(RELEASED_RUNS, "results/released")
+
+
 rule table:
     """results/table.md (+ .csv): the published table regenerated from measured metrics, published values beside."""
     input:
-        metrics=expand("results/runs/{run}/test/metrics.json", run=RUNS),
+        metrics=TABLE_METRICS,
         plots=expand("results/runs/{run}/plots/examples.png", run=RUNS),
-        **table_statistics_inputs("runs"),
+        **table_statistics_inputs(RUNS, "runs"),
     output:
         md=report("results/table.md", caption="../report/table.rst", category="Results"),
         csv="results/table.csv",
     params:
-        **TABLE_PARAMS,
+        **table_params(TABLE_ROWS),
     log:
         "results/logs/table.log",
     shell:
@@ -109,13 +117,13 @@ rule table:
 rule released_table:
     """results/released/table.md: the published checkpoints evaluated here, beside the published numbers."""
     input:
-        metrics=expand("results/released/{run}/test/metrics.json", run=RUNS),
-        **table_statistics_inputs("released"),
+        metrics=RELEASED_METRICS,
+        **table_statistics_inputs(RELEASED_RUNS, "released"),
     output:
         md=report("results/released/table.md", caption="../report/table.rst", category="Results"),
         csv="results/released/table.csv",
     params:
-        **TABLE_PARAMS,
+        **table_params(RELEASED_ROWS),
     log:
         "results/logs/released_table.log",
     shell:

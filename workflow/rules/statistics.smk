@@ -4,11 +4,12 @@ STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit 
 COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of results/table.md
 
 
-def table_statistics_inputs(kind):
-    """A table rule's inputs beyond the metrics: per-phrase results (intervals); our runs' benchmark files (cost)."""
-    inputs = {"per_task": expand(f"results/{kind}/{{run}}/test/per_task.json", run=RUNS)}
+def table_statistics_inputs(runs, kind):
+    """A table rule's inputs beyond the metrics, in the order of `runs`: per-phrase results (intervals); for
+    our runs (kind "runs", not "released"), their benchmark files (cost)."""
+    inputs = {"per_task": expand(f"results/{kind}/{{run}}/test/per_task.json", run=runs)}
     if kind == "runs":
-        inputs["benchmarks"] = expand("results/benchmarks/{stage}_{run}.tsv", run=RUNS, stage=COST_STAGES)
+        inputs["benchmarks"] = expand("results/benchmarks/{stage}_{run}.tsv", run=runs, stage=COST_STAGES)
     return inputs
 
 

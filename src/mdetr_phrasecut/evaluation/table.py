@@ -73,37 +73,49 @@ def load_metrics(path):
 
 
 def parse_runs(text):
-    """--runs-json: {run: {"label": str, "published": {miou, p50, p70, p90} (in %) or null}}."""
+    """--runs-json: [{"run": str, "label": str, "published": {miou, p50, p70, p90} (in %) or null}, ...], the rows in
+    table order (a list: no serialiser's key sorting can reorder it); returns {run: {label, published}} in that order."""
     try:
-        runs = json.loads(text)
+        entries = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"--runs-json: invalid JSON: {e.msg} at col {e.colno}") from None
-    if not isinstance(runs, dict) or not runs:
-        raise InputError("--runs-json: must be a non-empty object {run: {label, published}}")
-    for run, spec in runs.items():
+    if not isinstance(entries, list) or not entries:
+        raise InputError("--runs-json: must be a non-empty list [{run, label, published}, ...]")
+    runs = {}
+    for i, spec in enumerate(entries):
+        run = field(spec, ("run",), f"--runs-json: entry {i}")
         source = f"--runs-json: run {run}"
+        if not isinstance(run, str) or run in runs:
+            raise InputError(f"{source}: run must be a string named once")
         if not isinstance(field(spec, ("label",), source), str):
             raise InputError(f"{source}: label must be a string")
-        published = field(spec, ("published",), source)
-        if published is None:
+        runs[run] = {"label": spec["label"], "published": field(spec, ("published",), source)}
+        if runs[run]["published"] is None:
             continue
         for key, _, _ in PUBLISHED_COLUMNS:
-            value = field(published, (key,), source + ": published")
+            value = field(spec["published"], (key,), source + ": published")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InputError(f"{source}: published.{key} must be a number, got {value!r}")
     return runs
 
 
-def table_rows(runs, metrics_paths, dataset):
-    """One dict per run: identity, provenance and every number in % (ours, published, ours - published)."""
+def check_order(runs, metrics_paths):
+    """`metrics_paths[i]` must be the metrics of the i-th run (…/{run}/test/metrics.json). The workflow calls this
+    when it builds the DAG, so a mismatch fails before any training; `table` again on its arguments."""
     if len(metrics_paths) != len(runs):
         raise InputError(f"--metrics: {len(metrics_paths)} files given for {len(runs)} runs in --runs-json "
                          f"({', '.join(runs)})")
-    rows = []
-    for (run, spec), path in zip(runs.items(), map(Path, metrics_paths)):
+    for run, path in zip(runs, map(Path, metrics_paths)):
         if path.parent.parent.name != run:
             raise InputError(f"{path}: expected the metrics of run {run} (results/runs/{run}/test/metrics.json); "
                              "give --metrics in the order of --runs-json")
+
+
+def table_rows(runs, metrics_paths, dataset):
+    """One dict per run: identity, provenance and every number in % (ours, published, ours - published)."""
+    check_order(runs, metrics_paths)
+    rows = []
+    for (run, spec), path in zip(runs.items(), map(Path, metrics_paths)):
         metrics = load_metrics(path)
         if metrics["dataset"] != dataset:
             raise InputError(f"{path}: dataset is {metrics['dataset']!r}, but the table is for {dataset!r}")
@@ -239,8 +251,8 @@ def add_arguments(parser):
     parser.add_argument("--metrics", nargs="+", required=True,
                         help="results/runs/{run}/test/metrics.json, in the order of --runs-json")
     parser.add_argument("--runs-json", required=True,
-                        help='{"run": {"label": "ResNet-101", "published": {"miou": .., "p50": .., "p70": .., '
-                             '"p90": ..} or null}}')
+                        help='[{"run": "resnet101", "label": "ResNet-101", "published": {"miou": .., "p50": .., '
+                             '"p70": .., "p90": ..} or null}, ...]: the rows, in order')
     parser.add_argument("--dataset", required=True, help="the dataset's name (config dataset.name), shown loudly")
     parser.add_argument("--out", required=True, help="Markdown table, e.g. results/table.md")
     parser.add_argument("--csv", help="the same numbers as CSV, one row per run")
