@@ -10,7 +10,6 @@ Smaller backbones of the same families stand in for the published ones (ResNet-1
 350 MB each and its training too slow for the suite): torchvision's ResNet-18 for ResNet-101 (same code path and
 key layout) and timm's tf_efficientnet_b0 for tf_efficientnet_b3_ns (same timm family, BatchNormAct2d norms).
 """
-import json
 import re
 import shlex
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from snakemake.utils import update_config
-from test_table import metrics_json
+from test_statistics import write_benchmark, write_evaluation
 from test_workflow import BIN, copy_workflow, planned_jobs, snakemake
 
 import release_artifacts
@@ -130,10 +129,10 @@ def test_both_tables_follow_the_config_order(tmp_path):
         argv = shlex.split(commands[rule][0].split(" 2> ")[0])[1:]
         del argv[argv.index("--record"):argv.index("--record") + 2]
         metrics = argv[argv.index("--metrics") + 1:argv.index("--runs-json")]
-        for path in metrics:
-            (workspace / path).parent.mkdir(parents=True, exist_ok=True)
-            (workspace / path).write_text(json.dumps(metrics_json(0.5, 0.5, 0.4, 0.1, 0.5,
-                                                                  dataset=argv[argv.index("--dataset") + 1])))
+        for path in metrics:  # an evaluation's per_task.json and metrics.json, and the benchmarks of the stages
+            write_evaluation((workspace / path).parent, dataset=argv[argv.index("--dataset") + 1], n=40)
+        for path in argv[argv.index("--benchmarks") + 1:argv.index("--gpus-json")] if "--benchmarks" in argv else []:
+            write_benchmark(workspace / path, 60, 30)
         argv = [str(workspace / a) if a.startswith("results/") else a for a in argv]
         assert cli.main(argv) == 0
         rows = [line.split("|")[1].strip() for line in (workspace / out).read_text().splitlines()

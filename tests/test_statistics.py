@@ -39,6 +39,27 @@ def write(path, content):
     return path
 
 
+def write_evaluation(test_dir, dataset="d", n=2000, seed=13):
+    """`evaluate`'s per_task.json and a metrics.json made from it (the evaluator's sums) in `test_dir`; returns
+    (per-task content, metrics)."""
+    rng = np.random.default_rng(seed)
+    content = tasks(rng.uniform(0, 1, n), rng.integers(100, 1000, n))
+    write(test_dir / "per_task.json", content)
+    stats_ = SubsetStats()
+    for task in content.values():
+        stats_.add(task)
+    metrics = {"dataset": dataset, "split": "test", "split_file": "s", "split_sha256": "ab", "checkpoint": "c",
+               "checkpoint_sha256": "cd", "num_phrases": n, "missing": 0, "subsets": {"all": stats_.metrics()}}
+    write(test_dir / "metrics.json", metrics)
+    return content, metrics
+
+
+def write_benchmark(path, seconds, cpu_seconds):
+    """A Snakemake benchmark file (the columns the cost reads, and one it does not)."""
+    write(path, "").write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{seconds}\tx\t1\t{cpu_seconds}\n")
+    return path
+
+
 def per_phrase(tmp_path, content, name="per_task.json"):
     return load_per_task(write(tmp_path / name, content))
 
@@ -207,22 +228,15 @@ def test_compare_paired_writes_differences_p_and_q_values(tmp_path):
 
 
 def test_table_shows_intervals_verdicts_and_cost(tmp_path):
-    rng = np.random.default_rng(13)
-    content = tasks(rng.uniform(0, 1, 2000), rng.integers(100, 1000, 2000))
-    per_task = write(tmp_path / "runs/r101/test/per_task.json", content)
-    stats_ = SubsetStats()
-    for task in content.values():
-        stats_.add(task)
-    m = stats_.metrics()
-    metrics = {"dataset": "d", "split": "test", "split_file": "s", "split_sha256": "ab", "checkpoint": "c",
-               "checkpoint_sha256": "cd", "num_phrases": 2000, "missing": 0, "subsets": {"all": m}}
-    metrics_path = write(tmp_path / "runs/r101/test/metrics.json", metrics)
+    _, metrics = write_evaluation(tmp_path / "runs/r101/test")
+    per_task, metrics_path = tmp_path / "runs/r101/test/per_task.json", tmp_path / "runs/r101/test/metrics.json"
+    m = metrics["subsets"]["all"]
     miou = 100 * m["mean_mask_iou"]
     published = {"miou": round(miou, 1), "p50": round(100 * m["pred_mask_acc"]["0.5"], 1), "p70": 1.0, "p90": 99.0}
     runs = {"r101": {"label": "ResNet-101", "published": published}}
     bench = tmp_path / "benchmarks"
     for stage, seconds, cpu in (("stage1", 3600, 7200), ("stage2", 1800, 3600), ("evaluate", 600, 600)):
-        write(bench / f"{stage}_r101.tsv", "").write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{seconds}\tx\t1\t{cpu}\n")
+        write_benchmark(bench / f"{stage}_r101.tsv", seconds, cpu)
     options = {"resamples": 500, "level": 0.95, "seed": 0, "unit": "phrase"}
     rows = write_table([metrics_path], runs, "d", tmp_path / "table.md", tmp_path / "table.csv", [per_task], options,
                        sorted(bench.glob("*.tsv")), {"stage1": 32, "stage2": 32})
