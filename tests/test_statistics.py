@@ -287,3 +287,26 @@ def test_published_dag_compares_with_the_released_checkpoint_and_costs_each_row(
             "results/benchmarks/evaluate_resnet101.tsv") in out.stdout
     assert """--gpus-json '{"evaluate": 1, "stage1": 32, "stage2": 32}'""" in out.stdout
     assert "--resamples 1000 --level 0.95 --seed 0 --unit phrase" in out.stdout
+
+
+def test_table_shows_mean_and_std_over_seeds_and_costs_every_seed(tmp_path):
+    trainings = ["r101_seed0", "r101_seed1", "r101_seed2"]
+    miou = [100 * write_evaluation(tmp_path / "runs" / t / "test", seed=i)[1]["subsets"]["all"]["mean_mask_iou"]
+            for i, t in enumerate(trainings)]
+    metrics = [str(tmp_path / "runs" / t / "test" / "metrics.json") for t in trainings]
+    benchmarks = [write_benchmark(tmp_path / "benchmarks" / f"{stage}_{t}.tsv", 600, 600)
+                  for t in trainings for stage in ("stage1", "evaluate")]
+    runs = {"r101_seed0": {"label": "ResNet-101", "published": None}}
+    options = {"resamples": 200, "level": 0.95, "seed": 0, "unit": "phrase"}
+    row, = write_table(metrics[:1], runs, "d", tmp_path / "table.md", None, [metrics[0].replace("metrics", "per_task")],
+                       options, benchmarks, {}, seeds={"r101_seed0": metrics})
+    assert row["miou"] == pytest.approx(miou[0]) and row["seeds"] == 3
+    assert row["miou_seed_mean"] == pytest.approx(np.mean(miou))
+    assert row["miou_seed_std"] == pytest.approx(np.std(miou, ddof=1))
+    assert row["wall_s"] == 3600 and row["cpu_h"] == pytest.approx(1)
+    line = next(l for l in (tmp_path / "table.md").read_text().splitlines() if l.startswith("| ResNet-101 |"))
+    assert (f"| {miou[0]:.1f} [{row['miou_lo']:.1f}, {row['miou_hi']:.1f}], {np.mean(miou):.1f} ± "
+            f"{np.std(miou, ddof=1):.1f} (3 seeds) |") in line
+    assert "| 1 h 0 min; 1.00 CPU-h (stage1, evaluate, 3 seeds) |" in line
+    with pytest.raises(InputError, match="expected the metrics of at least two seeds"):
+        write_table(metrics[:1], runs, "d", tmp_path / "t.md", seeds={"r101_seed0": metrics[1:]})

@@ -26,12 +26,14 @@ def read_benchmark(path):
     return float(df["s"].mean()), float(df["cpu_time"].mean())
 
 
-def costs(paths, runs, gpus):
-    """{run: {"wall_s", "cpu_h", "gpu_h", "stages": [...]}} from benchmark files named `{stage}_{run}.tsv`;
-    gpus: {stage: GPUs its job holds} (a stage not listed holds none)."""
-    result = {run: {"wall_s": 0.0, "cpu_h": 0.0, "gpu_h": 0.0, "stages": []} for run in runs}
+def costs(paths, runs, gpus, owners=None):
+    """{run: {"wall_s", "cpu_h", "gpu_h", "stages": [...], "trainings": [...]}} from benchmark files named `{stage}_{run}.tsv`;
+    gpus: {stage: GPUs its job holds} (a stage not listed holds none); owners: {training: run} for benchmark
+    files of another name that count towards a run (its other seeds)."""
+    result = {run: {"wall_s": 0.0, "cpu_h": 0.0, "gpu_h": 0.0, "stages": [], "trainings": []} for run in runs}
     for path in map(Path, paths):
-        stage, _, run = path.stem.partition("_")
+        stage, _, training = path.stem.partition("_")
+        run = (owners or {}).get(training, training)
         if run not in result:
             raise InputError(f"{path}: expected a benchmark file named {{stage}}_{{run}}.tsv of a run of the table "
                              f"({', '.join(runs)})")
@@ -40,13 +42,15 @@ def costs(paths, runs, gpus):
         row["wall_s"] += wall
         row["cpu_h"] += cpu / 3600
         row["gpu_h"] += wall * gpus.get(stage, 0) / 3600
-        row["stages"].append(stage)
+        row["stages"] += [stage] if stage not in row["stages"] else []
+        row["trainings"] += [training] if training not in row["trainings"] else []
     return result
 
 
 def cost_text(cost):
-    """`1 h 12 min; 0.4 CPU-h; 38.4 GPU-h (stage1, stage2, evaluate)`."""
+    """`1 h 12 min; 0.4 CPU-h; 38.4 GPU-h (stage1, stage2, evaluate)`, `(..., 3 seeds)` for several trainings."""
     minutes = cost["wall_s"] / 60
     wall = "{} h {} min".format(*divmod(round(minutes), 60)) if minutes >= 60 else f"{minutes:.1f} min"
     gpu = f"; {cost['gpu_h']:.1f} GPU-h" if cost["gpu_h"] else ""
-    return f"{wall}; {cost['cpu_h']:.2f} CPU-h{gpu} ({', '.join(cost['stages'])})"
+    seeds = [f"{len(cost['trainings'])} seeds"] if len(cost["trainings"]) > 1 else []
+    return f"{wall}; {cost['cpu_h']:.2f} CPU-h{gpu} ({', '.join(cost['stages'] + seeds)})"

@@ -7,12 +7,15 @@ provenance section records each row's split file, its sha256 and the checkpoint'
 never mistaken for one measured on another dataset or split. The CSV holds the same numbers unrounded.
 With `--per-task`, every number carries its bootstrap interval (`53.1 [52.4, 53.8]`, see statistics.py) and a
 Verdict column says whether each published value lies inside it; with `--benchmarks`, a Cost column gives the
-measured wall time, CPU- and GPU-hours of the row's stages.
+measured wall time, CPU- and GPU-hours of the row's stages; with `--seeds-json`, a row trained with several
+seeds shows the mean ± std over them beside its own (first seed's) value and interval.
 """
 import json
 import math
 import os
 from pathlib import Path
+
+import numpy as np
 
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
@@ -159,16 +162,43 @@ def add_intervals(rows, per_task_paths, options):
                    bootstrap_seed=options["seed"], bootstrap_unit=options["unit"])
 
 
-def add_costs(rows, benchmark_paths, gpus):
-    """Wall time (`wall_s`), CPU-hours and GPU-hours of each row's stages, from the rules' benchmark files."""
-    by_run = costs(benchmark_paths, [row["run"] for row in rows], gpus)
+def add_seeds(rows, seeds):
+    """Mean and std (`{key}_seed_mean`, `{key}_seed_std`, `seeds`) over the metrics of all seeds of a row;
+    seeds: {row's run: [metrics.json of every seed of it, the row's own included]}."""
+    by_run = {row["run"]: row for row in rows}
+    for run, paths in seeds.items():
+        if run not in by_run:
+            raise InputError(f"--seeds-json: {run} is not a run of the table ({', '.join(by_run)})")
+        row = by_run[run]
+        if row["metrics"] not in map(str, paths) or len(set(map(str, paths))) != len(paths) or len(paths) < 2:
+            raise InputError(f"--seeds-json: {run}: expected the metrics of at least two seeds, {row['metrics']} "
+                             "among them, each once")
+        values = []
+        for path in paths:
+            metrics = load_metrics(path)
+            if metrics["dataset"] != row["dataset"] or metrics["split_sha256"] != row["split_sha256"]:
+                raise InputError(f"{path}: not evaluated on the split of {row['metrics']}")
+            values.append([100 * fraction(metrics["subsets"]["all"], keys, path)
+                           for _, _, keys in PUBLISHED_COLUMNS + EXTRA_COLUMNS])
+        values = np.array(values)
+        for (key, _, _), mean, std in zip(PUBLISHED_COLUMNS + EXTRA_COLUMNS, values.mean(0), values.std(0, ddof=1)):
+            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean, std
+        row["seeds"] = len(paths)
+
+
+def add_costs(rows, benchmark_paths, gpus, owners=None):
+    """Wall time (`wall_s`), CPU-hours and GPU-hours of each row's stages, from the rules' benchmark files;
+    owners: {training: row's run} for the trainings of other seeds, which count towards their row."""
+    by_run = costs(benchmark_paths, [row["run"] for row in rows], gpus, owners or {})
     for row in rows:
-        row.update({k: v for k, v in by_run[row["run"]].items() if k != "stages"},
+        row.update({k: v for k, v in by_run[row["run"]].items() if k not in ("stages", "trainings")},
                    cost=cost_text(by_run[row["run"]]))
 
 
 def _cell(row, key):
     ours = interval_text(row[key], row[f"{key}_lo"], row[f"{key}_hi"]) if f"{key}_lo" in row else f"{row[key]:.1f}"
+    if f"{key}_seed_mean" in row:
+        ours += f", {row[f'{key}_seed_mean']:.1f} ± {row[f'{key}_seed_std']:.1f} ({row['seeds']} seeds)"
     published = row.get(f"{key}_published", math.nan)
     if math.isnan(published):
         return ours
@@ -213,6 +243,10 @@ def render_markdown(rows, dataset, out_dir):
                   "interval as shown, else \"differs\" naming the columns. The interval covers the sampling of the "
                   "test set for this one trained checkpoint only: not training randomness (seeds), not the "
                   "published number's own uncertainty (published without an interval), not a different test set."]
+    if any("seeds" in row for row in rows):
+        lines += ["", "`m ± s (k seeds)`: mean and standard deviation over k trainings of the row with different "
+                  "seeds (its first seed's value and interval stand before them): the spread training randomness "
+                  "adds to the test set's."]
     if with_cost:
         lines += ["", "Cost: wall time, CPU-hours and GPU-hours (wall time x GPUs held) of the row's stages, "
                   "from the rules' benchmark files (results/benchmarks/)."]
@@ -229,17 +263,22 @@ def render_markdown(rows, dataset, out_dir):
 
 
 def write_table(metrics_paths, runs, dataset, out, csv=None, per_task_paths=None, options=None,
-                benchmark_paths=None, gpus=None):
+                benchmark_paths=None, gpus=None, seeds=None):
     """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows. With
     `per_task_paths`: intervals and verdicts (bootstrap `options`: {resamples, level, seed, unit}); with
-    `benchmark_paths`: costs (`gpus`: {stage: GPUs its job holds})."""
+    `benchmark_paths`: costs (`gpus`: {stage: GPUs its job holds}); with `seeds` (see add_seeds): mean ± std
+    over seeds, and the costs of all seeds."""
     import pandas as pd
 
     rows = table_rows(runs, metrics_paths, dataset)
     if per_task_paths:
         add_intervals(rows, per_task_paths, options)
+    seeds = seeds or {}
+    if seeds:
+        add_seeds(rows, seeds)
     if benchmark_paths:
-        add_costs(rows, benchmark_paths, gpus or {})
+        add_costs(rows, benchmark_paths, gpus or {},
+                  {Path(path).parent.parent.name: run for run, paths in seeds.items() for path in paths})
     atomic_write_text(out, render_markdown(rows, dataset, Path(out).parent))
     if csv:
         with atomic_path(csv, suffix=".csv") as tmp:
@@ -261,8 +300,10 @@ def add_arguments(parser):
     add_bootstrap_arguments(parser)
     parser.add_argument("--benchmarks", nargs="+", help="results/benchmarks/{stage}_{run}.tsv: each row's cost")
     parser.add_argument("--gpus-json", type=json.loads, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
+    parser.add_argument("--seeds-json", type=json.loads, default={},
+                        help='{"run_seed0": ["results/runs/run_seed0/test/metrics.json", ...]}: every seed of a row')
 
 
 def main(args):
     write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv, args.per_task,
-                bootstrap_options(args), args.benchmarks, args.gpus_json)
+                bootstrap_options(args), args.benchmarks, args.gpus_json, args.seeds_json)
