@@ -4,6 +4,7 @@ evaluator's own point estimates, a planted shift found and a null one not; the c
 one-line errors; the table's intervals, verdicts and cost."""
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -310,3 +311,39 @@ def test_table_shows_mean_and_std_over_seeds_and_costs_every_seed(tmp_path):
     assert "| 1 h 0 min; 1.00 CPU-h (stage1, evaluate, 3 seeds) |" in line
     with pytest.raises(InputError, match="expected the metrics of at least two seeds"):
         write_table(metrics[:1], runs, "d", tmp_path / "t.md", seeds={"r101_seed0": metrics[1:]})
+
+
+def test_seeds_train_and_evaluate_as_their_own_jobs_and_reach_the_table(repo_dir, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((repo_dir / "config" / "config.yaml").read_text())
+    config["runs"]["demo"]["seeds"] = [3, 5]
+    (tmp_path / "seeds.yaml").write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "results/table.md",
+                          f"--configfile={tmp_path / 'seeds.yaml'}"], cwd=repo_dir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for seed in (3, 5):
+        for stage in ("stage1", "stage2"):
+            spec = re.search(rf"train --stage {stage} --spec-json '([^']*)' .* --out-dir results/runs/demo_seed{seed}/",
+                             out.stdout)
+            assert json.loads(spec[1])["train"]["seed"] == seed
+        assert f"--out-dir results/runs/demo_seed{seed}/test" in out.stdout
+    table = next(line for line in out.stdout.splitlines() if " table --metrics " in line)
+    assert "--metrics results/runs/demo_seed3/test/metrics.json --runs-json" in table
+    seeds = json.loads(re.search(r"--seeds-json '([^']*)'", table)[1])
+    assert seeds == {"demo_seed3": [f"results/runs/demo_seed{s}/test/metrics.json" for s in (3, 5)]}
+    record = json.loads(re.search(r"--record '([^']*)'", table)[1])  # the audit walks every seed from the table
+    assert {f"results/runs/demo_seed{s}/test/metrics.json" for s in (3, 5)} <= set(record["inputs"])
+    assert {f"results/benchmarks/stage2_demo_seed{s}.tsv" for s in (3, 5)} <= set(record["inputs"])
+
+
+@pytest.mark.parametrize("seeds", [[1], [1, 1], [0, -1], "0,1"])
+def test_bad_seeds_name_the_key(repo_dir, seeds):
+    import yaml
+
+    from mdetr_phrasecut.config import validate_config
+
+    config = yaml.safe_load((repo_dir / "config" / "config.yaml").read_text())
+    config["runs"]["demo"]["seeds"] = seeds
+    with pytest.raises(InputError, match="x.yaml: runs.demo.seeds"):
+        validate_config(config, "x.yaml")

@@ -87,13 +87,13 @@ def table_params(rows):
         runs=quoted_json(rows),
         dataset=shlex.quote(config["dataset"]["name"]),
         record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]},
-                                 "runs": {row["run"]: config["runs"][row["run"]] for row in rows},
+                                 "runs": {run_of(row["run"]): config["runs"][run_of(row["run"])] for row in rows},
                                  "statistics": config["statistics"]}),
         statistics=table_statistics_args,
     )
 
 
-TABLE_METRICS, TABLE_ROWS = table_runs(RUNS, "results/runs")
+TABLE_METRICS, TABLE_ROWS = table_runs(RUNS, "results/runs", ROW_TRAINING)
 RELEASED_METRICS, RELEASED_ROWS = table_runs(RELEASED_RUNS, "results/released")
 
 
@@ -101,7 +101,7 @@ rule table:
     """results/table.md (+ .csv): the published table regenerated from measured metrics, published values beside."""
     input:
         metrics=TABLE_METRICS,
-        plots=expand("results/runs/{run}/plots/examples.png", run=RUNS),
+        plots=expand("results/runs/{run}/plots/examples.png", run=ROW_TRAINING.values()),
         **table_statistics_inputs(RUNS, "runs"),
     output:
         md=report("results/table.md", caption="../report/table.rst", category="Results"),
@@ -148,7 +148,7 @@ rule plots:
     params:
         root=lambda w, input: Path(input.refer).parent,
         images=images_arg,
-        record=record(lambda w: {"runs": {w.run: config["runs"][w.run]}}),
+        record=record(lambda w: {"runs": {run_of(w.run): config["runs"][run_of(w.run)]}}),
     benchmark:
         "results/benchmarks/plots_{run}.tsv"
     log:

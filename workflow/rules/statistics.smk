@@ -4,28 +4,37 @@ STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit 
 COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of results/table.md
 
 
+SEEDED = {ROW_TRAINING[run]: list(run_trainings(run)) for run in RUNS if config["runs"][run]["seeds"]}
+
+
 def table_statistics_inputs(runs, kind):
     """A table rule's inputs beyond the metrics, in the order of `runs`: per-phrase results (intervals); for
-    our runs (kind "runs", not "released"), their benchmark files (cost)."""
-    inputs = {"per_task": expand(f"results/{kind}/{{run}}/test/per_task.json", run=runs)}
-    if kind == "runs":
-        inputs["benchmarks"] = expand("results/benchmarks/{stage}_{run}.tsv", run=runs, stage=COST_STAGES)
-    return inputs
+    our runs (kind "runs", not "released"), the benchmark files of every training (cost) and the metrics of
+    every seed of the runs that have seeds."""
+    if kind == "released":
+        return {"per_task": expand("results/released/{run}/test/per_task.json", run=runs)}
+    trainings = [t for run in runs for t in run_trainings(run)]
+    return {"per_task": [f"results/runs/{ROW_TRAINING[run]}/test/per_task.json" for run in runs],
+            "benchmarks": expand("results/benchmarks/{stage}_{run}.tsv", run=trainings, stage=COST_STAGES),
+            "seeds": [f"results/runs/{t}/test/metrics.json" for names in SEEDED.values() for t in names]}
 
 
 def table_statistics_args(wildcards, input):
-    """`table` flags: the bootstrap's, and the benchmark files with the GPUs each stage's job holds."""
+    """`table` flags: the bootstrap's; for our runs, the benchmark files with the GPUs each stage's job holds
+    and the metrics of every seed."""
     args = f"--per-task {' '.join(map(shlex.quote, input.per_task))} {STATISTICS_ARGS}"
     if hasattr(input, "benchmarks"):
         gpus = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
         args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(gpus)}"
+        seeds = {row: [f"results/runs/{t}/test/metrics.json" for t in names] for row, names in SEEDED.items()}
+        args += f" --seeds-json {quoted_json(seeds)}" if seeds else ""
     return args
 
 
 rule subsets:
     """results/subsets.md (+ .csv, .png): every PhraseCut subset of every run side by side, with intervals."""
     input:
-        per_task=expand("results/runs/{run}/test/per_task.json", run=RUNS),
+        per_task=expand("results/runs/{run}/test/per_task.json", run=ROW_TRAINING.values()),
     output:
         md=report("results/subsets.md", caption="../report/subsets.rst", category="Results"),
         csv="results/subsets.csv",
@@ -43,7 +52,7 @@ rule subsets:
 rule compare_released:
     """Our run minus the released checkpoint on the same test phrases: paired differences, intervals, p-values."""
     input:
-        ours="results/runs/{run}/test/per_task.json",
+        ours=lambda w: f"results/runs/{ROW_TRAINING[w.run]}/test/per_task.json",
         released="results/released/{run}/test/per_task.json",
     output:
         md=report("results/compare/{run}_vs_released.md", caption="../report/compare.rst", category="Results"),
