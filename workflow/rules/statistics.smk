@@ -64,4 +64,5 @@ rule compare_released:
         "results/logs/compare_released_{run}.log",
     shell:
         "mdetr-phrasecut --record {params.record} compare --paired --per-task {input.ours:q} {input.released:q} "
-        "--labels ours released --out {output.md:q} --csv {output.csv:q} --plot {output.plot:q} " + STATISTICS_ARGS + " 2> {log}"
+        "--labels ours released --out {output.md:q} --csv {output.csv:q} --plot {output.plot:q} "
+        + STATISTICS_ARGS + " 2> {log}"

@@ -27,9 +27,9 @@ def read_benchmark(path):
 
 
 def costs(paths, runs, gpus, owners=None):
-    """{run: {"wall_s", "cpu_h", "gpu_h", "stages": [...], "trainings": [...]}} from benchmark files named `{stage}_{run}.tsv`;
-    gpus: {stage: GPUs its job holds} (a stage not listed holds none); owners: {training: run} for benchmark
-    files of another name that count towards a run (its other seeds)."""
+    """{run: {"wall_s", "cpu_h", "gpu_h", "stages": [...], "trainings": [...]}} from benchmark files named
+    `{stage}_{run}.tsv`; gpus: {stage: GPUs its job holds} (a stage not listed holds none); owners: {training:
+    run} for benchmark files of another name that count towards a run (its other seeds)."""
     result = {run: {"wall_s": 0.0, "cpu_h": 0.0, "gpu_h": 0.0, "stages": [], "trainings": []} for run in runs}
     for path in map(Path, paths):
         stage, _, training = path.stem.partition("_")
