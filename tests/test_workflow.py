@@ -133,7 +133,7 @@ def test_changing_a_stage_reruns_it_and_downstream_only(demo):
     config["train"]["stage2"]["lr"] *= 2
     (demo / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
     try:
-        assert planned_jobs(demo, "all") == {"stage2", "evaluate", "plots", "table", "audit", "all"}
+        assert planned_jobs(demo, "all") == {"stage2", "evaluate", "plots", "subsets", "table", "audit", "all"}
     finally:
         (demo / "config" / "tiny.yaml").write_text(original)
     assert planned_jobs(demo, "results/runs/demo/stage1/checkpoint.pth") == set()
