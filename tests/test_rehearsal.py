@@ -13,7 +13,6 @@ key layout) and timm's tf_efficientnet_b0 for tf_efficientnet_b3_ns (same timm f
 import json
 import re
 import shlex
-import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import yaml
 from fake_hosts import FakeHosts
 from snakemake.utils import update_config
 from test_table import metrics_json
-from test_workflow import BIN, copy_workflow, planned_jobs, snakemake
+from test_workflow import copy_workflow, snakemake
 
 import release_artifacts
 from mdetr_phrasecut import cli
@@ -127,7 +126,7 @@ def dry_run_commands(workspace, *targets, configfiles=(PUBLISHED,)):
 
 def test_both_tables_follow_the_config_order(tmp_path):
     """The published config's two runs: the table commands the DAG holds run, and list the rows in config order
-    (the release's runs-json sorted by key used to crash them after all training)."""
+    (runs sorted by key against metrics in config order used to crash them after all training)."""
     workspace = copy_workflow(tmp_path / "ws")
     commands = dry_run_commands(workspace, "results/table.md", "results/released/table.md")
     labels = [run["label"] for run in published_config()["runs"].values()]
@@ -207,6 +206,8 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
     with FakeHosts(drive_scan_limit=4096) as hosts:  # refer_train.json and others go through the scan page
         settings = override(hosts.localize)
         config = merged(settings)
+        loopback = tuple(f"{host.base}/" for host in hosts.hosts) + ("hf://",)  # hf://: through HF_ENDPOINT
+        assert all(url.startswith(loopback) for url in urls(config["downloads"]))  # nothing reaches a real host
         files = release_files(config)
         serve_release(hosts, published, files)
         (workspace / OVERRIDE).write_text(yaml.safe_dump(settings))
@@ -241,5 +242,7 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
     assert any(p.endswith(QUOTA) for p in hf) and any(p.endswith(DEAD) for p in hf)
     assert not any(p.endswith(ZIP_ONLY) for p in hf)
     assert (workspace / "results" / "downloads" / "archives").is_dir()
+    usercontent = [path for _, path, _, _ in requests[hosts.hosts.index(hosts.drive.usercontent)]]
+    assert any("confirm=t" in path for path in usercontent)  # above the scan limit: through Drive's form
     zenodo = [path for _, path, _, _ in requests[hosts.hosts.index(hosts.zenodo)]]
     assert zenodo and not any("4729015" in p for p in zenodo)  # the annotations come from record 5519755
