@@ -42,7 +42,7 @@ def table_runs(runs, results):
     metrics = [f"{results}/{run}/test/metrics.json" for run in runs]
     rows = [{"run": run, "label": config["runs"][run]["label"], "published": config["runs"][run]["published"]}
             for run in runs]
-    check_order([row["run"] for row in rows], metrics)
+    check_order(runs, metrics)
     return metrics, rows
 
 
