@@ -20,7 +20,7 @@ What each one does, as the real host does it (2026):
   Content-Length, as `huggingface_hub.hf_hub_download` needs (no Xet headers: plain HTTP transfer);
   unknown repo / revision / file: 404 with the Hub's X-Error-Code.
 Every file answer honours Range (206, 416) and Content-Length; `fault=http_server.Fault(...)` makes
-one file's byte answers fail (truncated, corrupt, an error status) like http_server.serve's.
+one file's byte answers (GET, not HEAD) fail (truncated, corrupt, an error status, slow) like http_server.serve's.
 """
 import hashlib
 import html
@@ -60,10 +60,9 @@ QUOTA_PAGE = (
 
 class _Dispatch(QuietHandler):
     def do_GET(self):
-        self.server.answer(self, "GET")
+        self.server.answer(self)
 
-    def do_HEAD(self):
-        self.server.answer(self, "HEAD")
+    do_HEAD = do_GET  # the same answer without its body (see Host.send_*)
 
 
 class Host(ThreadingHTTPServer):
@@ -78,22 +77,25 @@ class Host(ThreadingHTTPServer):
         self.requests, self.lock, self.counter = [], threading.Lock(), FaultCounter()
         self.files, self.faults = {}, {}
 
-    def answer(self, handler, method):
+    def answer(self, handler):
         path, _, query = handler.path.partition("?")
-        status = self.route(handler, method, urllib.parse.unquote(path), urllib.parse.parse_qs(query))
-        with self.lock:
-            self.requests.append((method, handler.path, handler.headers.get("Range"), status))
+        self.route(handler, urllib.parse.unquote(path), urllib.parse.parse_qs(query))
 
-    def route(self, handler, method, path, query) -> int:
+    def note(self, handler, status):
+        with self.lock:
+            self.requests.append((handler.command, handler.path, handler.headers.get("Range"), status))
+
+    def route(self, handler, path, query):
+        """Answer `handler`'s request for `path` (unquoted) with `query` (parsed)."""
         raise NotImplementedError
 
-    def send_file(self, handler, method, key, headers=()) -> int:
+    def send_file(self, handler, key, headers=()):
         fault = self.faults.get(key)
-        active = fault is not None and self.counter.active(key, fault)
-        return send_bytes(handler, self.files[key], fault, active, headers, body=method == "GET")
+        active = fault is not None and handler.command == "GET" and self.counter.active(key, fault)  # not HEAD
+        send_bytes(handler, self.files[key], fault, active, headers, body=handler.command == "GET")
 
     @staticmethod
-    def send_page(handler, method, status, page, headers=(), content_type="text/html; charset=utf-8"):
+    def send_page(handler, status, page, headers=(), content_type="text/html; charset=utf-8"):
         body = page if isinstance(page, bytes) else page.encode()
         handler.send_response(status)
         for name, value in headers:
@@ -101,16 +103,15 @@ class Host(ThreadingHTTPServer):
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        if method == "GET":
+        if handler.command == "GET":
             handler.wfile.write(body)
-        return status
 
-    def redirect(self, handler, status, location):
+    @staticmethod
+    def redirect(handler, status, location):
         handler.send_response(status)
         handler.send_header("Location", location)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
-        return status
 
     def _put(self, key, data, fault):
         self.files[key] = bytes(data)
@@ -126,7 +127,7 @@ class Zenodo(Host):
         self._put((int(record), name), data, fault)
         return f"{self.base}/record/{record}/files/{name}"
 
-    def route(self, handler, method, path, query):
+    def route(self, handler, path, query):
         parts = path.strip("/").split("/", 3)
         if len(parts) == 4 and parts[0] in ("record", "records") and parts[1].isdigit() and parts[2] == "files":
             key = (int(parts[1]), parts[3])
@@ -134,10 +135,10 @@ class Zenodo(Host):
                 if parts[0] == "record":
                     location = f"{self.base}/records/{parts[1]}/files/{urllib.parse.quote(parts[3])}?download=1"
                     return self.redirect(handler, 301, location)
-                return self.send_file(handler, method, key, [
+                return self.send_file(handler, key, [
                     ("Content-Type", "application/octet-stream"),
                     ("Content-Disposition", f'attachment; filename="{parts[3]}"')])
-        return self.send_page(handler, method, 404, NOT_FOUND_PAGE)
+        return self.send_page(handler, 404, NOT_FOUND_PAGE)
 
 
 class DriveUsercontent(Host):
@@ -149,17 +150,17 @@ class DriveUsercontent(Host):
         super().__init__()
         self.drive = drive
 
-    def route(self, handler, method, path, query):
+    def route(self, handler, path, query):
         file_id = query.get("id", [""])[0]
         entry = self.drive.entries.get(file_id)
         if path != "/download" or entry is None:
-            return self.send_page(handler, method, 404, NOT_FOUND_PAGE)
+            return self.send_page(handler, 404, NOT_FOUND_PAGE)
         if entry["quota"]:
-            return self.send_page(handler, method, 200, QUOTA_PAGE)
+            return self.send_page(handler, 200, QUOTA_PAGE)
         confirmed = query.get("confirm") == ["t"] and query.get("uuid") == [entry["uuid"]]
         if len(self.drive.files[file_id]) > self.drive.scan_limit and not confirmed:
-            return self.send_page(handler, method, 200, self.drive.scan_page(file_id))
-        return self.send_file(handler, method, file_id, [
+            return self.send_page(handler, 200, self.drive.scan_page(file_id))
+        return self.send_file(handler, file_id, [
             ("Content-Type", "application/octet-stream"),
             ("Content-Disposition", f'attachment; filename="{entry["name"]}"')])
 
@@ -186,14 +187,14 @@ class Drive(Host):
                                 size=f"{len(self.files[file_id]) / 2**20:.1f}M",
                                 action=f"{self.usercontent.base}/download")
 
-    def route(self, handler, method, path, query):
+    def route(self, handler, path, query):
         file_id = query.get("id", [""])[0]
         if path != "/uc" or file_id not in self.entries:
-            return self.send_page(handler, method, 404, NOT_FOUND_PAGE)
+            return self.send_page(handler, 404, NOT_FOUND_PAGE)
         if self.entries[file_id]["quota"]:
-            return self.send_page(handler, method, 200, QUOTA_PAGE)
+            return self.send_page(handler, 200, QUOTA_PAGE)
         if len(self.files[file_id]) > self.scan_limit:
-            return self.send_page(handler, method, 200, self.scan_page(file_id))
+            return self.send_page(handler, 200, self.scan_page(file_id))
         location = f"{self.usercontent.base}/download?id={urllib.parse.quote(file_id)}&export=download"
         return self.redirect(handler, 303, location)
 
@@ -206,10 +207,10 @@ class Stanford(Host):
         self._put(path, data, fault)
         return f"{self.base}{path}"
 
-    def route(self, handler, method, path, query):
+    def route(self, handler, path, query):
         if path not in self.files:
-            return self.send_page(handler, method, 404, NOT_FOUND_PAGE)
-        return self.send_file(handler, method, path, [("Content-Type", "application/zip")])
+            return self.send_page(handler, 404, NOT_FOUND_PAGE)
+        return self.send_file(handler, path, [("Content-Type", "application/zip")])
 
 
 class HfHub(Host):
@@ -225,27 +226,27 @@ class HfHub(Host):
         self._put((repo, path), data, fault)
         return f"hf://{repo}/{path}"
 
-    def route(self, handler, method, path, query):
+    def route(self, handler, path, query):
         if path == "/api/agent-harnesses":  # huggingface_hub's best-effort registry fetch (empty here)
-            return self.send_page(handler, method, 200, b'{"standardEnvVars": [], "harnesses": {}}',
+            return self.send_page(handler, 200, b'{"standardEnvVars": [], "harnesses": {}}',
                                   content_type="application/json")
         parts = path.strip("/").split("/", 5)  # datasets/OWNER/NAME/resolve/REV/PATH
         repo = "/".join(parts[:3])
         if len(parts) < 6 or parts[3] != "resolve" or repo not in self.commits:
-            return self._error(handler, method, "RepoNotFound", "Repository not found")
+            return self._error(handler, "RepoNotFound", "Repository not found")
         commit = self.commits[repo]
         if parts[4] not in ("main", commit):
-            return self._error(handler, method, "RevisionNotFound", f"Invalid rev id: {parts[4]}")
+            return self._error(handler, "RevisionNotFound", f"Invalid rev id: {parts[4]}")
         key = (repo, parts[5])
         if key not in self.files:
-            return self._error(handler, method, "EntryNotFound", f"{parts[5]} does not exist on \"{parts[4]}\"",
+            return self._error(handler, "EntryNotFound", f"{parts[5]} does not exist on \"{parts[4]}\"",
                                [("X-Repo-Commit", commit)])
         etag = hashlib.sha256(self.files[key]).hexdigest()
-        return self.send_file(handler, method, key, [
+        return self.send_file(handler, key, [
             ("Content-Type", "application/octet-stream"), ("X-Repo-Commit", commit), ("ETag", f'"{etag}"')])
 
-    def _error(self, handler, method, code, message, headers=()):
-        return self.send_page(handler, method, 404, json.dumps({"error": message}),
+    def _error(self, handler, code, message, headers=()):
+        return self.send_page(handler, 404, json.dumps({"error": message}),
                               [("X-Error-Code", code), ("X-Error-Message", message), *headers], "application/json")
 
 

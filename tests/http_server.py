@@ -77,7 +77,13 @@ def send_bytes(handler, data, fault=None, active=True, headers=(), body=True) ->
 
 
 class QuietHandler(BaseHTTPRequestHandler):
+    """Tells its server each answer's status before sending it, so a client that has an answer finds it logged."""
+
     timeout = 10  # seconds a stalled client may hold a thread
+
+    def send_response(self, code, message=None):
+        self.server.note(self, code)
+        super().send_response(code, message)
 
     def log_message(self, *args):
         pass
@@ -88,15 +94,12 @@ class _Handler(QuietHandler):
         server = self.server
         data = server.files.get(self.path)
         if data is None:
-            status = 404
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()
         else:
             fault = server.faults.get(self.path, Fault())
-            status = send_bytes(self, data, fault, server.counter.active(self.path, fault))
-        with server.lock:
-            server.requests.append((self.path, self.headers.get("Range"), status))
+            send_bytes(self, data, fault, server.counter.active(self.path, fault))
 
 
 class _Server(ThreadingHTTPServer):
@@ -107,6 +110,10 @@ class _Server(ThreadingHTTPServer):
         self.files, self.faults = dict(files), dict(faults or {})
         self.counter, self.requests = FaultCounter(), []
         self.lock = threading.Lock()
+
+    def note(self, handler, status):
+        with self.lock:
+            self.requests.append((handler.path, handler.headers.get("Range"), status))
 
     def url(self, path):
         return f"http://127.0.0.1:{self.server_address[1]}{path}"

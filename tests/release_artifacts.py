@@ -14,9 +14,7 @@ import argparse
 import io
 import json
 import pickle
-import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from mdetr_phrasecut.data.synth import write_synthetic_phrasecut
 from mdetr_phrasecut.engine.train import stage_model_config
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint import LEGACY_BUFFER
+from test_download import _tar_gz as tar_gz_bytes, _zip as zip_bytes  # archives of given members
 
 SPLITS = ("train", "val", "miniv", "test")
 ORIGINALS = ("image_data_split.json", "name_att_rel_count.json") + tuple(f"refer_{s}.json" for s in SPLITS)
@@ -46,27 +45,9 @@ def phrasecut(num_images, seed=0, min_size=64, max_size=96, miniv_images=2):
     return originals, images, annotations
 
 
-def zip_bytes(members: dict) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
 def gqa_images_zip(images: dict) -> bytes:
     """GQA's images.zip: images/{image_id}.jpg."""
     return zip_bytes({f"images/{name}": data for name, data in images.items()})
-
-
-def tar_gz_bytes(members: dict) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 OTHER_DATASET = json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "object"}]}).encode()

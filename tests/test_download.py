@@ -19,6 +19,7 @@ from fake_hosts import FakeHosts
 from http_server import Fault, serve
 
 from mdetr_phrasecut import cli
+from mdetr_phrasecut.config import load_config, validate_config
 from mdetr_phrasecut.data.download import Source, download, extract
 from mdetr_phrasecut.errors import InputError
 
@@ -252,8 +253,8 @@ def refused_url():
 
 
 def cli_download(*args, env=None):
-    return subprocess.Popen([str(BIN / "mdetr-phrasecut"), "download", *map(str, args)], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([str(BIN / "mdetr-phrasecut"), "download", *map(str, args)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_big_drive_file_through_the_scan_page_resumes_with_range(tmp_path):
@@ -309,8 +310,8 @@ def test_hf_mirror_through_huggingface_hub_honours_hf_endpoint(tmp_path, monkeyp
     with FakeHosts() as hosts:
         dead = hosts.localize("https://drive.google.com/uc?id=GONE")
         hf_url = hosts.hf.add(HF_REPO, "refer_val.json", REFER)
-        job = cli_download("--url", dead, "--mirror", hf_url, "--allow-unverified", "--out", tmp_path / "refer_val.json",
-                           env=hosts.env())
+        job = cli_download("--url", dead, "--mirror", hf_url, "--allow-unverified",
+                           "--out", tmp_path / "refer_val.json", env=hosts.env())
         stdout, stderr = job.communicate(timeout=60)
         commit = hosts.hf.commits[HF_REPO]
         pinned = f"hf://{HF_REPO}@{commit}/refer_val.json"  # a revision, as huggingface_hub takes it
@@ -378,7 +379,8 @@ def test_existing_unverified_page_is_refetched_not_kept(tmp_path, caplog):
         dest.write_bytes(hosts.drive.scan_page("BIG").encode())  # what a fooled download once saved
         fetch(url, dest, sha256=None, allow_unverified=True)
     assert dest.read_bytes() == REFER
-    assert any("existing file removed: got an HTML page: Google Drive virus-scan warning" in w for w in warnings(caplog))
+    said = "existing file removed: got an HTML page: Google Drive virus-scan warning"
+    assert any(said in w for w in warnings(caplog))
 
 
 def test_out_that_is_a_folder_or_under_a_file_is_one_line(tmp_path, capsys):
@@ -409,3 +411,19 @@ def test_unverified_download_shows_its_sha256_on_the_snakemake_console(tmp_path)
     assert any("UNVERIFIED" in line and sha(SPLIT) in line for line in console.splitlines()), console[-3000:]
     assert sha(SPLIT) in (tmp_path / "results" / "logs" / "download_extra.log").read_text()
     assert (tmp_path / "results" / "downloads" / "extra" / "split.json").read_bytes() == SPLIT
+
+
+def test_published_downloads_validate_and_bad_mirrors_name_the_key(repo_dir):
+    published = load_config(repo_dir / "config" / "phrasecut.yaml")
+    refer = published["downloads"]["phrasecut_refer_train"]
+    assert refer["mirrors"] == ["hf://datasets/junbeomHong/phrasecut/refer_train.json",
+                                {"url": "https://drive.google.com/uc?id=1SGVzPWkNaBOSbrlGGgsNTG4uGonQhE2U",
+                                 "member": "VGPhraseCut_v0/refer_train.json"}]
+    assert published["downloads"]["mdetr_annotations"]["url"].startswith("https://zenodo.org/record/5519755/")
+    assert published["downloads"]["gqa_images"]["mirrors"] == [] and refer["kind"] is None  # schema defaults
+    for bad, key in [({"url": "https://x/a.zip"}, "mirrors.0"), (3, "mirrors.0"), ("html", "kind")]:
+        entry = {**refer, "mirrors": [bad]} if key.startswith("mirrors") else {**refer, "kind": bad}
+        with pytest.raises(InputError) as err:
+            validate_config({**published, "downloads": {**published["downloads"], "phrasecut_refer_train": entry}},
+                            "my.yaml")
+        assert str(err.value).startswith(f"my.yaml: downloads.phrasecut_refer_train.{key}")

@@ -10,17 +10,18 @@ Smaller backbones of the same families stand in for the published ones (ResNet-1
 350 MB each and its training too slow for the suite): torchvision's ResNet-18 for ResNet-101 (same code path and
 key layout) and timm's tf_efficientnet_b0 for tf_efficientnet_b3_ns (same timm family, BatchNormAct2d norms).
 """
+import json
 import re
 import shlex
-import subprocess
 import urllib.parse
 from pathlib import Path
 
 import pytest
 import yaml
+from fake_hosts import FakeHosts
 from snakemake.utils import update_config
 from test_statistics import write_benchmark, write_evaluation
-from test_workflow import BIN, copy_workflow, planned_jobs, snakemake
+from test_workflow import copy_workflow, snakemake
 
 import release_artifacts
 from mdetr_phrasecut import cli
@@ -57,23 +58,28 @@ def urls(obj):
             yield from urls(value)
 
 
-def only_urls(obj, localize):
-    """The parts of `obj` that hold URLs, each URL localized (what the override file says of a downloads entry)."""
+def localized(obj, localize):
+    """`obj` with every URL in it localized."""
     if is_url(obj):
         return localize(obj)
     if isinstance(obj, dict):
-        kept = {k: only_urls(v, localize) for k, v in obj.items()}
-        return {k: v for k, v in kept.items() if v is not None}
-    if isinstance(obj, list) and any(True for _ in urls(obj)):
-        return [only_urls(v, localize) if any(True for _ in urls(v)) else v for v in obj]
-    return None
+        return {k: localized(v, localize) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [localized(v, localize) for v in obj]
+    return obj
+
+
+def url_keys(entry, localize):
+    """What the override says of a downloads entry: its keys that hold URLs, localized (a list whole, as the
+    override replaces it whole)."""
+    return {k: localized(v, localize) for k, v in entry.items() if any(True for _ in urls(v))}
 
 
 def override(localize):
     """The one override file: hosts, model size, epochs/steps, resources to run here; nothing else."""
     published = published_config()
     return {
-        "downloads": {name: only_urls(entry, localize) for name, entry in published["downloads"].items()},
+        "downloads": {name: url_keys(entry, localize) for name, entry in published["downloads"].items()},
         "model": {**SMALL_MODEL, "backbone": BACKBONES["resnet101"]},
         "runs": {run: {"model": {"backbone": BACKBONES[run]}} for run in published["runs"]},
         "train": {stage: dict(SHORT) for stage in ("stage1", "stage2")},
@@ -120,7 +126,7 @@ def dry_run_commands(workspace, *targets, configfiles=(PUBLISHED,)):
 
 def test_both_tables_follow_the_config_order(tmp_path):
     """The published config's two runs: the table commands the DAG holds run, and list the rows in config order
-    (the release's runs-json sorted by key used to crash them after all training)."""
+    (runs sorted by key against metrics in config order used to crash them after all training)."""
     workspace = copy_workflow(tmp_path / "ws")
     commands = dry_run_commands(workspace, "results/table.md", "results/released/table.md")
     labels = [run["label"] for run in published_config()["runs"].values()]
@@ -150,3 +156,93 @@ def test_a_run_the_tables_cannot_follow_fails_when_the_dag_is_built(tmp_path):
     assert run.returncode != 0
     assert "expected the metrics of run efficientnet_b3/v2" in run.stdout + run.stderr
     assert "Job stats" not in run.stdout
+
+
+def release_files(config):
+    """{downloads key: bytes} of every file the published recipe downloads, small, in the real layouts."""
+    originals, images, annotations = release_artifacts.phrasecut(NUM_IMAGES)
+    dataset = config["dataset"]
+    files = {key: originals[name] for name, key in dataset["originals"].items()}
+    files[dataset["images"]] = release_artifacts.gqa_images_zip(images)
+    files[dataset["mdetr_annotations"]] = release_artifacts.annotations_tarball(annotations)
+    for seed, (run, spec) in enumerate(config["runs"].items()):
+        files[spec["pretrained"]] = release_artifacts.release_checkpoint(config, run, "stage1", seed)
+        files[spec["released"]] = release_artifacts.release_checkpoint(config, run, "stage2", seed)
+    return files
+
+
+def host_requests(hosts):
+    return [list(host.requests) for host in hosts.hosts]
+
+
+# Variants, in the same run: the first source of one original serves Drive's quota page, another's Drive id is
+# dead (both -> the HF mirror); a third is dead on Drive and missing on the Hub (-> the authors' zip on Drive).
+QUOTA, DEAD, ZIP_ONLY = "refer_miniv.json", "refer_test.json", "name_att_rel_count.json"
+
+
+def serve_release(hosts, published, files):
+    """Serve every source and mirror of the published config's downloads (with the variants above), and record
+    4729015's annotation tarball; archive mirrors ({url, member}) as one zip per URL."""
+    originals = {key: name for name, key in published["dataset"]["originals"].items()}
+    archives = {}
+    for key, entry in published["downloads"].items():
+        name = originals.get(key)
+        for i, source in enumerate([entry["url"], *entry.get("mirrors", [])]):
+            if isinstance(source, dict):
+                archives.setdefault(source["url"], {})[source["member"]] = files[key]
+            elif i == 0 and name in (DEAD, ZIP_ONLY) or i == 1 and name == ZIP_ONLY:
+                continue  # a dead Drive id (404), a file the Hub lacks
+            else:
+                serve_at(hosts, source, files[key], quota=i == 0 and name == QUOTA)
+    for url, members in archives.items():
+        serve_at(hosts, url, release_artifacts.zip_bytes(members))
+    hosts.zenodo.add(4729015, "mdetr_annotations.tar.gz", release_artifacts.annotations_tarball_4729015())
+
+
+@pytest.mark.slow
+def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
+    workspace = copy_workflow(tmp_path / "ws")
+    published = published_config()
+    with FakeHosts(drive_scan_limit=4096) as hosts:  # refer_train.json and others go through the scan page
+        settings = override(hosts.localize)
+        config = merged(settings)
+        loopback = tuple(f"{host.base}/" for host in hosts.hosts) + ("hf://",)  # hf://: through HF_ENDPOINT
+        assert all(url.startswith(loopback) for url in urls(config["downloads"]))  # nothing reaches a real host
+        files = release_files(config)
+        serve_release(hosts, published, files)
+        (workspace / OVERRIDE).write_text(yaml.safe_dump(settings))
+
+        snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=600)  # one call, `all`
+        requests = host_requests(hosts)
+        again = snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=120)
+        assert "Nothing to be done" in again.stdout + again.stderr
+        assert host_requests(hosts) == requests  # nothing fetched again
+
+    results = workspace / "results"
+    labels = [spec["label"] for spec in published["runs"].values()]
+    for table in ("table.md", "released/table.md"):
+        rows = [line.split("|")[1].strip() for line in (results / table).read_text().splitlines()
+                if line.startswith("| ") and "pub." in line]
+        assert rows == labels, table  # both runs, in config order
+    released = (results / "released" / "table.md").read_text()
+    for spec in published["runs"].values():
+        assert spec["released"] in released  # the published checkpoints evaluated, each in its row's provenance
+    assert json.loads((results / "audit.json").read_text())["ok"] is True
+    splits = {config["dataset"][k] for k in ("train_split", "val_split", "test_split")}
+    for split in splits:
+        report = json.loads((results / "audit" / f"mdetr_annotations_{split}.json").read_text())
+        assert report["identical"] is True and report["images"]["matched"] > 0, split
+        assert "/mdetr_annotations/finetune_phrasecut_" in report["mdetr_file"]
+    for name in ["image_data_split.json", "name_att_rel_count.json", *(f"refer_{s}.json" for s in splits)]:
+        assert (results / "main" / "phrasecut" / name).read_bytes() == files[published["dataset"]["originals"][name]]
+    # the variants: each file came from the next source that had it
+    log = lambda name: (results / "logs" / f"download_{published['dataset']['originals'][name]}.log").read_text()  # noqa: E731
+    assert "quota exceeded" in log(QUOTA) and "404" in log(DEAD) and "404" in log(ZIP_ONLY)
+    hf = [path for _, path, _, status in requests[hosts.hosts.index(hosts.hf)] if status in (200, 206)]
+    assert any(p.endswith(QUOTA) for p in hf) and any(p.endswith(DEAD) for p in hf)
+    assert not any(p.endswith(ZIP_ONLY) for p in hf)
+    assert (workspace / "results" / "downloads" / "archives").is_dir()
+    usercontent = [path for _, path, _, _ in requests[hosts.hosts.index(hosts.drive.usercontent)]]
+    assert any("confirm=t" in path for path in usercontent)  # above the scan limit: through Drive's form
+    zenodo = [path for _, path, _, _ in requests[hosts.hosts.index(hosts.zenodo)]]
+    assert zenodo and not any("4729015" in p for p in zenodo)  # the annotations come from record 5519755

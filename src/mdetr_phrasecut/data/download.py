@@ -42,7 +42,8 @@ MAGIC = {"zip": (b"PK\x03\x04", b"PK\x05\x06"), "pth": (b"PK\x03\x04", b"\x80"),
          "tar": (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")}  # .tar.gz / .bz2 / .xz; a plain tar says ustar at 257
 MAGIC["archive"] = MAGIC["zip"] + MAGIC["tar"]
 PAGE_LIMIT = 1 << 20  # bytes of an HTML page read to tell what it is
-HF_URL = re.compile(r"hf://(?P<type>datasets/|spaces/|models/)?(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?/(?P<path>.+)")
+HF_URL = re.compile(r"hf://(?P<type>datasets/|spaces/|models/)?(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?"
+                    r"/(?P<path>.+)")
 
 
 @dataclass(frozen=True)
@@ -308,8 +309,7 @@ def check_content(path, kind):
         ok = head.startswith(MAGIC[kind]) or (kind in ("tar", "archive") and head[257:262] == b"ustar")
     else:
         ok = True
-    return None if ok else f"got {len(head) if len(head) < PAGE_LIMIT else 'over 1 MiB of'} bytes that are not a " \
-                           f"{kind} file (they start {head[:16]!r})"
+    return None if ok else f"got {os.path.getsize(path)} bytes that are not a {kind} file (they start {head[:16]!r})"
 
 
 def _fetch_hf(url, part) -> str:
@@ -321,9 +321,10 @@ def _fetch_hf(url, part) -> str:
     if not match:
         raise _SourceFailed("not an hf://[datasets/]OWNER/REPO[@REVISION]/PATH URL")
     staging = part.with_name(part.name + ".hf")
+    repo_type = {"datasets/": "dataset", "spaces/": "space"}.get(match["type"], "model")
     try:  # huggingface_hub retries and resumes by itself
-        path = hf_hub_download(match["repo"], match["path"], repo_type=(match["type"] or "models/")[:-2],
-                               revision=match["rev"], local_dir=staging, endpoint=os.environ.get("HF_ENDPOINT"))
+        path = hf_hub_download(match["repo"], match["path"], repo_type=repo_type, revision=match["rev"],
+                               local_dir=staging, endpoint=os.environ.get("HF_ENDPOINT"))
     except (OSError, ValueError, EntryNotFoundError) as e:  # ValueError: a malformed repo id or revision
         raise _SourceFailed(_describe(e)) from e
     os.replace(path, part)
@@ -369,7 +370,8 @@ def _open_member(stack, archive, member):
         if member in names:
             return stack.enter_context(container.extractfile(member))
     like = [n for n in names if Path(n).name == Path(member).name]
-    raise _SourceFailed(f"no member {member} in the archive {archive}" + (f" (it has {', '.join(like)})" if like else ""))
+    hint = f" (it has {', '.join(like)})" if like else ""
+    raise _SourceFailed(f"no member {member} in the archive {archive}{hint}")
 
 
 def _describe(error) -> str:
