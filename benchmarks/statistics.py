@@ -3,7 +3,7 @@
     python benchmarks/statistics.py                                   # 2,000 phrases x 200 resamples
     python benchmarks/statistics.py --phrases 14354 --resamples 1000  # PhraseCut test size, the default B
 
-Times, on the same per_task.json: the table's intervals (subset "all", every metric), every subset's intervals
+Best of 3 wall times, on the same per_task.json: the table's intervals (subset "all", every metric), every subset's intervals
 (results/subsets.md), the paired comparison of two evaluations over every subset, and a baseline that loops over
 resamples, selecting each subset's phrases and computing each metric per resample. The baseline draws the same
 phrases (the same seeded stream), so both must give the same intervals. Last line: one JSON object, `ratio` =
@@ -56,10 +56,14 @@ def naive_intervals(per_phrase, resamples, level, seed, subsets=SUBSETS):
     return {k: np.percentile(v, [tail, 100 - tail]) for k, v in samples.items()}
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
+def timed(fn, *args, repeats=3, **kwargs):
+    """(result, best wall seconds of `repeats` calls): the machine's other load counts least."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+    return result, min(seconds)
 
 
 def main():
@@ -72,7 +76,7 @@ def main():
         paths = [Path(tmp) / f"{name}.json" for name in "ab"]
         for seed, path in enumerate(paths):
             path.write_text(json.dumps(synthetic_per_task(args.phrases, seed)))
-        (a, b), load_s = timed(lambda: [load_per_task(p) for p in paths])
+        (a, b), load_s = timed(lambda: [load_per_task(p) for p in paths], repeats=1)
     options = {"resamples": args.resamples, "level": 0.95, "seed": args.seed}
     table, table_s = timed(intervals, a, subsets=("all",), **options)
     every, subsets_s = timed(intervals, a, **options)
