@@ -2,9 +2,9 @@
 # with the released checkpoints. Included before evaluate.smk, whose table rules use the helpers below.
 STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit {unit}".format(**config["statistics"])
 COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of results/table.md
-
-
-SEEDED = {ROW_TRAINING[run]: list(run_trainings(run)) for run in RUNS if config["runs"][run]["seeds"]}
+# {row's training: metrics.json of every seed} of the runs with seeds (the table's --seeds-json)
+SEED_METRICS = {ROW_TRAINING[run]: [f"results/runs/{t}/test/metrics.json" for t in run_trainings(run)]
+                for run in RUNS if config["runs"][run]["seeds"]}
 
 
 def table_statistics_inputs(runs, kind):
@@ -16,7 +16,7 @@ def table_statistics_inputs(runs, kind):
     trainings = [t for run in runs for t in run_trainings(run)]
     return {"per_task": [f"results/runs/{ROW_TRAINING[run]}/test/per_task.json" for run in runs],
             "benchmarks": expand("results/benchmarks/{stage}_{run}.tsv", run=trainings, stage=COST_STAGES),
-            "seeds": [f"results/runs/{t}/test/metrics.json" for names in SEEDED.values() for t in names]}
+            "seeds": [path for paths in SEED_METRICS.values() for path in paths]}
 
 
 def table_statistics_args(wildcards, input):
@@ -26,8 +26,7 @@ def table_statistics_args(wildcards, input):
     if hasattr(input, "benchmarks"):
         gpus = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
         args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(gpus)}"
-        seeds = {row: [f"results/runs/{t}/test/metrics.json" for t in names] for row, names in SEEDED.items()}
-        args += f" --seeds-json {quoted_json(seeds)}" if seeds else ""
+        args += f" --seeds-json {quoted_json(SEED_METRICS)}" if SEED_METRICS else ""
     return args
 
 
