@@ -4,11 +4,11 @@ from typing import Mapping
 
 from ..config import schema_defaults
 from ..errors import InputError
-from .criterion import build_criterion
-from .postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from .backbone import BACKBONES, RESNET_CHANNELS, Backbone, Joiner, timm_name
+from .criterion import build_criterion
 from .mdetr import MDETR
 from .position_encoding import build_position_encoding
+from .postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from .segmentation import MDETRsegm
 from .transformer import Transformer
 
