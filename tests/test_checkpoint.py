@@ -9,7 +9,7 @@ from torch import nn
 
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint import (describe, load_checkpoint, load_model_weights, read_checkpoint,
+from mdetr_phrasecut.model.checkpoint_file import (describe, load_checkpoint, load_model_weights, read_checkpoint,
                                               save_checkpoint)
 from mdetr_phrasecut.model.ema import ModelEMA
 
