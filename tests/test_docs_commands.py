@@ -126,7 +126,8 @@ def test_every_quoted_command_runs(workspace, capsys):
             assert run.returncode == 0 and run.stdout.strip(), context + run.stderr
         elif tool == "source":
             venv = words[1].split("/bin/activate")[0]
-            make = subprocess.run(["make", "-n", "install"], cwd=REPO, capture_output=True, text=True).stdout
+            # -B: what `make install` runs on a fresh clone, also where the venv exists already
+            make = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True).stdout
             assert f"-m venv {venv}" in make, context
         elif tool == "mdetr-phrasecut" or tool == "python" and words[1].startswith("benchmarks/"):
             text = help_text(capsys, words)

@@ -101,7 +101,7 @@ def finish(proc, timeout=300) -> str:
 
 
 def stage1_log(workspace) -> str:
-    return (workspace / "results" / "logs" / "stage1_demo.log").read_text()
+    return (workspace / "results" / "logs" / "stage1_demo.log").read_text(errors="replace")  # a progress bar may be cut inside a character
 
 
 def assert_bitwise_equal(got_ws, want_ws):
