@@ -16,11 +16,17 @@ def repo_dir():
     return REPO
 
 
+def require(path):
+    """`path`, or a failure naming the missing fixture file or folder: a test never skips for want of data."""
+    path = Path(path)
+    if not path.exists():
+        pytest.fail(f"test fixture not found: {path}", pytrace=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def reference_dir():
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference data not found at {REFERENCE}")
-    return REFERENCE
+    return require(REFERENCE)
 
 
 @pytest.fixture(scope="session")

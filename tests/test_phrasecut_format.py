@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import REFERENCE
+from conftest import REFERENCE, require
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data import phrasecut_format as pf
 from mdetr_phrasecut.errors import InputError
@@ -16,10 +16,8 @@ S0 = REFERENCE / "phrasecut_mini" / "s0"
 
 @pytest.fixture
 def root(tmp_path):
-    if not S0.is_dir():
-        pytest.skip(f"reference data not found at {S0}")
     dst = tmp_path / "s0"
-    shutil.copytree(S0, dst, ignore=shutil.ignore_patterns("expected_*", "predictions_*"))
+    shutil.copytree(require(S0), dst, ignore=shutil.ignore_patterns("expected_*", "predictions_*"))
     for p in [dst, *dst.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dst

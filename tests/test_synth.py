@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import REFERENCE
+from conftest import REFERENCE, require
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data import phrasecut_format as pf
 from mdetr_phrasecut.data import synth
@@ -228,8 +228,7 @@ def test_committed_tiny_text_encoder_loads_and_tokenizes():
 
     folder = tte.default_path()
     assert sorted(p.name for p in folder.iterdir()) == sorted(tte.ASSET_FILES)
-    if (REFERENCE / "tiny_roberta").is_dir():
-        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (REFERENCE / "tiny_roberta").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in require(REFERENCE / "tiny_roberta").iterdir())
     assert sum(p.stat().st_size for p in folder.iterdir()) < 1_000_000
     tok = AutoTokenizer.from_pretrained(folder)
     assert tok.is_fast
