@@ -5,9 +5,10 @@ training step (train mode, forward + backward of a surrogate loss over every out
     python benchmarks/model_forward.py                                    # CPU-friendly: batch 1, 256×320 px
     python benchmarks/model_forward.py --height 800 --width 1066 --batch 2  # the release's resolution (800 px)
     python benchmarks/model_forward.py --masks                            # the smallconv segmentation model
+    python benchmarks/model_forward.py --smoke      # a tiny model (ResNet-18, 1+1 layers), 64 px (the test suite)
 
 fp32 eval is the baseline; with CUDA (or --bf16 on CPU) bf16 autocast runs too. Reported ratios: train/eval and
-bf16/fp32 throughput. Last line: one JSON object.
+bf16/fp32 throughput (`ratio`: train/eval fp32). Last line: one JSON object.
 """
 import argparse
 import json
@@ -21,7 +22,12 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import RobertaConfig, RobertaTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+# A tiny model for CPU runs (--smoke here, train_throughput's CPU measurement)
+TINY = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
+        "dim_feedforward": 64, "num_queries": 4,
+        "text_encoder_type": str(ROOT / "src/mdetr_phrasecut/assets/tiny_text_encoder")}
 
 from mdetr_phrasecut.model.build import build_model  # noqa: E402
 from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list  # noqa: E402
@@ -82,13 +88,17 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="also bf16 autocast on CPU (always on CUDA)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="smallest size: a tiny model (TINY), 64x64 px, 1 iteration")
     args = parser.parse_args()
+    if args.smoke:
+        args.backbone, args.height, args.width, args.iters, args.warmup = TINY["backbone"], 64, 64, 1, 0
     device = torch.device(args.device)
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = {"backbone": args.backbone, "text_encoder_type": str(roberta_base_folder(Path(tmp))),
-               "masks": args.masks, "contrastive_align_loss": not args.masks}
+        size = TINY if args.smoke else {"text_encoder_type": str(roberta_base_folder(Path(tmp)))}
+        cfg = {**size, "backbone": args.backbone, "masks": args.masks, "contrastive_align_loss": not args.masks}
         model = build_model(cfg).to(device)
     images = [torch.randn(3, args.height, args.width) for _ in range(args.batch)]
     samples = nested_tensor_from_tensor_list(images).to(device)
@@ -114,6 +124,7 @@ def main():
         "image_hw": [args.height, args.width], "batch": args.batch, "iters": args.iters,
         "params": sum(p.numel() for p in model.parameters()), "images_per_second": results,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "ratio": round(ratios["train_over_eval_fp32"], 3), "ratio_of": "train / eval images/s, fp32",
     }))
 
 

@@ -4,10 +4,11 @@ EMA), fp32 vs bf16 autocast, on synthetic pre-collated batches (data loading exc
     python benchmarks/train_throughput.py                   # tiny config on CPU (ResNet-18, hidden 128, 64 px)
     python benchmarks/train_throughput.py --size 800        # larger images
     python benchmarks/train_throughput.py --stage stage2    # segmentation model, frozen detector
+    python benchmarks/train_throughput.py --smoke           # 1 step, the tiny CPU run only (the test suite)
 
 With CUDA, the full-size model (ResNet-101, roberta-base sized text encoder with random weights, batch 2,
 800 px: the release's per-GPU setting) is measured on the GPU as well. fp32 is the baseline of each device;
-the ratio bf16/fp32 is reported. Last line: one JSON object.
+the ratio bf16/fp32 is reported (`ratio`: the tiny CPU run's). Last line: one JSON object.
 """
 import argparse
 import json
@@ -22,10 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from model_forward import PHRASES, roberta_base_folder  # noqa: E402
+from model_forward import PHRASES, TINY, roberta_base_folder  # noqa: E402
 
-from mdetr_phrasecut.data.dataset import collate_fn  # noqa: E402
-from mdetr_phrasecut.engine.calibration import calibrate_frozen_batchnorm  # noqa: E402
+from mdetr_phrasecut.data.dataset import train_collate_fn  # noqa: E402
 from mdetr_phrasecut.engine.distributed import DistEnv  # noqa: E402
 from mdetr_phrasecut.engine.logging import TrainingLog  # noqa: E402
 from mdetr_phrasecut.engine.loop import Position, Trainer, train_one_epoch  # noqa: E402
@@ -36,8 +36,6 @@ from mdetr_phrasecut.model.criterion import build_criterion  # noqa: E402
 from mdetr_phrasecut.model.ema import ModelEMA  # noqa: E402
 from mdetr_phrasecut.model.positive_map import caption_positive_map  # noqa: E402
 
-TINY = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
-        "dim_feedforward": 64, "num_queries": 4, "text_encoder_type": str(ROOT / "src/mdetr_phrasecut/assets/tiny_text_encoder")}
 FULL = {"backbone": "resnet101"}  # everything else: the release's defaults
 
 
@@ -72,9 +70,7 @@ def images_per_second(model_cfg: dict, stage: str, device, batch_size: int, size
     optimizer = build_optimizer(model, cfg)
     detr = model.detr if stage == "stage2" else model
     items = synthetic_items(detr.transformer.tokenizer, (warmup + steps) * batch_size, size, stage == "stage2")
-    batches = [collate_fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
-    # random weights: give the frozen BatchNorms data statistics, as `train --stage pretrain` does
-    calibrate_frozen_batchnorm(detr.backbone[0].body, batches[0][0].tensors.to(device))
+    batches = [train_collate_fn(items[i:i + batch_size], cfg["positive_map"]) for i in range(0, len(items), batch_size)]
     trainer = Trainer(model=model, net=torch.compile(model) if compile_model else model,
                       criterion=criterion.to(device), weight_dict=weight_dict, optimizer=optimizer,
                       scheduler=build_scheduler(optimizer, cfg, warmup + steps), ema=ModelEMA(model, cfg["ema_decay"]),
@@ -112,11 +108,16 @@ def main():
     parser.add_argument("--gpu-batch-size", type=int, default=2)
     parser.add_argument("--gpu-size", type=int, default=800)
     parser.add_argument("--compile", action="store_true", help="torch.compile on the GPU")
+    parser.add_argument("--smoke", action="store_true",
+                        help="smallest size: 1 measured step, no warm-up, the tiny CPU run only")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.warmup = 1, 0
 
     out = {"benchmark": "train_throughput", "stage": args.stage, "steps": args.steps}
     out["tiny_cpu"] = compare("tiny cpu", TINY, args, torch.device("cpu"), args.batch_size, args.size)
-    if torch.cuda.is_available():
+    out["ratio"], out["ratio_of"] = out["tiny_cpu"]["bf16_over_fp32"], "bf16 / fp32 images/s, tiny CPU run"
+    if torch.cuda.is_available() and not args.smoke:
         with tempfile.TemporaryDirectory() as tmp:
             full = {**FULL, "text_encoder_type": str(roberta_base_folder(Path(tmp)))}
             out["full_gpu"] = compare("full gpu", full, args, torch.device("cuda"), args.gpu_batch_size,

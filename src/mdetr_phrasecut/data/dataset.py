@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 
 from ..errors import InputError
 from ..io import note_input, open_image
-from ..model.positive_map import caption_positive_map
+from ..model.positive_map import batch_positive_map, caption_positive_map
 from ..model.text_encoder import check_phrase_lengths
 from ..nested_tensor import nested_tensor_from_tensor_list
 from . import transforms as T
@@ -137,6 +137,13 @@ def collate_fn(batch):
     """(images, targets) pairs -> (NestedTensor padded to the batch's largest image, list of targets)."""
     images, targets = zip(*batch)
     return nested_tensor_from_tensor_list(list(images)), list(targets)
+
+
+def train_collate_fn(batch, positive_map: str = "release"):
+    """collate_fn's pair plus the batch's positive map, stacked as the release's collate does, in mode
+    `positive_map` (see model.positive_map.batch_positive_map)."""
+    samples, targets = collate_fn(batch)
+    return samples, targets, batch_positive_map([t["positive_map"] for t in targets], positive_map)
 
 
 def build_dataset(split: str, coco_path, img_folder, tokenizer, train_cfg: Optional[Mapping] = None):

@@ -69,11 +69,12 @@ def to_float32(obj):
     return obj
 
 
-def forward_losses(trainer: Trainer, net: nn.Module, samples, targets):
-    """Outputs of `net` and the criterion's loss dict for one batch (moved to the trainer's device)."""
+def forward_losses(trainer: Trainer, net: nn.Module, samples, targets, positive_map):
+    """Outputs of `net` and the criterion's loss dict for one batch of data.train_collate_fn (moved to the
+    trainer's device)."""
     samples = samples.to(trainer.device, non_blocking=True)
     targets = targets_to(targets, trainer.device)
-    positive_map = torch.cat([t["positive_map"] for t in targets]).to(trainer.device)
+    positive_map = positive_map.to(trainer.device)
     captions = [t["caption"] for t in targets]
     autocast = (torch.autocast(trainer.device.type, dtype=torch.bfloat16) if trainer.cfg["bf16"]
                 else nullcontext())
@@ -106,9 +107,9 @@ def train_one_epoch(trainer: Trainer, loader, position: Position, steps_per_epoc
     tick = time.perf_counter()
     with tqdm(total=steps_per_epoch, initial=position.step, desc=f"epoch {position.epoch}", leave=False,
               disable=not (t.progress and t.denv.is_main), dynamic_ncols=True) as bar:
-        for samples, targets in loader:
+        for samples, targets, positive_map in loader:
             where = f"step {position.global_step} (epoch {position.epoch}, step {position.step} of the epoch)"
-            _, _, _, loss_dict = forward_losses(t, t.net, samples, targets)
+            _, _, _, loss_dict = forward_losses(t, t.net, samples, targets, positive_map)
             loss = sum(loss_dict[k] * w for k, w in t.weight_dict.items() if k in loss_dict)
             logged = weighted(reduce_mean(loss_dict), t.weight_dict)
             total = sum(v for k, v in logged.items() if k in t.weight_dict)
@@ -181,9 +182,9 @@ def evaluate(trainer: Trainer, model: nn.Module, loader, real_items: int, masks:
     t.criterion.eval()
     sums, batches, counted = {}, 0, 0
     ious = torch.zeros(2, dtype=torch.float64, device=t.device)  # box, mask
-    for samples, targets in tqdm(loader, desc="validation", leave=False,
-                                 disable=not (t.progress and t.denv.is_main)):
-        samples, targets, outputs, loss_dict = forward_losses(t, model, samples, targets)
+    for samples, targets, positive_map in tqdm(loader, desc="validation", leave=False,
+                                               disable=not (t.progress and t.denv.is_main)):
+        samples, targets, outputs, loss_dict = forward_losses(t, model, samples, targets, positive_map)
         for k, v in weighted(loss_dict, t.weight_dict).items():
             sums[k] = sums.get(k, 0) + v.double()
         real = max(0, min(len(targets), real_items - counted))

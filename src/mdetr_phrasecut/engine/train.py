@@ -5,6 +5,7 @@ Resuming is automatic when OUT_DIR/checkpoint_last.pth exists (or with --resume 
 optimizer, schedule, data position and RNG states are restored, so the result does not depend on
 interruptions. A stop signal (SIGTERM, SIGUSR1) saves at the next step boundary and exits with status 75.
 """
+import functools
 import shutil
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
 from ..config import STAGES, load_spec, validate_spec  # noqa: F401 (validate_spec: part of this module's API)
-from ..data.dataset import build_dataset, collate_fn
+from ..data.dataset import build_dataset, train_collate_fn
 from ..errors import InputError
 from ..io import atomic_path
 from ..model.build import build_model
@@ -180,6 +181,7 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
                           scheduler=scheduler, ema=ema, device=dev, denv=denv, cfg=cfg, log=log, save=save,
                           stop_requested=stop, progress=progress)
         pin = dev.type == "cuda"
+        collate_fn = functools.partial(train_collate_fn, positive_map=cfg["positive_map"])
         val, val_items = val_loader(val_set, cfg["batch_size"], denv, collate_fn, cfg["num_workers"], pin)
         while position.epoch < cfg["epochs"]:
             batches = epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], position.epoch,

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from .matcher import HungarianMatcher
-from .positive_map import token_mask
+from .positive_map import MODES, token_mask
 
 Indices = List[Tuple[Tensor, Tensor]]
 
@@ -25,6 +25,7 @@ DEFAULTS = {  # the release's argument defaults
     "mask_loss_coef": 1, "dice_loss_coef": 1, "eos_coef": 0.1, "temperature_NCE": 0.07,
     "set_cost_class": 1, "set_cost_bbox": 5, "set_cost_giou": 2,
     "aux_loss": True, "dec_layers": 6, "contrastive_align_loss": True, "masks": False,
+    "positive_map": "release",
 }
 
 
@@ -58,14 +59,21 @@ def _world_mean_num_boxes(targets: Sequence[Dict], device) -> float:
 
 class SetCriterion(nn.Module):
     """Computes the requested losses for the last decoder layer and, with `aux_outputs`,
-    for every earlier layer (keys suffixed `_i`; mask losses only for the last layer)."""
+    for every earlier layer (keys suffixed `_i`; mask losses only for the last layer).
+
+    The matcher and `loss_ce` take the batch's positive map as given (see positive_map.batch_positive_map);
+    `positive_map` ("release" or "normalised") sets only where contrastive-align's span fallbacks look up
+    tokens: sample 0 of the batch for every target, as the release does, or the target's own sample."""
 
     def __init__(self, matcher: HungarianMatcher, losses: Sequence[str], eos_coef: float = 0.1,
-                 temperature: float = 0.07):
+                 temperature: float = 0.07, positive_map: str = "release"):
         super().__init__()
         unknown = set(losses) - set(LOSS_KEYS) - {"cardinality"}
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}")
+        if positive_map not in MODES:
+            raise ValueError(f"positive_map {positive_map!r} is not one of {MODES}")
+        self.fallback_sample0 = positive_map == "release"
         self.matcher = matcher
         self.losses = list(losses)
         self.eos_coef = eos_coef
@@ -107,8 +115,7 @@ class SetCriterion(nn.Module):
 
     def loss_contrastive_align(self, outputs, targets, positive_map, indices, num_boxes, token_masks):
         """Symmetric InfoNCE between query and token projections; a matched query's positives
-        are the tokens of its box, averaged over them, in both directions. (Span fallbacks look
-        up sample i's tokens; the release's fallback lookups read sample 0's.)"""
+        are the tokens of its box, averaged over them, in both directions."""
         logits = outputs["proj_queries"] @ outputs["proj_tokens"].transpose(-1, -2) / self.temperature
         positive = torch.zeros(logits.shape, dtype=torch.bool)
         for i, (src, tgt) in enumerate(indices):
@@ -152,12 +159,13 @@ class SetCriterion(nn.Module):
         """outputs: the model's dict (see HungarianMatcher; plus proj_queries [B,Q,d], proj_tokens [B,T,d],
         tokenized for contrastive_align; pred_masks [B,Q,h,w] for masks; aux_outputs);
         targets: dicts with boxes, labels, tokens_positive, masks [n,H,W];
-        positive_map: [total boxes, 256], the targets' maps concatenated."""
+        positive_map: [total boxes, 256], the targets' maps batched (positive_map.batch_positive_map)."""
         num_boxes = _world_mean_num_boxes(targets, outputs["pred_logits"].device)
         token_masks = None
         if "contrastive_align" in self.losses:
             width = outputs["proj_tokens"].shape[1]
-            token_masks = [token_mask(outputs["tokenized"], t["tokens_positive"], width, i)
+            token_masks = [token_mask(outputs["tokenized"], t["tokens_positive"], width, i,
+                                      0 if self.fallback_sample0 else i)
                            for i, t in enumerate(targets)]
         main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         losses = self._layer_losses(main, targets, positive_map, num_boxes, token_masks)
@@ -190,6 +198,7 @@ def build_criterion(cfg: Mapping) -> Tuple[SetCriterion, Dict[str, float]]:
         for i in range(cfg["dec_layers"] - 1):
             weight_dict.update({f"{k}_{i}": v for k, v in coef.items() if k in used})
     matcher = HungarianMatcher(cfg["set_cost_class"], cfg["set_cost_bbox"], cfg["set_cost_giou"])
-    criterion = SetCriterion(matcher, losses, eos_coef=cfg["eos_coef"], temperature=cfg["temperature_NCE"])
+    criterion = SetCriterion(matcher, losses, eos_coef=cfg["eos_coef"], temperature=cfg["temperature_NCE"],
+                             positive_map=cfg["positive_map"])
     return criterion, weight_dict
 
