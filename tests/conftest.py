@@ -46,3 +46,7 @@ def cluster(tmp_path_factory):
 def env_paths(name):
     """Extra fixture paths from an os.pathsep-separated environment variable (e.g. MDETR_GOLDEN)."""
     return [Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p]
+
+
+# the published code's outputs on the golden inputs (reference folder; more from $MDETR_GOLDEN)
+MDETR_GOLDEN = [REFERENCE / "official_mdetr_r50_seed0.pt", *env_paths("MDETR_GOLDEN")]

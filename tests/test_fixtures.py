@@ -23,3 +23,7 @@ def test_no_test_skips():
             if isinstance(node, ast.Attribute) and node.attr in SKIPS:
                 found.append(f"{path.name}:{node.lineno}: {node.attr}")
     assert not found
+
+
+def test_an_empty_parameter_list_fails_collection(request):
+    assert request.config.getini("empty_parameter_set_mark") == "fail_at_collect"
