@@ -1,18 +1,23 @@
-"""A real one-node Slurm cluster on loopback for tests: munged, slurmctld and slurmd in a temp folder.
+"""A real Slurm cluster on loopback for tests: munged, slurmctld and one slurmd per node in a temp folder.
 
-    cluster = start_cluster(tmp_path)      # pytest.skip()s when Slurm/munge are not installed
+    cluster = start_cluster(tmp_path)                      # pytest.skip()s when Slurm/munge are not installed
+    cluster = start_cluster(tmp_path, nodes=("n1", "n2"))  # two nodes on this host: `srun -N2` runs on both
     try:
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env, check=True)
     finally:
         cluster.stop()
 
 Everything (key, socket, state, spool, logs) lives under the given folder; the daemons run as root
-(SlurmUser=root) on free ports, without systemd, cgroups or accounting. `Cluster.env` is the
-environment clients need: SLURM_CONF, plus a `srun` wrapper first on PATH that restores SLURM_CONF,
-because Snakemake's job-step executor strips SLURM_* variables before its inner `srun` (on a real
-cluster that `srun` finds /etc/slurm/slurm.conf, which a test must not write).
+(SlurmUser=root) on free ports, without systemd, cgroups or accounting. Several nodes share the host as
+Slurm allows: each `NodeName` has its own slurmd port, `NodeAddr=127.0.0.1` and the real host name
+(`slurmd -N <name>`, per-node spool, PID and log files through `%n`); each node offers all the host's CPUs.
+`Cluster.env` is the environment clients need: SLURM_CONF, plus `srun` and `scontrol` wrappers first on PATH
+that restore SLURM_CONF, because jobs do not inherit it (and Snakemake's job-step executor strips SLURM_*
+variables before its inner `srun`); on a real cluster they find /etc/slurm/slurm.conf, which a test must
+not write.
 """
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -25,15 +30,16 @@ from pathlib import Path
 import pytest
 
 BINARIES = ("munged", "slurmctld", "slurmd", "slurmstepd", "sbatch", "srun", "squeue", "sinfo", "scancel")
-NODE = "localhost"
 PARTITION = "debug"
+SLURMD_TIMEOUT_S = 5  # a node whose slurmd stopped answering is DOWN (its jobs NODE_FAIL) after this long
 
 
 @dataclass
 class Cluster:
     root: Path
     env: dict
-    daemons: list = field(default_factory=list)  # Popen objects, started in order munged, slurmctld, slurmd
+    nodes: tuple
+    daemons: dict = field(default_factory=dict)  # name -> Popen, started in order munged, slurmctld, slurmd:<node>
 
     def run(self, *cmd, check=True, **kwargs) -> subprocess.CompletedProcess:
         """Run a Slurm client command against this cluster, capturing text output."""
@@ -46,7 +52,7 @@ class Cluster:
 
     def stop(self):
         """Cancel all jobs, wait for their steps to end, then kill the daemons; safe to call twice."""
-        if len(self.daemons) == 3 and all(d.poll() is None for d in self.daemons):
+        if self.daemons and all(d.poll() is None for d in self.daemons.values()):
             # job steps run in their own sessions under slurmstepd: let slurmd end them before it goes
             self.run("scancel", f"--partition={PARTITION}", check=False, timeout=10)
             deadline = time.monotonic() + 30
@@ -54,21 +60,70 @@ class Cluster:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-        for daemon in reversed(self.daemons):
-            if daemon.poll() is None:
-                os.killpg(daemon.pid, signal.SIGTERM)
-                try:
-                    daemon.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(daemon.pid, signal.SIGKILL)
-                    daemon.wait()
-        self.daemons.clear()
+        for name in reversed(list(self.daemons)):
+            self.kill(name, signal.SIGTERM)
+        # what a job left behind (a requeued job's batch script that outlived its step): jobs see our wrappers' PATH
+        wrappers = str(self.root / "bin").encode()
+        _kill_all(_pids_with_env(lambda v: v.startswith(b"PATH=") and wrappers in v[5:].split(b":"), with_stepd=False))
+
+    def kill(self, name, sig=signal.SIGKILL):
+        """End one daemon (e.g. `slurmd:n2`, a lost node) by its process group; `start_slurmd` brings a node back."""
+        daemon = self.daemons.pop(name)
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, sig)
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+
+    def lose_node(self, node):
+        """What a node that dies does to its jobs: SIGKILL its slurmd, then every process of its job steps
+        (tasks carry SLURMD_NODENAME=<node> in their environment; their parent is the step's slurmstepd)."""
+        self.kill(f"slurmd:{node}")
+        var = f"SLURMD_NODENAME={node}".encode()
+        doomed = _pids_with_env(lambda v: v == var, with_stepd=True)
+        _kill_all(doomed)
+        return doomed
+
+    def node_states(self) -> dict:
+        out = self.run("sinfo", "--noheader", "--Node", "--format=%N %T", check=False).stdout
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    def start_slurmd(self, node):
+        _start(self, f"slurmd:{node}", "slurmd", "-D", "-N", node)
+
+    def wait_idle(self, timeout=60):
+        _wait(self, "every node to be idle", lambda: self.node_states() == {n: "idle" for n in self.nodes}, timeout)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _pids_with_env(matches, with_stepd: bool) -> set:
+    """Processes with an environment entry (b"NAME=value") that `matches` (and, `with_stepd`, their slurmstepd
+    parents)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and any(map(matches, (proc / "environ").read_bytes().split(b"\0"))):
+                found.add(int(proc.name))
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if with_stepd and (Path("/proc") / str(parent) / "cmdline").read_bytes().startswith(b"slurmstepd"):
+                    found.add(parent)
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    found.discard(os.getpid())
+    return found
+
+
+def _kill_all(pids):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -83,23 +138,23 @@ def _memory_mb() -> int:
     return kib // 1024
 
 
-def _slurm_conf(root: Path, cpus: int) -> str:
+def _slurm_conf(root: Path, nodes, cpus: int) -> str:
+    host = socket.gethostname()
     return "\n".join([
         "ClusterName=testcluster",
-        f"SlurmctldHost={NODE}",
+        "SlurmctldHost=localhost",
         f"SlurmctldPort={_free_port()}",
-        f"SlurmdPort={_free_port()}",
         "SlurmUser=root",
         "SlurmdUser=root",
         "AuthType=auth/munge",
         "CredType=cred/munge",
         f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
         f"StateSaveLocation={root / 'state'}",
-        f"SlurmdSpoolDir={root / 'spool'}",
+        f"SlurmdSpoolDir={root / 'spool' / '%n'}",
         f"SlurmctldPidFile={root / 'state' / 'slurmctld.pid'}",
-        f"SlurmdPidFile={root / 'spool' / 'slurmd.pid'}",
+        f"SlurmdPidFile={root / 'spool' / 'slurmd.%n.pid'}",
         f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}",
-        f"SlurmdLogFile={root / 'log' / 'slurmd.log'}",
+        f"SlurmdLogFile={root / 'log' / 'slurmd.%n.log'}",
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
         "JobAcctGatherType=jobacct_gather/none",
@@ -108,11 +163,13 @@ def _slurm_conf(root: Path, cpus: int) -> str:
         "SelectTypeParameters=CR_Core",
         "MpiDefault=none",
         "MailProg=/bin/true",
-        "ReturnToService=2",
+        "ReturnToService=2",  # a node whose slurmd comes back is usable again
+        f"SlurmdTimeout={SLURMD_TIMEOUT_S}",
         "MinJobAge=300",  # finished jobs stay visible to `squeue` (Snakemake's status command) for 5 min
         "SlurmdParameters=config_overrides",  # trust the node line below, whatever the hardware detection says
-        f"NodeName={NODE} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_memory_mb()} State=UNKNOWN",
-        f"PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP",
+        *(f"NodeName={node} NodeAddr=127.0.0.1 NodeHostname={host} Port={_free_port()} CPUs={cpus} "
+          f"RealMemory={_memory_mb() // len(nodes)} State=UNKNOWN" for node in nodes),
+        f"PartitionName={PARTITION} Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE State=UP",
         "",
     ])
 
@@ -120,22 +177,22 @@ def _slurm_conf(root: Path, cpus: int) -> str:
 def _start(cluster: Cluster, name: str, *cmd):
     log = open(cluster.root / "log" / f"{name}.out", "wb")
     with log:
-        cluster.daemons.append(subprocess.Popen(cmd, env=cluster.env, stdout=log, stderr=subprocess.STDOUT,
+        cluster.daemons[name] = (subprocess.Popen(cmd, env=cluster.env, stdout=log, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True))
 
 
 def _wait(cluster: Cluster, what: str, ready, timeout=60):
     deadline = time.monotonic() + timeout
     while not ready():
-        dead = [d.args[0] for d in cluster.daemons if d.poll() is not None]
+        dead = [name for name, d in cluster.daemons.items() if d.poll() is not None]
         if dead or time.monotonic() > deadline:
             reason = f"{', '.join(dead)} exited" if dead else f"timed out after {timeout}s"
             raise RuntimeError(f"Slurm test cluster: waiting for {what}: {reason}\n{cluster.logs()}")
         time.sleep(0.2)
 
 
-def start_cluster(tmpdir) -> Cluster:
-    """Start munged, slurmctld and slurmd under `tmpdir`; return once the node is idle.
+def start_cluster(tmpdir, nodes=("localhost",)) -> Cluster:
+    """Start munged, slurmctld and one slurmd per node under `tmpdir`; return once every node is idle.
 
     Skips the calling test when the Slurm/munge binaries are missing (`make slurm-deps`)
     or when not running as root. The daemons are killed by `stop()`, at interpreter exit
@@ -145,18 +202,19 @@ def start_cluster(tmpdir) -> Cluster:
     if missing:
         pytest.skip(f"Slurm/munge not installed (missing {', '.join(missing)}); run `make slurm-deps`")
     if os.geteuid() != 0:
-        pytest.skip("the one-node Slurm test cluster runs its daemons as root")
+        pytest.skip("the Slurm test cluster runs its daemons as root")
     root = Path(tmpdir).resolve()
     for sub in ("munge", "state", "spool", "log", "bin"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     conf = root / "slurm.conf"
-    conf.write_text(_slurm_conf(root, os.cpu_count()))
-    wrapper = root / "bin" / "srun"
-    wrapper.write_text(f'#!/bin/sh\nSLURM_CONF="{conf}" exec "{shutil.which("srun")}" "$@"\n')
-    wrapper.chmod(0o755)
+    conf.write_text(_slurm_conf(root, nodes, os.cpu_count()))
+    for client in ("srun", "scontrol"):  # called inside jobs, which do not inherit SLURM_CONF
+        wrapper = root / "bin" / client
+        wrapper.write_text(f'#!/bin/sh\nSLURM_CONF="{conf}" exec "{shutil.which(client)}" "$@"\n')
+        wrapper.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SQUEUE_"))}
     env.update(SLURM_CONF=str(conf), PATH=f"{wrapper.parent}{os.pathsep}{env.get('PATH', '')}")
-    cluster = Cluster(root, env)
+    cluster = Cluster(root, env, tuple(nodes))
     atexit.register(cluster.stop)
     try:
         key = root / "munge" / "munge.key"
@@ -169,9 +227,10 @@ def start_cluster(tmpdir) -> Cluster:
                f"--log-file={root / 'log' / 'munged.log'}", f"--seed-file={root / 'munge' / 'munged.seed'}")
         _wait(cluster, "munged", socket_path.exists)
         _start(cluster, "slurmctld", "slurmctld", "-D")
-        _start(cluster, "slurmd", "slurmd", "-D", "-N", NODE)
-        _wait(cluster, "the node to be idle", lambda: cluster.run(
-            "sinfo", "--noheader", "--Node", "--format=%T", check=False).stdout.strip() == "idle")
+        for node in nodes:
+            (root / "spool" / node).mkdir(exist_ok=True)
+            cluster.start_slurmd(node)
+        cluster.wait_idle()
     except BaseException:
         cluster.stop()
         raise

@@ -1,5 +1,7 @@
 """Provenance records and the audit of a chain a -> b -> c built in a temp folder."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +136,90 @@ def test_cli_report_and_exit_status(chain, tmp_path, capsys):
 def test_cli_rejects_bad_config_json(chain, capsys):
     assert cli.main(["audit", str(chain / "c.md"), "--config-json", str(chain / "nope.json")]) == 2
     assert "--config-json" in capsys.readouterr().err
+
+
+def make_folder(root, n=3):
+    images = root / "images"
+    images.mkdir()
+    for i in range(n):
+        (images / "sub" if i % 2 else images).mkdir(exist_ok=True)
+        (images / ("sub" if i % 2 else "") / f"{i}.jpg").write_bytes(b"\xff\xd8" + bytes([i]) * (10 + i))
+    provenance.record([images], [], {})
+    with provenance.step(outputs=[root / "use.txt"], inputs=[images]):
+        (root / "use.txt").write_text("made from the images")
+    return images
+
+
+def test_folder_is_hashed_once_where_produced_and_its_manifest_cited(tmp_path, monkeypatch):
+    images = make_folder(tmp_path)
+    manifest = json.loads(provenance.manifest_path(images).read_text())
+    assert [f[0] for f in manifest["files"]] == ["0.jpg", "2.jpg", "sub/1.jpg"]
+    assert [f[1] for f in manifest["files"]] == [12, 14, 13]
+    assert manifest["files"][2][3] == sha256_file(images / "sub" / "1.jpg")
+    used = json.loads((tmp_path / "use.txt.prov.json").read_text())["inputs"][0]
+    assert used == {"path": "images", "sha256": manifest["sha256"], "record": "images.prov.json",
+                    "manifest": "images.manifest.json"}
+
+    def no_image_hashing(path, *args):
+        if images in Path(path).parents:
+            raise AssertionError(f"re-hashed {path}")
+        return sha256_file(path, *args)
+
+    monkeypatch.setattr(provenance, "sha256_file", no_image_hashing)  # digests and the audit now read no image
+    assert provenance.digest(images) == manifest["sha256"]
+    assert provenance.audit(tmp_path / "use.txt") == []
+    with pytest.raises(AssertionError, match="re-hashed"):
+        provenance.audit(tmp_path / "use.txt", deep=True)
+
+
+def test_folder_with_other_sizes_or_mtimes_is_rehashed(tmp_path):
+    images = make_folder(tmp_path)
+    os.utime(images / "0.jpg", ns=(1, 1))  # mtime only: re-hashed, same content, still consistent
+    assert provenance.audit(tmp_path / "use.txt") == []
+    (images / "2.jpg").write_bytes(b"\xff\xd8 other content")
+    assert kinds(provenance.audit(tmp_path / "use.txt")) == [("images", "altered")]
+
+
+def test_edited_manifest_is_not_trusted(tmp_path):
+    images = make_folder(tmp_path)
+    path = provenance.manifest_path(images)
+    manifest = json.loads(path.read_text())
+    manifest["files"][0][3] = "0" * 64  # claims another content for 0.jpg
+    path.write_text(json.dumps(manifest))
+    assert provenance.digest(images) == provenance.digest(images, deep=True)
+    assert provenance.audit(tmp_path / "use.txt") == []
+
+
+def test_deep_audit_rehashes_what_sizes_and_mtimes_miss(tmp_path, capsys):
+    images = make_folder(tmp_path)
+    target = images / "2.jpg"
+    st = target.stat()
+    target.write_bytes(b"\x00" * st.st_size)  # same size, mtime put back: only the content says so
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert provenance.audit(tmp_path / "use.txt") == []
+    assert cli.main(["audit", str(tmp_path / "use.txt"), "--deep"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images: altered" in err[0]
+
+
+@pytest.mark.parametrize("field", ["outputs", "inputs"])
+def test_audit_of_a_record_without_outputs_or_inputs_is_one_line(chain, capsys, field):
+    path = provenance.record_path(chain / "sub" / "b.txt")
+    rec = json.loads(path.read_text())
+    del rec[field]
+    path.write_text(json.dumps(rec))
+    assert cli.main(["audit", str(chain / "c.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "b.txt.prov.json" in err[0] and f"'{field}'" in err[0], err
+
+
+@pytest.mark.parametrize("spec, named", [({"outputs": ["never.txt"]}, "never.txt"),
+                                         ({"outputs": [], "inputs": []}, "'outputs'"),
+                                         ({"outputs": "x.txt"}, "'outputs'"),
+                                         ({"outputs": ["{out}"], "inputs": ["gone.txt"]}, "gone.txt")])
+def test_record_naming_what_the_step_never_wrote_is_one_line(chain, capsys, spec, named):
+    spec = json.loads(json.dumps(spec).replace("{out}", str(chain / "c.md")))
+    assert cli.main(["--record", json.dumps(spec), "audit", str(chain / "c.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --record") and named in err[0], err
+    assert not (chain / "never.txt.prov.json").exists()

@@ -58,10 +58,10 @@ def uninterrupted(tmp_path_factory, command):
     return out
 
 
-def assert_same_result(got_dir, want_dir):
+def assert_same_result(got_dir, want_dir, epochs=2, steps_per_epoch=STEPS_PER_EPOCH):
     got = torch.load(got_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
     want = torch.load(want_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
-    assert got["position"] == want["position"] == {"epoch": 2, "step": 0, "global_step": 2 * STEPS_PER_EPOCH}
+    assert got["position"] == want["position"] == {"epoch": epochs, "step": 0, "global_step": epochs * steps_per_epoch}
     for key in ("model", "model_ema"):
         assert got[key].keys() == want[key].keys()
         for name, tensor in want[key].items():

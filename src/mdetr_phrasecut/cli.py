@@ -28,6 +28,7 @@ COMMANDS = {
     "export-checkpoint": ("mdetr_phrasecut.model.export", "keep a checkpoint's (EMA) weights only, in float16"),
     "predict": ("mdetr_phrasecut.predict", "segment one phrase in one image"),
     "audit": ("mdetr_phrasecut.provenance", "verify the provenance chain behind an artifact"),
+    "launch": ("mdetr_phrasecut.engine.distributed", "start torchrun on every node of a Slurm job (one srun task each)"),
 }
 
 
@@ -79,12 +80,11 @@ def main(argv=None):
 
 def _provenance(args, argv):
     """Records are written once, by the first process of a distributed run."""
-    if not args.record or int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) != 0:
+    if args.record is None or int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) != 0:
         return contextlib.nullcontext()
-    from .provenance import step
+    from .provenance import recorded_step
 
-    return step(args.record["outputs"], args.record.get("inputs", []), args.record.get("config"),
-                command=["mdetr-phrasecut", *argv])
+    return recorded_step(args.record, ["mdetr-phrasecut", *argv])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ versions, the command line, host and timing. Paths in a record are relative to t
 folder, so a results tree can be moved as a whole. `audit(target)` walks the records back from
 a target and names every artifact that is missing, altered, or was produced from an input or a
 config other than the current one.
+
+A folder is hashed once, where it is produced: `record` writes `<folder>.manifest.json` beside it
+(relative path, size, mtime and sha256 of every file, and the folder's digest over paths and sha256s).
+Later digests of the folder (every consumer's record, `audit`) compare sizes and mtimes with the
+manifest and cite its digest, re-hashing only when they differ; `audit --deep` re-hashes everything.
 """
 import contextlib
 import functools
@@ -27,6 +32,9 @@ from .io import atomic_write_json, sha256_file
 
 SUFFIX = ".prov.json"
 FORMAT = "mdetr-phrasecut-provenance/1"
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT = "mdetr-phrasecut-manifest/1"
+SKIPPED = {".snakemake_timestamp"}  # Snakemake adds it to folder outputs after the step
 PACKAGES = ("torch", "torchvision", "timm", "transformers", "numpy", "scipy", "pandas", "pillow",
             "pycocotools", "snakemake", "snakemake-executor-plugin-slurm")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -38,16 +46,70 @@ def record_path(artifact) -> Path:
     return artifact.with_name(artifact.name + SUFFIX)
 
 
-def digest(path) -> str:
-    """sha256 of a file; of a folder, sha256 over its files' relative paths and sha256s (leaving out the
-    `.snakemake_timestamp` Snakemake adds to folder outputs after the step)."""
+def manifest_path(folder) -> Path:
+    """Where the manifest of a folder lives: `<folder>.manifest.json`, beside it."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + MANIFEST_SUFFIX)
+
+
+def _files(folder: Path):
+    """(relative path, stat) of every file under `folder`, in path order (by components, as `Path` sorts)."""
+    found = []
+
+    def scan(path, prefix):
+        with os.scandir(path) as entries:
+            for e in entries:
+                if e.is_dir():
+                    scan(e.path, f"{prefix}{e.name}/")
+                elif e.is_file() and e.name not in SKIPPED:
+                    found.append((f"{prefix}{e.name}", e.stat()))
+
+    scan(folder, "")
+    return sorted(found, key=lambda f: f[0].split("/"))
+
+
+def _tree_digest(pairs) -> str:
+    """sha256 over (relative path, sha256) of a folder's files, in path order."""
+    h = hashlib.sha256()
+    for rel, sha in pairs:
+        h.update(f"{rel}\0{sha}\n".encode())
+    return h.hexdigest()
+
+
+def write_manifest(folder) -> str:
+    """Hash every file of `folder` once and write its manifest; returns the folder's digest."""
+    folder = Path(folder)
+    files = [(rel, st.st_size, st.st_mtime_ns, sha256_file(folder / rel)) for rel, st in _files(folder)]
+    folder_digest = _tree_digest((rel, sha) for rel, _, _, sha in files)
+    atomic_write_json(manifest_path(folder), {"format": MANIFEST_FORMAT, "sha256": folder_digest,
+                                              "files": [list(f) for f in files]})
+    return folder_digest
+
+
+def _manifest_digest(folder: Path) -> str | None:
+    """The manifest's digest when the folder still holds exactly its files with their sizes and mtimes."""
+    try:
+        manifest = json.loads(manifest_path(folder).read_text())
+        if manifest.get("format") != MANIFEST_FORMAT:
+            return None
+        listed = [(rel, size, mtime) for rel, size, mtime, _ in manifest["files"]]
+        if _tree_digest((f[0], f[3]) for f in manifest["files"]) != manifest["sha256"]:
+            return None  # the manifest itself was edited
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if listed != [(rel, st.st_size, st.st_mtime_ns) for rel, st in _files(folder)]:
+        return None
+    return manifest["sha256"]
+
+
+def digest(path, deep=False) -> str:
+    """sha256 of a file; of a folder, sha256 over its files' relative paths and sha256s, taken from its
+    manifest when sizes and mtimes still match it (`deep`: always re-hashed)."""
     path = Path(path)
     if not path.is_dir():
         return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
+    cited = None if deep else _manifest_digest(path)
+    return cited or _tree_digest((rel, sha256_file(path / rel)) for rel, _ in _files(path))
 
 
 @functools.cache
@@ -102,9 +164,14 @@ def record(outputs, inputs, config_slice, command=None, started=None) -> None:
     `command` defaults to sys.argv; `started` is the step's start time (epoch seconds, default now).
     """
     outputs, inputs = [Path(p) for p in outputs], [Path(p) for p in inputs]
+    for kind, paths in (("output", outputs), ("input", inputs)):
+        for p in paths:
+            if not os.path.exists(p):
+                raise InputError(f"--record: {kind} {p} does not exist (the step did not write it)"
+                                 if kind == "output" else f"--record: input {p} does not exist")
     finished = time.time()
     started = finished if started is None else started
-    output_digests = {p: digest(p) for p in outputs}
+    output_digests = {p: write_manifest(p) if p.is_dir() else digest(p) for p in outputs}
     input_entries = [(p, digest(p), record_path(p) if record_path(p).is_file() else None) for p in inputs]
     common = {
         "format": FORMAT,
@@ -120,11 +187,18 @@ def record(outputs, inputs, config_slice, command=None, started=None) -> None:
     for out in outputs:
         start = out.parent
         atomic_write_json(record_path(out), {
-            "outputs": [{"path": _relative(p, start), "sha256": d} for p, d in output_digests.items()],
-            "inputs": [{"path": _relative(p, start), "sha256": d, "record": r and _relative(r, start)}
-                       for p, d, r in input_entries],
+            "outputs": [{"path": _relative(p, start), "sha256": d, **_manifest_entry(p, start)}
+                        for p, d in output_digests.items()],
+            "inputs": [{"path": _relative(p, start), "sha256": d, "record": r and _relative(r, start),
+                        **_manifest_entry(p, start)} for p, d, r in input_entries],
             **common,
         }, indent=1)
+
+
+def _manifest_entry(path: Path, start) -> dict:
+    """{"manifest": its path} for a folder with a manifest (whose digest the entry cites)."""
+    manifest = manifest_path(path)
+    return {"manifest": _relative(manifest, start)} if path.is_dir() and manifest.is_file() else {}
 
 
 @contextlib.contextmanager
@@ -133,6 +207,23 @@ def step(outputs, inputs=(), config=None, command=None):
     started = time.time()
     yield
     record(outputs, inputs, {} if config is None else config, command=command, started=started)
+
+
+def _path_list(spec: dict, key: str, what: str) -> list:
+    value = spec.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise InputError(f"{what}: '{key}' must be a list of paths, got {json.dumps(value)[:80]}")
+    return value
+
+
+def recorded_step(spec, command):
+    """`step` from the CLI's `--record` JSON ({"outputs": [...], "inputs": [...], "config": {...}}), checked first."""
+    if not isinstance(spec, dict) or not spec.get("outputs"):
+        raise InputError(f"--record: needs an object with a non-empty 'outputs' list, got {json.dumps(spec)[:80]}")
+    if not isinstance(spec.get("config", {}), dict):
+        raise InputError("--record: 'config' must be an object")
+    return step(_path_list(spec, "outputs", "--record"), _path_list(spec, "inputs", "--record"), spec.get("config"),
+                command=command)
 
 
 @dataclass
@@ -169,11 +260,18 @@ def _read_record(path: Path):
         return None, f"unreadable record {path}: {e}"
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         return None, f"{path} is not a provenance record ({FORMAT})"
+    for key in ("outputs", "inputs"):
+        entries = rec.get(key)
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str)
+                for e in entries):
+            return None, f"{path}: field '{key}' is missing or not a list of {{path, sha256}} entries"
     return rec, None
 
 
-def walk(target, config=None) -> list[Artifact]:
-    """Check every artifact in the chain behind `target`, target first (depth-first)."""
+def walk(target, config=None, deep=False) -> list[Artifact]:
+    """Check every artifact in the chain behind `target`, target first (depth-first); `deep` re-hashes folders
+    rather than trusting their manifests' sizes and mtimes."""
     current_config = None if config is None else _jsonable(config)
     seen: dict[Path, Artifact] = {}
 
@@ -202,7 +300,7 @@ def walk(target, config=None) -> list[Artifact]:
         if not os.path.exists(path):
             art.problems.append(Problem(art.path, "missing", "file not found"))
         else:
-            art.sha256 = digest(path)
+            art.sha256 = digest(path, deep)
         if not rec_file.is_file():
             return
         rec, error = _read_record(rec_file)
@@ -228,19 +326,22 @@ def walk(target, config=None) -> list[Artifact]:
     return list(seen.values())
 
 
-def audit(target, config=None) -> list[Problem]:
+def audit(target, config=None, deep=False) -> list[Problem]:
     """Problems in the chain behind `target`, the target's first; empty when the chain is intact.
 
     `config` (optional) is the current config: any record whose config slice disagrees with it
     on a key both hold is reported as produced with a different config.
     """
-    return [p for art in walk(target, config) for p in art.problems]
+    return [p for art in walk(target, config, deep) for p in art.problems]
 
 
 def add_arguments(parser):
     parser.add_argument("target", help="artifact whose provenance chain to verify, e.g. results/table.md")
     parser.add_argument("--config-json", help="current config (a JSON file, or inline JSON) to compare the records' config slices with")
     parser.add_argument("--out", help="write the per-artifact report here as JSON")
+    parser.add_argument("--deep", action="store_true",
+                        help="re-hash every file of folder artifacts (default: trust the sizes and mtimes of their "
+                             "manifests)")
 
 
 def _load_config(value):
@@ -259,7 +360,7 @@ def _load_config(value):
 
 
 def main(args):
-    artifacts = walk(args.target, _load_config(args.config_json))
+    artifacts = walk(args.target, _load_config(args.config_json), args.deep)
     for art in artifacts:
         status = ", ".join(sorted({p.kind for p in art.problems})) or "ok"
         print(f"{status:<16} {art.path}  sha256 {(art.sha256 or '-')[:12]}  record {art.record or '-'}")

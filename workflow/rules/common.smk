@@ -108,10 +108,14 @@ def slurm_resources(stage):
 
 def launcher(stage):
     """How a training stage starts: one process; torchrun with a local rendezvous on one machine (or node); or
-    torchrun on every allocated node (one srun task per node) meeting at the first node."""
+    `mdetr-phrasecut launch` on every allocated node (one srun task per node), which finds the first node's
+    address through `scontrol` and runs torchrun there (see engine/distributed.py)."""
     r = stage_resources(stage)
     procs = r["gpus_per_node"] or r["tasks_per_node"]
     if r["nodes"] == 1:
         return "mdetr-phrasecut" if procs == 1 else f"torchrun --standalone --nproc-per-node={procs} -m mdetr_phrasecut.cli"
-    return (f"srun --ntasks-per-node=1 torchrun --nnodes={r['nodes']} --nproc-per-node={procs} --rdzv-backend=c10d "
-            "--rdzv-endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 -m mdetr_phrasecut.cli")
+    # --nodes: Snakemake's job step strips SLURM_* from the environment, so srun would default to one node;
+    # --kill-on-bad-exit: a node's torchrun that fails (or is lost) ends the step on every node at once
+    n = r["nodes"]
+    return (f"srun --nodes={n} --ntasks-per-node=1 --kill-on-bad-exit=1 mdetr-phrasecut launch --nnodes={n} "
+            f"--nproc-per-node={procs} --")

@@ -1,7 +1,11 @@
-"""Process-group setup for torchrun and Slurm (`srun`) launches, and the few collectives training needs."""
+"""Process-group setup for torchrun and Slurm (`srun`) launches, the multi-node launcher (`mdetr-phrasecut
+launch`), and the few collectives training needs."""
+import argparse
 import ctypes
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,17 +34,38 @@ class DistEnv:
         return self.rank == 0
 
 
+def _scontrol(what: str, *args) -> str:
+    """stdout of `scontrol show ARGS`; failure is one InputError line naming `what` and the command."""
+    cmd = ["scontrol", "show", *args]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise InputError(f"{what}: `{' '.join(cmd)}` could not run ({e})") from e
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise InputError(f"{what}: `{' '.join(cmd)}` failed: {reason}")
+    return done.stdout
+
+
 def first_slurm_host(nodelist: str) -> str:
     """The first host name of a Slurm node list (`node[01-04]`), expanded by `scontrol show hostnames`."""
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise InputError(f"SLURM_JOB_NODELIST={nodelist!r}: `scontrol show hostnames` failed ({e})") from e
-    hosts = out.split()
+    hosts = _scontrol(f"node list {nodelist!r}", "hostnames", nodelist).split()
     if not hosts:
-        raise InputError(f"SLURM_JOB_NODELIST={nodelist!r}: `scontrol show hostnames` listed no host")
+        raise InputError(f"node list {nodelist!r}: `scontrol show hostnames` listed no host")
     return hosts[0]
+
+
+def node_address(node: str) -> str:
+    """The address Slurm itself reaches `node` at (`NodeAddr` of `scontrol show node`)."""
+    found = re.search(r"\bNodeAddr=(\S+)", _scontrol(f"node {node}", "node", node))
+    if not found:
+        raise InputError(f"node {node}: `scontrol show node {node}` gives no NodeAddr")
+    return found.group(1)
+
+
+def slurm_port(env: Mapping[str, str]) -> int:
+    """MASTER_PORT when set, else one derived from the job id (jobs sharing a first node then differ)."""
+    return int(env.get("MASTER_PORT") or 20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
 
 
 def env_from_environ(environ: Optional[Mapping[str, str]] = None) -> DistEnv:
@@ -55,7 +80,7 @@ def env_from_environ(environ: Optional[Mapping[str, str]] = None) -> DistEnv:
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
         if "MASTER_ADDR" not in os.environ:
             os.environ["MASTER_ADDR"] = first_slurm_host(env["SLURM_JOB_NODELIST"])
-        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+        os.environ.setdefault("MASTER_PORT", str(slurm_port(env)))
         return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
     return DistEnv()
 
@@ -89,7 +114,42 @@ def init_distributed(device: str = "auto") -> tuple:
     if denv.distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://",
                                 rank=denv.rank, world_size=denv.world_size)
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        print(f"rank {denv.rank} of {denv.world_size} on node {node}", file=sys.stderr, flush=True)
     return denv, torch_device
+
+
+def add_arguments(parser):
+    parser.add_argument("--nnodes", type=int, required=True, help="nodes of the job (one `srun` task on each)")
+    parser.add_argument("--nproc-per-node", type=int, required=True, help="processes per node (one per GPU)")
+    parser.add_argument("cli_args", nargs=argparse.REMAINDER, help="-- then the `mdetr-phrasecut` arguments")
+
+
+def torchrun_args(args, environ: Optional[Mapping[str, str]] = None) -> list:
+    """torchrun's arguments for this `srun` task: all nodes meet at the first node's NodeAddr, port from
+    `slurm_port`, rendezvous id the job id. Any missing piece is one InputError line."""
+    env = os.environ if environ is None else environ
+    missing = [k for k in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_NODES") if not env.get(k)]
+    if missing:
+        raise InputError(f"launch: {', '.join(missing)} not set: run it as `srun --ntasks-per-node=1 "
+                         "mdetr-phrasecut launch ...` inside a Slurm job")
+    if int(env["SLURM_STEP_NUM_NODES"]) != args.nnodes:
+        raise InputError(f"launch: --nnodes {args.nnodes} but the job step runs on SLURM_STEP_NUM_NODES="
+                         f"{env['SLURM_STEP_NUM_NODES']} nodes")
+    rest = args.cli_args[1:] if args.cli_args[:1] == ["--"] else args.cli_args
+    if not rest:
+        raise InputError("launch: no `mdetr-phrasecut` arguments after --")
+    address = node_address(first_slurm_host(env["SLURM_STEP_NODELIST"]))
+    return [f"--nnodes={args.nnodes}", f"--nproc-per-node={args.nproc_per_node}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={address}:{slurm_port(env)}", f"--rdzv-id={env['SLURM_JOB_ID']}",
+            "-m", "mdetr_phrasecut.cli", *rest]
+
+
+def main(args):
+    """Replace this process by torchrun (torch.distributed.run), so Slurm's signals reach it directly."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(args)]
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
 
 
 def cleanup():

@@ -1,0 +1,235 @@
+"""Multi-node training on a real Slurm cluster (three slurmd on this host, see slurm_cluster.py): the embedded
+stage 1 with `resources.stage1.nodes: 2` through `snakemake --profile slurm` and `srun ... mdetr-phrasecut launch`
+(torchrun, c10d rendezvous at the first node's NodeAddr, gloo on CPU, one process per node); pre-emption by
+`scontrol requeue`; a node lost mid-job. Plus the launcher's one-line failures, which need no cluster."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import _free_port, start_cluster
+from test_resume import assert_same_result
+from test_workflow import BIN, make_workspace, snakemake
+
+NODES = ("n1", "n2", "n3")  # jobs take two; the third stands in for a lost one
+STAGE1 = "results/runs/demo/stage1/checkpoint.pth"
+STEPS, EVERY = 16, 4  # stage 1: one epoch of 16 steps, batch 1 per process, checkpoint_last.pth every 4 steps
+INPUTS = ("results/downloads/demo_pretrained/demo_pretrained.pth", "results/main/coco/finetune_phrasecut_train.json",
+          "results/main/coco/finetune_phrasecut_miniv.json")
+
+
+@pytest.fixture(scope="module")
+def cluster3(tmp_path_factory):
+    with start_cluster(tmp_path_factory.mktemp("slurm3"), nodes=NODES) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A workspace with stage 1's inputs made locally; each test trains in a copy of it."""
+    workspace = make_workspace(tmp_path_factory.mktemp("prepared") / "ws", stage1={
+        "max_steps_per_epoch": STEPS, "batch_size": 1})
+    snakemake(workspace, *INPUTS)
+    return workspace
+
+
+def copy_with(prepared, path: Path, nodes: int, every=EVERY) -> Path:
+    """A copy of the prepared workspace whose stage 1 runs on `nodes` nodes, two processes in all, with a
+    checkpoint_last.pth every `every` steps."""
+    shutil.copytree(prepared, path, symlinks=True)
+    config = yaml.safe_load((path / "config" / "tiny.yaml").read_text())
+    config["resources"]["stage1"] = {"nodes": nodes, "tasks_per_node": 2 // nodes}
+    config["train"]["stage1"]["checkpoint_every_steps"] = every
+    (path / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+# The copies live elsewhere than the prepared workspace: the download rule's params (a file:// URL of the repo
+# copy) differ, which must not re-run it.
+SAME_INPUTS = ("--rerun-triggers=mtime",)
+
+
+def start_slurm_snakemake(cluster, workspace) -> subprocess.Popen:
+    """`snakemake --profile slurm` to stage 1; MASTER_PORT (a free port) reaches the jobs through sbatch."""
+    env = {**cluster.env, "MASTER_PORT": str(_free_port()), "PATH": f"{BIN}:{cluster.env['PATH']}"}
+    return subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile=config/tiny.yaml", "--profile",
+                             "slurm", "--slurm-init-seconds-before-status-checks", "1", *SAME_INPUTS, STAGE1],
+                            cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def running_job_after(cluster, workspace, proc, done) -> str:
+    """The id of the running stage-1 job once `done(stage-1 folder)` holds."""
+    out_dir = workspace / "results" / "runs" / "demo" / "stage1"
+    deadline = time.monotonic() + 150
+    while not done(out_dir):
+        assert proc.poll() is None and time.monotonic() < deadline, (proc.stdout.read()[-3000:], cluster.logs())
+        time.sleep(0.1)
+    jobs = cluster.run("squeue", "--noheader", "--states=RUNNING", "--format=%i").stdout.split()
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def job_field(cluster, job, name) -> str:
+    found = re.search(rf"\b{name}=(\S+)", cluster.run("scontrol", "show", "job", job).stdout)
+    return found.group(1) if found else ""
+
+
+def lift_requeue_hold(cluster, job, timeout=60):
+    """Slurm makes a requeued job wait ~2 minutes (pending, Reason=BeginTime); let it start at once."""
+    deadline = time.monotonic() + timeout
+    while job_field(cluster, job, "Reason") != "BeginTime":
+        assert time.monotonic() < deadline, cluster.run("scontrol", "show", "job", job).stdout
+        time.sleep(0.2)
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+
+
+def finish(proc, timeout=300) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def stage1_log(workspace) -> str:
+    return (workspace / "results" / "logs" / "stage1_demo.log").read_text()
+
+
+def assert_bitwise_equal(got_ws, want_ws):
+    """Weights, EMA, optimizer, schedule and log of stage 1 bitwise equal (as test_resume.py checks them)."""
+    stage1 = Path(STAGE1).parent
+    assert_same_result(got_ws / stage1, want_ws / stage1, epochs=1, steps_per_epoch=STEPS)
+
+
+def steps_logged(out_dir) -> int:
+    log = out_dir / "train_log.csv"
+    return len(log.read_text().splitlines()) - 1 if log.exists() else 0
+
+
+def resumed_at(workspace) -> int:
+    resumed = re.search(r"resuming from \S+: epoch 0, step (\d+)", stage1_log(workspace))
+    assert resumed and 0 < int(resumed.group(1)) < STEPS, stage1_log(workspace)[-2000:]
+    return int(resumed.group(1))
+
+
+@pytest.fixture(scope="module")
+def one_node_run(prepared, tmp_path_factory):
+    """The reference: stage 1 uninterrupted on one machine, torchrun --standalone with 2 processes, no Slurm."""
+    workspace = copy_with(prepared, tmp_path_factory.mktemp("one") / "ws", nodes=1)
+    snakemake(workspace, *SAME_INPUTS, STAGE1)
+    return workspace
+
+
+def job_nodes(cluster, job) -> list:
+    return cluster.run("scontrol", "show", "hostnames", job_field(cluster, job, "NodeList")).stdout.split()
+
+
+def assert_two_nodes_took_part(workspace, nodes):
+    """Each of the job's two nodes ran one of the two ranks (the rendezvous numbers nodes as they arrive)."""
+    log = stage1_log(workspace)
+    ranks = re.findall(r"rank (\d) of (\d) on node (\S+)", log)
+    assert sorted((node, world) for _, world, node in ranks) == [(n, "2") for n in sorted(nodes)], log[-3000:]
+    assert sorted(rank for rank, _, _ in ranks) == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_two_nodes_requeued_by_slurm_resume_and_equal_the_one_node_run(cluster3, prepared, one_node_run, tmp_path):
+    """`scontrol requeue` of the running two-node job: SIGTERM reaches torchrun's workers on both nodes, rank 0
+    saves the current step and they exit 75; Slurm puts the same job back in the queue, its second run resumes
+    mid-epoch, and the result is bitwise the uninterrupted one-node two-process run (so also within the
+    tolerance of test_train_distributed.py)."""
+    workspace = copy_with(prepared, tmp_path / "ws", nodes=2, every=None)  # no periodic checkpoint: only SIGTERM's
+    proc = start_slurm_snakemake(cluster3, workspace)
+    job = running_job_after(cluster3, workspace, proc, lambda d: steps_logged(d) >= 3)
+    cluster3.run("scontrol", "requeue", job)
+    lift_requeue_hold(cluster3, job)
+    finish(proc)
+    assert resumed_at(workspace) >= 3
+    assert job_field(cluster3, job, "Restarts") == "1"  # the same job, requeued once, not a resubmission
+    assert_two_nodes_took_part(workspace, job_nodes(cluster3, job))
+    assert_bitwise_equal(workspace, one_node_run)
+
+
+@pytest.mark.slow
+def test_a_node_lost_mid_job_is_requeued_by_slurm_and_resumes(cluster3, prepared, one_node_run, tmp_path):
+    """The job's second node dies after stage 1's checkpoint at step EVERY (SIGKILL of its slurmd and of the job's
+    processes there). slurmctld finds it not responding (SlurmdTimeout), sets it DOWN and ends the job on the first
+    node as well (NODE_FAIL); the job was submitted with --requeue (the profile's slurm-requeue), so Slurm puts it
+    back in the queue and Snakemake's plugin leaves it there. The same job then runs on the nodes left and resumes
+    from checkpoint_last.pth: bitwise the uninterrupted run."""
+    workspace = copy_with(prepared, tmp_path / "ws", nodes=2)
+    proc = start_slurm_snakemake(cluster3, workspace)
+    job = running_job_after(cluster3, workspace, proc, lambda d: (d / "checkpoint_last.pth").exists())
+    _, lost = job_nodes(cluster3, job)
+    assert cluster3.lose_node(lost), f"no process of the job ran on {lost}"
+    deadline = time.monotonic() + 60
+    while cluster3.node_states()[lost] != "down*":  # not responding and DOWN
+        assert time.monotonic() < deadline, cluster3.node_states()
+        time.sleep(0.2)
+    lift_requeue_hold(cluster3, job)
+    finish(proc)
+    assert job_field(cluster3, job, "Restarts") == "1"  # requeued by Slurm, not resubmitted by Snakemake
+    assert lost not in job_nodes(cluster3, job)
+    assert resumed_at(workspace) % EVERY == 0  # from a periodic checkpoint: nothing was saved on the way down
+    assert_two_nodes_took_part(workspace, job_nodes(cluster3, job))
+    assert_bitwise_equal(workspace, one_node_run)
+
+
+@pytest.fixture
+def scontrol_path(tmp_path):
+    """PATH with a stand-in `scontrol` giving a real cluster's answers for gpu[07-08] (gpu09: no NodeAddr) and
+    the real error of a client without its configuration for anything else."""
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text('#!/bin/sh\ncase "$2 $3" in\n'
+                        '  "hostnames gpu[07-08]") printf "gpu07\\ngpu08\\n";;\n'
+                        '  "hostnames gpu09") echo gpu09;;\n'
+                        '  "node gpu07") echo "NodeName=gpu07 Arch=x86_64"; echo "   NodeAddr=10.1.0.7 NodeHostName=gpu07";;\n'
+                        '  "node gpu09") echo "NodeName=gpu09 Arch=x86_64";;\n'
+                        '  *) echo "scontrol: fatal: Could not establish a configuration source" >&2; exit 1;;\nesac\n')
+    scontrol.chmod(0o755)
+    return f"{tmp_path}{os.pathsep}{os.environ['PATH']}"
+
+
+def launch(*args, env):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_"))}
+    return subprocess.run([str(BIN / "mdetr-phrasecut"), "launch", *args], env={**base, **env}, capture_output=True,
+                          text=True, timeout=120)
+
+
+STEP = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_STEP_NUM_NODES": "2"}
+
+
+@pytest.mark.parametrize("env, named", [
+    ({}, "SLURM_JOB_ID, SLURM_STEP_NODELIST, SLURM_STEP_NUM_NODES not set"),  # not started by srun
+    ({**STEP, "SLURM_STEP_NODELIST": "n[1-2]"},  # the issue's case: scontrol without SLURM_CONF inside the job
+     "`scontrol show hostnames n[1-2]` failed: scontrol: fatal: Could not establish a configuration source"),
+    ({**STEP, "SLURM_STEP_NODELIST": "gpu09"}, "`scontrol show node gpu09` gives no NodeAddr"),
+    ({**STEP, "SLURM_STEP_NUM_NODES": "1"}, "--nnodes 2 but the job step runs on SLURM_STEP_NUM_NODES=1"),
+])
+def test_launcher_that_cannot_find_the_first_node_fails_with_one_line(scontrol_path, env, named):
+    run = launch("--nnodes=2", "--nproc-per-node=1", "--", "train", "--help", env={**env, "PATH": scontrol_path})
+    assert run.returncode == 2 and run.stderr.splitlines() == [run.stderr.strip()], run.stderr
+    assert run.stderr.startswith("error: ") and named in run.stderr and "Traceback" not in run.stderr
+
+
+def test_launcher_meets_at_the_first_nodes_slurm_address(scontrol_path, monkeypatch):
+    """torchrun's arguments: every node meets at the first node's NodeAddr, on the job's port."""
+    from mdetr_phrasecut.cli import build_parser
+    from mdetr_phrasecut.engine.distributed import torchrun_args
+
+    monkeypatch.setenv("PATH", scontrol_path)
+    args = build_parser("launch").parse_args(["launch", "--nnodes=2", "--nproc-per-node=8", "--", "--record", "{}",
+                                              "train", "--stage", "stage1"])
+    assert torchrun_args(args, STEP) == [
+        "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-endpoint=10.1.0.7:20007",
+        "--rdzv-id=7", "-m", "mdetr_phrasecut.cli", "--record", "{}", "train", "--stage", "stage1"]
+    assert torchrun_args(args, {**STEP, "MASTER_PORT": "29611"})[3] == "--rdzv-endpoint=10.1.0.7:29611"
