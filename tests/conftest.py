@@ -36,7 +36,7 @@ def tiny_roberta_dir(reference_dir):
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """A real one-node Slurm cluster on loopback (skips where Slurm or root is missing)."""
+    """A real one-node Slurm cluster on loopback (fails where Slurm or root is missing)."""
     from slurm_cluster import start_cluster
 
     with start_cluster(tmp_path_factory.mktemp("slurm")) as c:
