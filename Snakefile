@@ -1,6 +1,7 @@
 # MDETR referring-expression segmentation on PhraseCut.
 #   snakemake --cores 2 results/table.md                 # embedded default (synthetic PhraseCut, CPU)
-#   snakemake --profile slurm --configfile config/phrasecut.yaml results/table.md   # published recipe on Slurm
+#   snakemake --profile slurm results/table.md --configfile config/phrasecut.yaml   # published recipe on Slurm
+# (targets before --configfile, which takes every word after it as a config file)
 # Rules are thin: each calls one `mdetr-phrasecut` subcommand; all logic lives in src/mdetr_phrasecut.
 from snakemake.utils import min_version
 
@@ -18,6 +19,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/statistics.smk"
 include: "workflow/rules/evaluate.smk"
 
 
@@ -25,5 +27,9 @@ rule all:
     input:
         "results/table.md",
         "results/audit.json",
+        "results/subsets.md",
+        # the published checkpoints evaluated here, when the runs have them (published recipe), and ours vs theirs
+        ["results/released/table.md"] if RELEASED_RUNS else [],
+        expand("results/compare/{run}_vs_released.md", run=RELEASED_RUNS),
         # MDETR's released annotations vs our conversion, when configured (published recipe)
         expand("results/audit/mdetr_annotations_{split}.json", split=SPLITS if config["dataset"]["mdetr_annotations"] else []),

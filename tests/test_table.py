@@ -14,6 +14,7 @@ RUNS = {
     "r101": {"label": "ResNet-101", "published": {"miou": 53.1, "p50": 56.1, "p70": 38.9, "p90": 11.9}},
     "demo": {"label": "ResNet-18 (demo)", "published": None},
 }
+RUNS_JSON = json.dumps([{"run": run, **spec} for run, spec in RUNS.items()])  # --runs-json: the rows in order
 
 
 def metrics_json(miou, p50, p70, p90, cum, missing=0, dataset=DATASET):
@@ -84,7 +85,7 @@ def test_csv_has_ours_published_and_difference_per_run(tmp_path, two_runs):
 
 
 def test_cli_writes_both_files(tmp_path, two_runs):
-    argv = ["table", "--metrics", *map(str, two_runs), "--runs-json", json.dumps(RUNS), "--dataset", DATASET,
+    argv = ["table", "--metrics", *map(str, two_runs), "--runs-json", RUNS_JSON, "--dataset", DATASET,
             "--out", str(tmp_path / "t.md"), "--csv", str(tmp_path / "t.csv")]
     assert cli.main(argv) == 0
     assert "53.4 (pub. 53.1, +0.3)" in (tmp_path / "t.md").read_text()
@@ -95,7 +96,7 @@ def test_missing_metrics_file_names_it(tmp_path, two_runs, capsys):
     two_runs[1].unlink()
     with pytest.raises(InputError, match=str(two_runs[1])):
         write_table(two_runs, RUNS, DATASET, tmp_path / "table.md")
-    argv = ["table", "--metrics", *map(str, two_runs), "--runs-json", json.dumps(RUNS), "--dataset", DATASET,
+    argv = ["table", "--metrics", *map(str, two_runs), "--runs-json", RUNS_JSON, "--dataset", DATASET,
             "--out", str(tmp_path / "t.md")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -131,10 +132,22 @@ def test_metrics_must_follow_runs_order_and_count(tmp_path, two_runs):
 
 @pytest.mark.parametrize("text, message", [
     ("{", "invalid JSON"),
-    ('{"a": {"published": null}}', "run a: label is missing"),
-    ('{"a": {"label": "A", "published": {"miou": 1, "p50": 2, "p70": 3}}}', "run a: published: p90 is missing"),
-    ('{"a": {"label": "A", "published": {"miou": "x", "p50": 2, "p70": 3, "p90": 4}}}', "published.miou must be"),
+    ('{"a": {"label": "A", "published": null}}', "must be a non-empty list"),
+    ('[{"label": "A", "published": null}]', "entry 0: run is missing"),
+    ('[{"run": "a", "published": null}]', "run a: label is missing"),
+    ('[{"run": "a", "label": "A", "published": null}, {"run": "a", "label": "B", "published": null}]',
+     "run a: run must be a string named once"),
+    ('[{"run": "a", "label": "A", "published": {"miou": 1, "p50": 2, "p70": 3}}]', "run a: published: p90 is missing"),
+    ('[{"run": "a", "label": "A", "published": {"miou": "x", "p50": 2, "p70": 3, "p90": 4}}]',
+     "published.miou must be"),
 ])
 def test_bad_runs_json(text, message):
     with pytest.raises(InputError, match=message):
         parse_runs(text)
+
+
+def test_runs_json_keeps_the_rows_in_its_order():
+    """The order is the list's, whatever order a serialiser gives the keys (the workflow sorts them)."""
+    text = json.dumps([{"run": "zeta", "label": "Z", "published": None}, {"run": "alpha", "label": "A",
+                                                                           "published": None}], sort_keys=True)
+    assert list(parse_runs(text)) == ["zeta", "alpha"]

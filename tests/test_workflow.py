@@ -24,8 +24,8 @@ BIN = Path(sys.executable).parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources", "src/mdetr_phrasecut/assets", "slurm")
 
 
-def make_workspace(path: Path, **stage_overrides) -> Path:
-    """A copy of the workflow with a CI-sized config at config/tiny.yaml."""
+def copy_workflow(path: Path) -> Path:
+    """A copy of the repository's workflow files (Snakefile, rules, configs, profiles, ...) at `path`."""
     for name in WORKFLOW_FILES:
         src, dst = REPO / name, path / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +35,12 @@ def make_workspace(path: Path, **stage_overrides) -> Path:
             shutil.copytree(src, dst)
         else:
             shutil.copy2(src, dst)
+    return path
+
+
+def make_workspace(path: Path, **stage_overrides) -> Path:
+    """A copy of the workflow with a CI-sized config at config/tiny.yaml."""
+    copy_workflow(path)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["dataset"]["synth"].update(train_images=40, val_images=12, test_images=10)
     config["downloads"]["demo_pretrained"]["sha256"] = sha256_file(REPO / "resources" / "demo_pretrained.pth")
@@ -46,19 +52,20 @@ def make_workspace(path: Path, **stage_overrides) -> Path:
     return path
 
 
-def snakemake(workspace: Path, *args, env=None, check=True, timeout=900):
+def snakemake(workspace: Path, *args, env=None, check=True, timeout=900, configfiles=("config/tiny.yaml",)):
+    """`snakemake --cores 2` in `workspace` with `configfiles` (later ones override earlier ones key by key)."""
     env = {**os.environ, **(env or {})}
     env["PATH"] = f"{BIN}:{env['PATH']}"
-    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile=config/tiny.yaml", *args]
+    cmd = [str(BIN / "snakemake"), "--configfile", *configfiles, "--cores", "2", *args]  # (it takes every word)
     run = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     return run
 
 
-def planned_jobs(workspace: Path, *targets) -> set:
+def planned_jobs(workspace: Path, *targets, **kw) -> set:
     """The rules a dry run would execute (from its first "Job stats" table)."""
-    lines = snakemake(workspace, "-n", "--", *targets).stdout.splitlines()
+    lines = snakemake(workspace, "-n", "--", *targets, **kw).stdout.splitlines()
     if "Job stats:" not in lines:
         return set()
     rows = lines[lines.index("Job stats:") + 3:]
@@ -89,6 +96,21 @@ def test_demo_ends_in_a_table_from_measured_metrics(demo):
         assert (demo / "results" / "runs" / "demo" / "plots" / f"{plot}.png").stat().st_size > 1000
 
 
+def test_demo_table_has_intervals_and_cost_and_subsets_report(demo):
+    from mdetr_phrasecut.evaluation.statistics import intervals, load_per_task
+
+    per_task = load_per_task(demo / "results" / "runs" / "demo" / "test" / "per_task.json")
+    miou = {k: 100 * v for k, v in intervals(per_task, subsets=("all",))["all"]["miou"].items()}  # config defaults
+    table = (demo / "results" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| ResNet"))
+    assert f"| {miou['value']:.1f} [{miou['lo']:.1f}, {miou['hi']:.1f}] |" in row
+    assert re.search(r"\| \d+\.\d min; \d+\.\d\d CPU-h \(stage1, stage2, evaluate\) \|$", row)
+    subsets = (demo / "results" / "subsets.md").read_text()
+    assert f"| all | {miou['value']:.1f} [{miou['lo']:.1f}, {miou['hi']:.1f}] ({len(per_task.task_ids)}) |" in subsets
+    assert (demo / "results" / "subsets.png").stat().st_size > 1000
+    assert (demo / "results" / "subsets.md.prov.json").is_file()
+
+
 def test_html_report_holds_the_table_and_plots(demo):
     snakemake(demo, "--report", "report.html")
     report = (demo / "report.html").read_text(errors="replace")
@@ -111,7 +133,7 @@ def test_changing_a_stage_reruns_it_and_downstream_only(demo):
     config["train"]["stage2"]["lr"] *= 2
     (demo / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
     try:
-        assert planned_jobs(demo, "all") == {"stage2", "evaluate", "plots", "table", "audit", "all"}
+        assert planned_jobs(demo, "all") == {"stage2", "evaluate", "plots", "subsets", "table", "audit", "all"}
     finally:
         (demo / "config" / "tiny.yaml").write_text(original)
     assert planned_jobs(demo, "results/runs/demo/stage1/checkpoint.pth") == set()

@@ -24,6 +24,7 @@ COMMANDS = {
     "train": ("mdetr_phrasecut.engine.train", "train stage 1 (detector) or stage 2 (mask head)"),
     "evaluate": ("mdetr_phrasecut.evaluation.evaluate", "run a checkpoint on a split and score it"),
     "table": ("mdetr_phrasecut.evaluation.table", "write results/table.md from measured metrics"),
+    "compare": ("mdetr_phrasecut.evaluation.compare", "subsets side by side with intervals, or two evaluations paired"),
     "plots": ("mdetr_phrasecut.evaluation.plots", "draw metric, training-curve and prediction plots"),
     "export-checkpoint": ("mdetr_phrasecut.model.export", "keep a checkpoint's (EMA) weights only, in float16"),
     "predict": ("mdetr_phrasecut.predict", "segment one phrase in one image"),

@@ -1,18 +1,37 @@
 # Config validation and helpers shared by the rules: paths, per-stage specs, Slurm resources, launchers.
 import json
+import re
 import shlex
 from pathlib import Path
 
 from mdetr_phrasecut.config import run_model, run_train, validate_config
+from mdetr_phrasecut.errors import InputError
+from mdetr_phrasecut.evaluation.table import check_order
 
 REPO = Path(workflow.basedir).resolve()
 validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
 
+# The one ordered list of runs (config order): the {run} wildcard of every rule and the rows of both tables.
 RUNS = list(config["runs"])
+RELEASED_RUNS = [run for run in RUNS if config["runs"][run]["released"]]  # runs with a published checkpoint
+
+
+def run_trainings(run):
+    """{training: seed} of a run, in order: the run itself (seed None: train.<stage>.seed), or `{run}_seed{s}`
+    for each of its `seeds`, each trained and evaluated by its own jobs."""
+    seeds = config["runs"][run]["seeds"]
+    return {run: None} if seeds is None else {f"{run}_seed{seed}": seed for seed in seeds}
+
+
+TRAININGS = {name: (run, seed) for run in RUNS for name, seed in run_trainings(run).items()}  # the {run} of training
+ROW_TRAINING = {run: next(iter(run_trainings(run))) for run in RUNS}  # the training a table row shows (first seed)
+if len(TRAININGS) != sum(map(len, map(run_trainings, RUNS))):
+    raise InputError("runs: a run's name is also the name of another run's seed training ({run}_seed{seed})")
 SPLITS = sorted({config["dataset"][k] for k in ("train_split", "val_split", "test_split")})
 SYNTH_SECTIONS = {"main": "synth", "pretrain": "pretrain_synth"}  # corpus -> config section
 
 wildcard_constraints:
+    run="|".join(map(re.escape, dict.fromkeys(RUNS + list(TRAININGS)))),
     corpus="main|pretrain",
     split="train|val|miniv|test",
 
@@ -28,6 +47,18 @@ def coco_dir(corpus="main"):
 
 def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def table_runs(runs, results, names=None):
+    """The table of `runs` (in RUNS order) from their metrics under `results`: (metrics.json paths, --runs-json
+    entries), one list in one order; `names`: {run: the training its row shows} (default: the run). Checked with
+    the table's own check as the DAG is built, so a mismatch fails before any job runs, not after all training."""
+    names = names or {}
+    metrics = [f"{results}/{names.get(run, run)}/test/metrics.json" for run in runs]
+    rows = [{"run": names.get(run, run), "label": config["runs"][run]["label"],
+             "published": config["runs"][run]["published"]} for run in runs]
+    check_order([row["run"] for row in rows], metrics)
+    return metrics, rows
 
 
 def record(config_slice):
@@ -69,17 +100,24 @@ def synth_args(section):
             f"--test-images {s['test_images']} --min-size {s['min_size']} --max-size {s['max_size']}")
 
 
-def stage_spec(run, stage):
-    """The JSON handed to `train`: the run's model and stage sections (also Snakemake's params, so a change
-    of either re-runs that stage and what depends on it, nothing upstream)."""
+def run_of(name):
+    """The run a training (a {run} wildcard: a run, or one of its seeds) belongs to."""
+    return TRAININGS.get(name, (name, None))[0]
+
+
+def stage_spec(name, stage):
+    """The JSON handed to `train`: the run's model and stage sections, the training's seed (also Snakemake's
+    params, so a change of either re-runs that stage and what depends on it, nothing upstream)."""
+    run, seed = TRAININGS.get(name, (name, None))
     splits = {k: config["dataset"][k] for k in ("train_split", "val_split")}
-    return {"model": run_model(config, run), "train": {**run_train(config, run, stage), **splits}}
+    train = {**run_train(config, run, stage), **splits, **({} if seed is None else {"seed": seed})}
+    return {"model": run_model(config, run), "train": train}
 
 
-def stage_slice(run, stage):
+def stage_slice(name, stage):
     """The config a stage's artifacts come from, nested as in the config file."""
     return {"model": config["model"], "train": {stage: config["train"][stage]},
-            "runs": {run: config["runs"][run]}}
+            "runs": {run_of(name): config["runs"][run_of(name)]}}
 
 
 def stage_resources(stage):

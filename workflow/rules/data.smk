@@ -90,10 +90,12 @@ rule audit_annotations:
     output:
         "results/audit/mdetr_annotations_{split}.json",
     params:
+        released=lambda w, input: f"{input.mdetr}/{config['dataset']['mdetr_annotations_subdir']}/finetune_phrasecut_{w.split}.json",
         root=lambda w, input: Path(input.refer).parent,
-        record=record(lambda w: {"dataset": {"conversion_mode": "compat"}}),
+        record=record(lambda w: {"dataset": {"conversion_mode": "compat",
+                                             "mdetr_annotations_subdir": config["dataset"]["mdetr_annotations_subdir"]}}),
     log:
         "results/logs/audit_annotations_{split}.log",
     shell:
-        "mdetr-phrasecut --record {params.record} audit-annotations --mdetr {input.mdetr:q}/finetune_phrasecut_{wildcards.split}.json "
+        "mdetr-phrasecut --record {params.record} audit-annotations --mdetr {params.released:q} "
         "--root {params.root:q} --split {wildcards.split} --out {output:q} 2> {log}"

@@ -76,27 +76,38 @@ rule evaluate_released:
         EVALUATE_SHELL
 
 
-TABLE_PARAMS = dict(
-    runs=lambda w: quoted_json({r: {k: config["runs"][r][k] for k in ("label", "published")} for r in RUNS}),
-    dataset=shlex.quote(config["dataset"]["name"]),
-    record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]}, "runs": {r: config["runs"][r] for r in RUNS}}),
-)
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
-    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} 2> {log}"
+    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} 2> {log}"
 )
+
+
+def table_params(rows):
+    return dict(
+        runs=quoted_json(rows),
+        dataset=shlex.quote(config["dataset"]["name"]),
+        record=record(lambda w: {"dataset": {"name": config["dataset"]["name"]},
+                                 "runs": {run_of(row["run"]): config["runs"][run_of(row["run"])] for row in rows},
+                                 "statistics": config["statistics"]}),
+        statistics=table_statistics_args,
+    )
+
+
+TABLE_METRICS, TABLE_ROWS = table_runs(RUNS, "results/runs", ROW_TRAINING)
+RELEASED_METRICS, RELEASED_ROWS = table_runs(RELEASED_RUNS, "results/released")
 
 
 rule table:
     """results/table.md (+ .csv): the published table regenerated from measured metrics, published values beside."""
     input:
-        metrics=expand("results/runs/{run}/test/metrics.json", run=RUNS),
-        plots=expand("results/runs/{run}/plots/examples.png", run=RUNS),
+        metrics=TABLE_METRICS,
+        plots=expand("results/runs/{run}/plots/examples.png", run=ROW_TRAINING.values()),
+        **table_statistics_inputs(RUNS, "runs"),
     output:
         md=report("results/table.md", caption="../report/table.rst", category="Results"),
         csv="results/table.csv",
     params:
-        **TABLE_PARAMS,
+        **table_params(TABLE_ROWS),
     log:
         "results/logs/table.log",
     shell:
@@ -106,12 +117,13 @@ rule table:
 rule released_table:
     """results/released/table.md: the published checkpoints evaluated here, beside the published numbers."""
     input:
-        metrics=expand("results/released/{run}/test/metrics.json", run=RUNS),
+        metrics=RELEASED_METRICS,
+        **table_statistics_inputs(RELEASED_RUNS, "released"),
     output:
         md=report("results/released/table.md", caption="../report/table.rst", category="Results"),
         csv="results/released/table.csv",
     params:
-        **TABLE_PARAMS,
+        **table_params(RELEASED_ROWS),
     log:
         "results/logs/released_table.log",
     shell:
@@ -136,7 +148,7 @@ rule plots:
     params:
         root=lambda w, input: Path(input.refer).parent,
         images=images_arg,
-        record=record(lambda w: {"runs": {w.run: config["runs"][w.run]}}),
+        record=record(lambda w: {"runs": {run_of(w.run): config["runs"][run_of(w.run)]}}),
     benchmark:
         "results/benchmarks/plots_{run}.tsv"
     log:

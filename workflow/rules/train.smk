@@ -38,7 +38,7 @@ rule stage1:
     """Detector fine-tuning (`load` semantics: weights only, EMA preferred)."""
     input:
         **train_inputs(),
-        init=lambda w: download_path(config["runs"][w.run]["pretrained"]),
+        init=lambda w: download_path(config["runs"][run_of(w.run)]["pretrained"]),
     output:
         ckpt=ensure("results/runs/{run}/stage1/checkpoint.pth", non_empty=True),
         log_csv="results/runs/{run}/stage1/log.csv",

@@ -5,16 +5,25 @@ value and ours minus published beside it when the run has published values, then
 counts and a link to the metrics.json the row came from. The dataset is named in the heading, and a
 provenance section records each row's split file, its sha256 and the checkpoint's sha256, so a number is
 never mistaken for one measured on another dataset or split. The CSV holds the same numbers unrounded.
+With `--per-task`, every number carries its bootstrap interval (`53.1 [52.4, 53.8]`, see statistics.py) and a
+Verdict column says whether each published value lies inside it; with `--benchmarks`, a Cost column gives the
+measured wall time, CPU- and GPU-hours of the row's stages; with `--seeds-json`, a row trained with several
+seeds shows the mean ± std over them beside its own (first seed's) value and interval.
 """
 import json
 import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from ..arguments import IN_FILE, OUT_FILE
 from ..io import atomic_path, atomic_write_text
+from .cost import cost_text, costs
+from .statistics import (add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task,
+                         verdict)
 
 # (key in the CSV and in a run's `published`, column heading, field of the "all" subset of metrics.json)
 PUBLISHED_COLUMNS = (
@@ -68,37 +77,49 @@ def load_metrics(path):
 
 
 def parse_runs(text):
-    """--runs-json: {run: {"label": str, "published": {miou, p50, p70, p90} (in %) or null}}."""
+    """--runs-json: [{"run": str, "label": str, "published": {miou, p50, p70, p90} (in %) or null}, ...], the rows in
+    table order (a list: no serialiser's key sorting can reorder it); returns {run: {label, published}} in that order."""
     try:
-        runs = json.loads(text)
+        entries = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"--runs-json: invalid JSON: {e.msg} at col {e.colno}") from None
-    if not isinstance(runs, dict) or not runs:
-        raise InputError("--runs-json: must be a non-empty object {run: {label, published}}")
-    for run, spec in runs.items():
+    if not isinstance(entries, list) or not entries:
+        raise InputError("--runs-json: must be a non-empty list [{run, label, published}, ...]")
+    runs = {}
+    for i, spec in enumerate(entries):
+        run = field(spec, ("run",), f"--runs-json: entry {i}")
         source = f"--runs-json: run {run}"
+        if not isinstance(run, str) or run in runs:
+            raise InputError(f"{source}: run must be a string named once")
         if not isinstance(field(spec, ("label",), source), str):
             raise InputError(f"{source}: label must be a string")
-        published = field(spec, ("published",), source)
-        if published is None:
+        runs[run] = {"label": spec["label"], "published": field(spec, ("published",), source)}
+        if runs[run]["published"] is None:
             continue
         for key, _, _ in PUBLISHED_COLUMNS:
-            value = field(published, (key,), source + ": published")
+            value = field(spec["published"], (key,), source + ": published")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InputError(f"{source}: published.{key} must be a number, got {value!r}")
     return runs
 
 
-def table_rows(runs, metrics_paths, dataset):
-    """One dict per run: identity, provenance and every number in % (ours, published, ours - published)."""
+def check_order(runs, metrics_paths):
+    """`metrics_paths[i]` must be the metrics of the i-th run (…/{run}/test/metrics.json). The workflow calls this
+    when it builds the DAG, so a mismatch fails before any training; `table` again on its arguments."""
     if len(metrics_paths) != len(runs):
         raise InputError(f"--metrics: {len(metrics_paths)} files given for {len(runs)} runs in --runs-json "
                          f"({', '.join(runs)})")
-    rows = []
-    for (run, spec), path in zip(runs.items(), map(Path, metrics_paths)):
+    for run, path in zip(runs, map(Path, metrics_paths)):
         if path.parent.parent.name != run:
             raise InputError(f"{path}: expected the metrics of run {run} (results/runs/{run}/test/metrics.json); "
                              "give --metrics in the order of --runs-json")
+
+
+def table_rows(runs, metrics_paths, dataset):
+    """One dict per run: identity, provenance and every number in % (ours, published, ours - published)."""
+    check_order(runs, metrics_paths)
+    rows = []
+    for (run, spec), path in zip(runs.items(), map(Path, metrics_paths)):
         metrics = load_metrics(path)
         if metrics["dataset"] != dataset:
             raise InputError(f"{path}: dataset is {metrics['dataset']!r}, but the table is for {dataset!r}")
@@ -115,8 +136,70 @@ def table_rows(runs, metrics_paths, dataset):
     return rows
 
 
+def add_intervals(rows, per_task_paths, options):
+    """Bootstrap interval (`{key}_lo`, `{key}_hi`) of every number of each row, and the verdicts on the published
+    values, from the row's per_task.json (which must hold the very evaluation of its metrics.json)."""
+    if len(per_task_paths) != len(rows):
+        raise InputError(f"--per-task: {len(per_task_paths)} files given for {len(rows)} runs")
+    for row, path in zip(rows, per_task_paths):
+        if Path(path).parent != Path(row["metrics"]).parent:
+            raise InputError(f"{path}: expected the per_task.json beside {row['metrics']}; give --per-task in the "
+                             "order of --metrics")
+        stats = intervals(load_per_task(path), subsets=("all",), **options)["all"]
+        differs = []
+        for key, title, _ in PUBLISHED_COLUMNS + EXTRA_COLUMNS:
+            if not math.isclose(100 * stats[key]["value"], row[key], abs_tol=1e-7):
+                raise InputError(f"{path}: {key} is {100 * stats[key]['value']:.4f} %, but {row['metrics']} says "
+                                 f"{row[key]:.4f} %: not the same evaluation")
+            row[f"{key}_lo"], row[f"{key}_hi"] = 100 * stats[key]["lo"], 100 * stats[key]["hi"]
+            published = row.get(f"{key}_published", math.nan)
+            if not math.isnan(published):
+                row[f"{key}_verdict"] = verdict(published, row[f"{key}_lo"], row[f"{key}_hi"])
+                differs += [title] if row[f"{key}_verdict"] == "differs" else []
+        has_published = any(f"{key}_verdict" in row for key, _, _ in PUBLISHED_COLUMNS)
+        row["verdict"] = ("" if not has_published else f"differs ({', '.join(differs)})" if differs
+                          else "reproduced")
+        row.update(bootstrap_resamples=options["resamples"], bootstrap_level=options["level"],
+                   bootstrap_seed=options["seed"], bootstrap_unit=options["unit"])
+
+
+def add_seeds(rows, seeds):
+    """Mean and std (`{key}_seed_mean`, `{key}_seed_std`, `seeds`) over the metrics of all seeds of a row;
+    seeds: {row's run: [metrics.json of every seed of it, the row's own included]}."""
+    by_run = {row["run"]: row for row in rows}
+    for run, paths in seeds.items():
+        if run not in by_run:
+            raise InputError(f"--seeds-json: {run} is not a run of the table ({', '.join(by_run)})")
+        row = by_run[run]
+        if row["metrics"] not in map(str, paths) or len(set(map(str, paths))) != len(paths) or len(paths) < 2:
+            raise InputError(f"--seeds-json: {run}: expected the metrics of at least two seeds, {row['metrics']} "
+                             "among them, each once")
+        values = []
+        for path in paths:
+            metrics = load_metrics(path)
+            if metrics["dataset"] != row["dataset"] or metrics["split_sha256"] != row["split_sha256"]:
+                raise InputError(f"{path}: not evaluated on the split of {row['metrics']}")
+            values.append([100 * fraction(metrics["subsets"]["all"], keys, path)
+                           for _, _, keys in PUBLISHED_COLUMNS + EXTRA_COLUMNS])
+        values = np.array(values)
+        for (key, _, _), mean, std in zip(PUBLISHED_COLUMNS + EXTRA_COLUMNS, values.mean(0), values.std(0, ddof=1)):
+            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean, std
+        row["seeds"] = len(paths)
+
+
+def add_costs(rows, benchmark_paths, gpus, owners=None):
+    """Wall time (`wall_s`), CPU-hours and GPU-hours of each row's stages, from the rules' benchmark files;
+    owners: {training: row's run} for the trainings of other seeds, which count towards their row."""
+    by_run = costs(benchmark_paths, [row["run"] for row in rows], gpus, owners or {})
+    for row in rows:
+        row.update({k: v for k, v in by_run[row["run"]].items() if k not in ("stages", "trainings")},
+                   cost=cost_text(by_run[row["run"]]))
+
+
 def _cell(row, key):
-    ours = f"{row[key]:.1f}"
+    ours = interval_text(row[key], row[f"{key}_lo"], row[f"{key}_hi"]) if f"{key}_lo" in row else f"{row[key]:.1f}"
+    if f"{key}_seed_mean" in row:
+        ours += f", {row[f'{key}_seed_mean']:.1f} ± {row[f'{key}_seed_std']:.1f} ({row['seeds']} seeds)"
     published = row.get(f"{key}_published", math.nan)
     if math.isnan(published):
         return ours
@@ -126,7 +209,9 @@ def _cell(row, key):
 def render_markdown(rows, dataset, out_dir):
     """The table as Markdown; links to the metrics files are relative to `out_dir` (where the table lives)."""
     columns = PUBLISHED_COLUMNS + EXTRA_COLUMNS[:1]
-    head = ["Backbone"] + [title for _, title, _ in columns] + ["Phrases", "Missing", "Metrics"]
+    with_intervals, with_cost = "verdict" in rows[0], "cost" in rows[0]
+    head = (["Backbone"] + [title for _, title, _ in columns] + ["Verdict"] * with_intervals
+            + ["Phrases", "Missing", "Metrics"] + ["Cost"] * with_cost)
     lines = [
         f"# MDETR referring-expression segmentation: {dataset}",
         "",
@@ -136,18 +221,36 @@ def render_markdown(rows, dataset, out_dir):
         "values (MDETR, PhraseCut test set) are shown beside ours as `ours (pub. published, ours - published)`.",
         "",
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
+        "|" + "|".join(["---"] + ["---:"] * len(columns) + ["---"] * with_intervals + ["---:", "---:", "---"]
+                       + ["---"] * with_cost) + "|",
     ]
     for row in rows:
         link = Path(os.path.relpath(row["metrics"], out_dir)).as_posix()
         cells = [row["label"]] + [_cell(row, key) for key, _, _ in columns]
+        cells += [row["verdict"] or "-"] if with_intervals else []
         cells += [str(row["num_phrases"]), str(row["missing"]), f"[{link}]({link})"]
+        cells += [row["cost"]] if with_cost else []
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "Values in %. M-IoU: mean over phrases of the mask IoU; Precision@t: share of phrases whose mask IoU "
         "exceeds t; cum-IoU: total intersection over total union (not in the published table).",
     ]
+    if with_intervals:
+        r = rows[0]
+        lines += ["", f"Brackets: {r['bootstrap_level']:.0%} percentile bootstrap interval over "
+                  f"{r['bootstrap_resamples']:,} resamples of the test {r['bootstrap_unit']}s (seed "
+                  f"{r['bootstrap_seed']}). Verdict: \"reproduced\" when every published value lies inside our "
+                  "interval as shown, else \"differs\" naming the columns. The interval covers the sampling of the "
+                  "test set for this one trained checkpoint only: not training randomness (seeds), not the "
+                  "published number's own uncertainty (published without an interval), not a different test set."]
+    if any("seeds" in row for row in rows):
+        lines += ["", "`m ± s (k seeds)`: mean and standard deviation over k trainings of the row with different "
+                  "seeds (its first seed's value and interval stand before them): the spread training randomness "
+                  "adds to the test set's."]
+    if with_cost:
+        lines += ["", "Cost: wall time, CPU-hours and GPU-hours (wall time x GPUs held) of the row's stages, "
+                  "from the rules' benchmark files (results/benchmarks/)."]
     for row in rows:
         if row["missing"]:
             lines.append(f"\n**Warning: {row['missing']} of {row['num_phrases']} phrases of {row['label']} have no "
@@ -160,11 +263,23 @@ def render_markdown(rows, dataset, out_dir):
     return "\n".join(lines) + "\n"
 
 
-def write_table(metrics_paths, runs, dataset, out, csv=None):
-    """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows."""
+def write_table(metrics_paths, runs, dataset, out, csv=None, per_task_paths=None, options=None,
+                benchmark_paths=None, gpus=None, seeds=None):
+    """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows. With
+    `per_task_paths`: intervals and verdicts (bootstrap `options`: {resamples, level, seed, unit}); with
+    `benchmark_paths`: costs (`gpus`: {stage: GPUs its job holds}); with `seeds` (see add_seeds): mean ± std
+    over seeds, and the costs of all seeds."""
     import pandas as pd
 
     rows = table_rows(runs, metrics_paths, dataset)
+    if per_task_paths:
+        add_intervals(rows, per_task_paths, options)
+    seeds = seeds or {}
+    if seeds:
+        add_seeds(rows, seeds)
+    if benchmark_paths:
+        add_costs(rows, benchmark_paths, gpus or {},
+                  {Path(path).parent.parent.name: run for run, paths in seeds.items() for path in paths})
     atomic_write_text(out, render_markdown(rows, dataset, Path(out).parent))
     if csv:
         with atomic_path(csv, suffix=".csv") as tmp:
@@ -176,12 +291,20 @@ def add_arguments(parser):
     parser.add_argument("--metrics", nargs="+", required=True, type=IN_FILE,
                         help="results/runs/{run}/test/metrics.json, in the order of --runs-json")
     parser.add_argument("--runs-json", required=True,
-                        help='{"run": {"label": "ResNet-101", "published": {"miou": .., "p50": .., "p70": .., '
-                             '"p90": ..} or null}}')
+                        help='[{"run": "resnet101", "label": "ResNet-101", "published": {"miou": .., "p50": .., '
+                             '"p70": .., "p90": ..} or null}, ...]: the rows, in order')
     parser.add_argument("--dataset", required=True, help="the dataset's name (config dataset.name), shown loudly")
     parser.add_argument("--out", required=True, type=OUT_FILE, help="Markdown table, e.g. results/table.md")
     parser.add_argument("--csv", type=OUT_FILE, help="the same numbers as CSV, one row per run")
+    parser.add_argument("--per-task", nargs="+", type=IN_FILE, help="results/runs/{run}/test/per_task.json, in the order of "
+                        "--metrics: bootstrap intervals and verdicts")
+    add_bootstrap_arguments(parser)
+    parser.add_argument("--benchmarks", nargs="+", type=IN_FILE, help="results/benchmarks/{stage}_{run}.tsv: each row's cost")
+    parser.add_argument("--gpus-json", type=json.loads, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
+    parser.add_argument("--seeds-json", type=json.loads, default={},
+                        help='{"run_seed0": ["results/runs/run_seed0/test/metrics.json", ...]}: every seed of a row')
 
 
 def main(args):
-    write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv)
+    write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv, args.per_task,
+                bootstrap_options(args), args.benchmarks, args.gpus_json, args.seeds_json)
