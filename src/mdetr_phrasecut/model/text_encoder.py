@@ -25,13 +25,6 @@ def _quietly(load, *args, **kwargs):
             hf_logging.enable_progress_bar()
 
 
-def resolve_text_encoder(text_encoder_type: str) -> str:
-    """``asset:NAME`` -> the folder NAME among the package's assets, wherever it is installed; else as given."""
-    if text_encoder_type.startswith(ASSET_PREFIX):
-        return str(ASSETS / text_encoder_type[len(ASSET_PREFIX):])
-    return text_encoder_type
-
-
 def load_text_encoder(text_encoder_type: str):
     """(tokenizer, encoder) for a hub name such as ``roberta-base``, a local folder or ``asset:NAME`` (a folder
     shipped in the package, e.g. ``asset:tiny_text_encoder``).
@@ -40,7 +33,8 @@ def load_text_encoder(text_encoder_type: str):
     initialised encoder of that architecture, for when a checkpoint supplies the weights. The encoder keeps its
     pooler, so its keys match the release's (``transformer.text_encoder.pooler.dense.*``).
     """
-    text_encoder_type = resolve_text_encoder(text_encoder_type)
+    if text_encoder_type.startswith(ASSET_PREFIX):  # in the package's assets, wherever it is installed
+        text_encoder_type = str(ASSETS / text_encoder_type.removeprefix(ASSET_PREFIX))
     folder = Path(text_encoder_type).expanduser()
     try:
         tokenizer = AutoTokenizer.from_pretrained(text_encoder_type)
