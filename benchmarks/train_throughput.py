@@ -26,13 +26,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from model_forward import PHRASES, TINY, roberta_base_folder  # noqa: E402
 
 from mdetr_phrasecut.data.dataset import train_collate_fn  # noqa: E402
-from mdetr_phrasecut.engine.distributed import DistEnv  # noqa: E402
-from mdetr_phrasecut.engine.logging import TrainingLog  # noqa: E402
-from mdetr_phrasecut.engine.loop import Position, Trainer, train_one_epoch  # noqa: E402
+from mdetr_phrasecut.engine.train_log import TrainingLog  # noqa: E402
+from mdetr_phrasecut.engine.loop import Position, train_one_epoch  # noqa: E402
 from mdetr_phrasecut.engine.optim import build_optimizer, build_scheduler  # noqa: E402
-from mdetr_phrasecut.engine.train import stage_model_config, validate_spec  # noqa: E402
-from mdetr_phrasecut.model.build import build_model  # noqa: E402
-from mdetr_phrasecut.model.criterion import build_criterion  # noqa: E402
+from mdetr_phrasecut.config import resolve_stage  # noqa: E402
+from mdetr_phrasecut.model.build import build  # noqa: E402
 from mdetr_phrasecut.model.ema import ModelEMA  # noqa: E402
 from mdetr_phrasecut.model.positive_map import caption_positive_map  # noqa: E402
 
@@ -61,25 +59,28 @@ def synthetic_items(tokenizer, count: int, size: int, masks: bool) -> list:
 
 def images_per_second(model_cfg: dict, stage: str, device, batch_size: int, size: int, steps: int, warmup: int,
                       bf16: bool, compile_model: bool) -> float:
-    spec = validate_spec({"model": model_cfg, "train": {"batch_size": batch_size, "bf16": bf16}})
-    cfg = spec["train"]
-    build_cfg = stage_model_config(stage, spec["model"], cfg)
+    cfg = resolve_stage({"model": model_cfg, "train": {"batch_size": batch_size, "bf16": bf16}}, stage)
     torch.manual_seed(0)
-    model = build_model(build_cfg).to(device)
-    criterion, weight_dict = build_criterion({**cfg, **build_cfg})
+    model, criterion, _ = build(cfg)
+    model.to(device)
     optimizer = build_optimizer(model, cfg)
     detr = model.detr if stage == "stage2" else model
     items = synthetic_items(detr.transformer.tokenizer, (warmup + steps) * batch_size, size, stage == "stage2")
     batches = [train_collate_fn(items[i:i + batch_size], cfg["positive_map"]) for i in range(0, len(items), batch_size)]
-    trainer = Trainer(model=model, net=torch.compile(model) if compile_model else model,
-                      criterion=criterion.to(device), weight_dict=weight_dict, optimizer=optimizer,
-                      scheduler=build_scheduler(optimizer, cfg, warmup + steps), ema=ModelEMA(model, cfg["ema_decay"]),
-                      device=device, denv=DistEnv(), cfg=cfg, log=TrainingLog(None), progress=False)
-    position = train_one_epoch(trainer, batches[:warmup], Position(), warmup + steps)
+    net = torch.compile(model) if compile_model else model
+    scheduler = build_scheduler(optimizer, cfg, warmup + steps)
+    step = dict(max_norm=cfg["clip_max_norm"], bf16=bf16, world_batch=batch_size, ema=ModelEMA(model, cfg["ema_decay"]),
+                log=TrainingLog(None), save=None, progress=False)
+
+    def epoch(batches, position):
+        return train_one_epoch(net, model, criterion.to(device), batches, optimizer, scheduler, device, position,
+                               warmup + steps, **step)
+
+    position = epoch(batches[:warmup], Position())
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    train_one_epoch(trainer, batches[warmup:], position, warmup + steps)
+    epoch(batches[warmup:], position)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return batch_size * steps / (time.perf_counter() - start)

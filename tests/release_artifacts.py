@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from mdetr_phrasecut.config import run_model, run_train
+from mdetr_phrasecut.config import resolve_stage, run_model, run_train
 from mdetr_phrasecut.data.convert import split_coco_json
 from mdetr_phrasecut.data.synth import write_synthetic_phrasecut
-from mdetr_phrasecut.engine.train import stage_model_config
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint import LEGACY_BUFFER
+from mdetr_phrasecut.model.checkpoint_file import LEGACY_BUFFER
 from test_download import _tar_gz as tar_gz_bytes, _zip as zip_bytes  # archives of given members
 
 SPLITS = ("train", "val", "miniv", "test")
@@ -71,7 +70,7 @@ def release_checkpoint(config: dict, run: str, stage: str, seed: int = 0) -> byt
     starts from) or the PhraseCut segmentation model (`stage2`), random weights, the release's layout."""
     torch.manual_seed(seed)
     model_cfg = run_model(config, run)
-    model = build_model(stage_model_config(stage, model_cfg, run_train(config, run, stage)))
+    model = build_model(resolve_stage({"model": model_cfg, "train": run_train(config, run, stage)}, stage))
     text_encoder = model.detr.transformer.text_encoder if stage == "stage2" else model.transformer.text_encoder
     prefix = "detr." if stage == "stage2" else ""
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -9,8 +9,8 @@ from torch import nn
 
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint import (describe, load_model_weights, read_checkpoint, save_checkpoint,
-                                              select_weights)
+from mdetr_phrasecut.model.checkpoint_file import (describe, load_model_weights, read_checkpoint, save_checkpoint,
+                                                   select_weights)
 from mdetr_phrasecut.model.ema import ModelEMA
 
 POSITION_IDS = "transformer.text_encoder.embeddings.position_ids"

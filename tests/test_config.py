@@ -103,3 +103,45 @@ def test_demo_training_stages_launch_two_processes_with_a_local_rendezvous(repo_
     assert all(line.split(":", 1)[1].lstrip().startswith("torchrun --standalone --nproc-per-node=2 -m mdetr_phrasecut.cli")
                for line in launches), launches
     assert "srun" not in out.stdout and "scontrol" not in out.stdout
+
+
+def test_resolve_stage_applies_the_schema_defaults_once_and_sets_each_stage_structure():
+    from mdetr_phrasecut.config import resolve_stage, schema_defaults
+
+    spec = {"model": {"hidden_dim": 128}, "train": {"lr": 3e-4}}
+    train, model = schema_defaults("train"), schema_defaults("model")
+    pretrain, stage1, stage2 = (resolve_stage(spec, s) for s in ("pretrain", "stage1", "stage2"))
+    assert stage1 == {**train, **model, "hidden_dim": 128, "lr": 3e-4, "train_split": "train", "val_split": "miniv",
+                      "stage": "stage1", "masks": False, "freeze_detr": False, "mask_model": "none",
+                      "train_batchnorm": False, "threshold": schema_defaults("evaluate")["threshold"]}
+    assert pretrain["train_batchnorm"] and not resolve_stage({**spec, "model": {"backbone_pretrained": True}},
+                                                             "pretrain")["train_batchnorm"]
+    # stage 2: the smallconv head on the frozen detector, without contrastive-align and auxiliary losses even
+    # where the spec (here: the schema's defaults) asks for them
+    assert train["contrastive_align_loss"] and train["aux_loss"]
+    assert {k: stage2[k] for k in ("masks", "freeze_detr", "mask_model", "contrastive_align_loss", "aux_loss")} == \
+        {"masks": True, "freeze_detr": True, "mask_model": "smallconv", "contrastive_align_loss": False,
+         "aux_loss": False}
+    assert resolve_stage(spec, "stage2", threshold=0.25)["threshold"] == 0.25
+    assert spec == {"model": {"hidden_dim": 128}, "train": {"lr": 3e-4}}  # the caller's spec is left as it was
+    with pytest.raises(InputError, match=r"train\.lr"):
+        resolve_stage({"model": {}, "train": {"lr": "fast"}}, "stage1")
+    with pytest.raises(InputError, match="stage 'stage3'"):
+        resolve_stage(spec, "stage3")
+
+
+def test_build_returns_the_stage_model_criterion_and_post_processors(tiny_roberta_dir):
+    from mdetr_phrasecut.config import resolve_stage
+    from mdetr_phrasecut.model.build import build
+
+    model_cfg = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 2,
+                 "dim_feedforward": 64, "num_queries": 4, "text_encoder_type": str(tiny_roberta_dir)}
+    spec = {"model": model_cfg, "train": {"mask_loss_coef": 3}}
+    detector, criterion, post = build(resolve_stage(spec, "stage1", threshold=0.4))
+    assert not hasattr(detector, "detr") and hasattr(detector, "contrastive_align_projection_image")
+    assert set(post) == {"bbox", "phrasecut"} and post["phrasecut"].score_thresh == 0.4
+    assert "loss_contrastive_align" in criterion.weight_dict and "loss_bbox_0" in criterion.weight_dict
+    segm, criterion, post = build(resolve_stage(spec, "stage2"))
+    assert hasattr(segm, "detr") and not hasattr(segm.detr, "contrastive_align_projection_image")
+    assert set(post) == {"bbox", "segm", "phrasecut"} and post["phrasecut"].score_thresh == 0.7
+    assert criterion.weight_dict == {"loss_ce": 1, "loss_bbox": 5, "loss_giou": 2, "loss_mask": 3, "loss_dice": 1}

@@ -92,7 +92,7 @@ def test_matcher_recovers_a_known_permutation():
     logits[query_of_box, tokens] += 5
     outputs = {"pred_logits": logits[None], "pred_boxes": pred_boxes[None]}
 
-    (src, tgt), = HungarianMatcher()(outputs, [{"boxes": tgt_boxes}], one_hot_map(tokens))
+    (src, tgt), = HungarianMatcher(1, 5, 2)(outputs, [{"boxes": tgt_boxes}], one_hot_map(tokens))
     assert src.dtype == tgt.dtype == torch.int64 and len(src) == num_boxes
     assert torch.equal(query_of_box[tgt], src)
 

@@ -6,11 +6,14 @@ import pytest
 import torch
 
 from mdetr_phrasecut.cli import main as cli
+from mdetr_phrasecut.config import resolve_stage
 from mdetr_phrasecut.data.phrasecut_format import load_image_split, load_refer
 from mdetr_phrasecut.evaluation.phrasecut_metrics import evaluate_split
 from mdetr_phrasecut.evaluation.predictions import read_predictions
-from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint import save_checkpoint
+from mdetr_phrasecut.engine import train as train_mod
+from mdetr_phrasecut.model.build import build, build_model
+from mdetr_phrasecut.model.checkpoint_file import save_checkpoint
+from test_train import tiny_spec
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +75,28 @@ def test_wrong_stage_checkpoint_is_refused(reference_dir, spec, tmp_path):
                 "--images", str(root / "images"), "--out-dir", str(tmp_path / "o")])
     assert code == 2
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_a_stage2_checkpoint_trained_with_the_schema_defaults_evaluates(reference_dir, tiny_roberta_dir, tmp_path):
+    """train and evaluate build the stage-2 model from one resolved config: with train.contrastive_align_loss and
+    aux_loss left at the schema's defaults (true), stage 2 trains without those heads and evaluate, given the
+    same spec, builds the same model (it used to expect contrastive-align projections the checkpoint lacks)."""
+    root = reference_dir / "phrasecut_mini" / "s0"
+    spec = tiny_spec(tiny_roberta_dir, max_steps_per_epoch=1, train_split="miniv", val_split="miniv")
+    assert spec["train"]["contrastive_align_loss"] and spec["train"]["aux_loss"]
+    torch.manual_seed(0)
+    detector, _, _ = build(resolve_stage(spec, "stage1"))
+    save_checkpoint(tmp_path / "stage1.pth", detector, epoch=0)
+    checkpoint = train_mod.run("stage2", spec, root / "expected_coco", root / "images", tmp_path / "stage2",
+                               init=tmp_path / "stage1.pth", device="cpu", progress=False)
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    assert not any("contrastive_align_projection" in k for k in weights)
+    out = tmp_path / "test"
+    code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec-json", json.dumps(spec),
+                "--coco", str(root / "expected_coco" / "finetune_phrasecut_test.json"), "--root", str(root),
+                "--images", str(root / "images"), "--out-dir", str(out), "--size", "64", "--max-size", "96",
+                "--batch-size", "4", "--workers", "1", "--device", "cpu"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["missing"] == 0 and metrics["num_phrases"] == len(load_refer(root, "test", load_image_split(root)))
+    assert metrics["threshold"] == 0.7  # the schema's evaluate.threshold

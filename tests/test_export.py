@@ -4,7 +4,7 @@ import torch
 from mdetr_phrasecut.cli import main as cli
 from mdetr_phrasecut.engine.train import load_init
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint import read_checkpoint, save_checkpoint
+from mdetr_phrasecut.model.checkpoint_file import read_checkpoint, save_checkpoint
 from mdetr_phrasecut.model.ema import ModelEMA
 
 
@@ -53,13 +53,13 @@ def test_dilation_puts_the_last_level_at_stride_16(tiny_roberta_dir):
 
 
 def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_backbone(tiny_roberta_dir, tmp_path):
-    from mdetr_phrasecut.engine.train import stage_model_config
+    from mdetr_phrasecut.config import resolve_stage
     from mdetr_phrasecut.model.backbone import FrozenBatchNorm2d
 
     model_cfg = small_config(tiny_roberta_dir)
     train_cfg = dict(lr_backbone=1e-4, aux_loss=True, contrastive_align_loss=True)
     torch.manual_seed(0)
-    pretrain = build_model(stage_model_config("pretrain", model_cfg, train_cfg))
+    pretrain = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "pretrain"))
     body = pretrain.backbone[0].body
     norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(m.weight.requires_grad for m in norms)
@@ -70,7 +70,7 @@ def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_b
 
     save_checkpoint(tmp_path / "train.pth", pretrain, model_ema=ModelEMA(pretrain, decay=0.0), epoch=1)
     assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"), "--out", str(tmp_path / "s0.pth")]) == 0
-    stage1 = build_model(stage_model_config("stage1", model_cfg, train_cfg))
+    stage1 = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "stage1"))
     assert any(isinstance(m, FrozenBatchNorm2d) for m in stage1.modules())
     load_init(stage1, "stage1", tmp_path / "s0.pth")  # strict
     key = next(k for k in stage1.state_dict() if k.endswith("running_mean"))

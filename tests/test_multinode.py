@@ -227,7 +227,7 @@ def test_launcher_meets_at_the_first_nodes_slurm_address(scontrol_path, monkeypa
     from mdetr_phrasecut.engine.distributed import torchrun_args
 
     monkeypatch.setenv("PATH", scontrol_path)
-    args = build_parser("launch").parse_args(["launch", "--nnodes=2", "--nproc-per-node=8", "--", "--record", "{}",
+    args = build_parser("launch")[0].parse_args(["launch", "--nnodes=2", "--nproc-per-node=8", "--", "--record", "{}",
                                               "train", "--stage", "stage1"])
     assert torchrun_args(args, STEP) == [
         "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-endpoint=10.1.0.7:20007",

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mdetr_phrasecut import cli
-from mdetr_phrasecut.engine.logging import CsvLog
+from mdetr_phrasecut.engine.train_log import CsvLog
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.evaluation.phrasecut_metrics import evaluate_predictions, rasterize_polygons
 from mdetr_phrasecut.evaluation.plots import PLOT_FILES, pick_examples, write_plots

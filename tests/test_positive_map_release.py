@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 
 from mdetr_phrasecut.data.dataset import build_dataset, train_collate_fn
 from mdetr_phrasecut.engine import train as train_mod
+from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.model.criterion import build_criterion
 from mdetr_phrasecut.model.matcher import HungarianMatcher
 from mdetr_phrasecut.model.positive_map import batch_positive_map, caption_positive_map, create_positive_map
@@ -235,7 +236,7 @@ def test_matcher_and_every_loss_term_follow_the_mode(tokenizer):
         expected = {}
         for suffix, layer in (("", outputs), ("_0", outputs["aux_outputs"][0])):
             want = expected_indices(layer, targets, pmap)
-            got = [(s.tolist(), t.tolist()) for s, t in HungarianMatcher()(layer, targets, pmap)]
+            got = [(s.tolist(), t.tolist()) for s, t in HungarianMatcher(1, 5, 2)(layer, targets, pmap)]
             assert got == want, (mode, suffix)
             assignments[mode, suffix] = want
             terms = expected_losses(layer, targets, pmap, want, outputs["tokenized"], mode, masks=not suffix)
@@ -259,7 +260,7 @@ def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkey
     data = Subset(build_dataset("miniv", mini / "expected_coco", mini / "images", tokenizer,
                                 {"scales": [64], "max_size": 64, "masks": False}), [0, 1, 2])
     seen = []
-    build = train_mod.build_criterion
+    build = build_mod.build_criterion
 
     def recording(cfg):
         criterion, weights = build(cfg)
@@ -272,7 +273,7 @@ def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkey
         criterion.forward = spy
         return criterion, weights
 
-    monkeypatch.setattr(train_mod, "build_criterion", recording)
+    monkeypatch.setattr(build_mod, "build_criterion", recording)
     model = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
              "dim_feedforward": 64, "num_queries": 4, "text_encoder_type": str(TEXT_ENCODER)}
     train = {"epochs": 1, "batch_size": 3, "max_steps_per_epoch": 1, "scales": [64], "max_size": 64,

@@ -9,8 +9,9 @@ from PIL import Image, ImageDraw
 
 from mdetr_phrasecut.cli import main as cli
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint import save_checkpoint
+from mdetr_phrasecut.model.checkpoint_file import save_checkpoint
 from mdetr_phrasecut.model.ema import ModelEMA
+from mdetr_phrasecut.model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from mdetr_phrasecut.predict import predict
 
 SIZE, MAX_SIZE = 64, 96
@@ -51,7 +52,8 @@ def test_predict_writes_the_phrasecut_mask_and_overlay(setup, threshold):
     assert run_predict(root, "--threshold", str(threshold)) == 0
     mask = np.array(Image.open(root / "mask.png"))
     image = Image.open(root / "image.jpg").convert("RGB")
-    expected = predict(model, image, "red circle", threshold, SIZE, MAX_SIZE)
+    post = {"bbox": PostProcess(), "segm": PostProcessSegm(), "phrasecut": PostProcessPhrasecut(threshold)}
+    expected = predict(model, post, image, "red circle", SIZE, MAX_SIZE)
     assert mask.shape == (90, 120) and set(np.unique(mask)) <= {0, 255}
     assert np.array_equal(mask == 255, expected["masks"].numpy())
     overlay = Image.open(root / "overlay.png")

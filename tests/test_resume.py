@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mdetr_phrasecut.engine.checkpointing import EXIT_REQUEUE
+from mdetr_phrasecut.engine.resume_state import EXIT_REQUEUE
 from test_train import tiny_spec
 
 STEPS_PER_EPOCH = 4

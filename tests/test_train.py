@@ -14,11 +14,13 @@ from mdetr_phrasecut import cli
 from mdetr_phrasecut.data.dataset import build_dataset
 from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.engine.distributed import DistEnv
-from mdetr_phrasecut.engine.logging import CsvLog
+from mdetr_phrasecut.engine.train_log import CsvLog
 from mdetr_phrasecut.engine.loop import NonFiniteLoss
 from mdetr_phrasecut.engine.optim import build_optimizer, build_scheduler, param_groups
 from mdetr_phrasecut.engine.sampling import SeededItems, epoch_batches
 from mdetr_phrasecut.errors import InputError
+from mdetr_phrasecut.config import resolve_stage
+from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.model.build import build_model
 
 
@@ -98,14 +100,14 @@ def test_stage2_trains_the_mask_head_and_keeps_the_detector_bit_identical(tmp_pa
 def test_stage1_init_loads_ema_weights_only_and_stage2_refuses_a_segmentation_checkpoint(
         tmp_path, tiny_roberta_dir, pretrained):
     spec = tiny_spec(tiny_roberta_dir)
-    cfg = train_mod.stage_model_config("stage1", spec["model"], spec["train"])
+    cfg = resolve_stage(spec, "stage1")
     model = build_model(cfg)
     train_mod.load_init(model, "stage1", pretrained / "checkpoint.pth")
     ema = state(pretrained / "checkpoint.pth", "model_ema")
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
     assert not all(torch.equal(v, state(pretrained / "checkpoint.pth")[k]) for k, v in model.state_dict().items())
 
-    segm = build_model(train_mod.stage_model_config("stage2", spec["model"], spec["train"]))
+    segm = build_model(resolve_stage(spec, "stage2"))
     torch.save({"model": segm.state_dict()}, tmp_path / "segm.pth")
     with pytest.raises(InputError, match="detector"):
         train_mod.load_init(segm, "stage2", tmp_path / "segm.pth")
@@ -113,7 +115,7 @@ def test_stage1_init_loads_ema_weights_only_and_stage2_refuses_a_segmentation_ch
 
 def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         tmp_path, monkeypatch, capsys, mini, tiny_roberta_dir):
-    build_criterion = train_mod.build_criterion
+    build_criterion = build_mod.build_criterion
 
     def build_poisoned(cfg):
         criterion, weights = build_criterion(cfg)
@@ -130,7 +132,7 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         poisoned.train = poisoned.eval = lambda: None
         return poisoned, weights
 
-    monkeypatch.setattr(train_mod, "build_criterion", build_poisoned)
+    monkeypatch.setattr(build_mod, "build_criterion", build_poisoned)
     spec = tiny_spec(tiny_roberta_dir, epochs=2, max_steps_per_epoch=3, checkpoint_every_steps=1,
                      val_split="miniv")
     code = cli.main(["train", "--stage", "pretrain", "--spec-json", json.dumps(spec), "--coco-dir",
@@ -158,7 +160,7 @@ def test_spec_errors_name_the_field(tiny_roberta_dir):
 
 def test_param_groups_and_schedules(tiny_roberta_dir):
     spec = tiny_spec(tiny_roberta_dir)
-    model = build_model(train_mod.stage_model_config("stage1", spec["model"], spec["train"]))
+    model = build_model(resolve_stage(spec, "stage1"))
     names = {id(p): n for n, p in model.named_parameters()}
     rest, backbone, text = ([names[id(p)] for p in g["params"]] for g in param_groups(model, 1, 2, 3))
     assert backbone and all("backbone" in n for n in backbone)

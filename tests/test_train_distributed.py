@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mdetr_phrasecut.engine import train as train_mod
+from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.engine.distributed import DistEnv, env_from_environ
 from test_train import tiny_spec
 
@@ -41,7 +42,7 @@ def _worker(rank, world, port, spec, coco, images, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    train_mod.build_model = _without_dropout(train_mod.build_model)
+    build_mod.build_model = _without_dropout(build_mod.build_model)
     train_mod.run("pretrain", spec, coco, images, out, device="cpu", progress=False)
 
 
@@ -77,7 +78,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
                          text_encoder_lr=LR / 10)
 
     mp.spawn(_worker, args=(2, free_port(), spec(1), coco, images, tmp_path / "two"), nprocs=2, join=True)
-    monkeypatch.setattr(train_mod, "build_model", _without_dropout(train_mod.build_model))
+    monkeypatch.setattr(build_mod, "build_model", _without_dropout(build_mod.build_model))
     train_mod.run("pretrain", spec(2), coco, images, tmp_path / "one", device="cpu", progress=False)
 
     two = torch.load(tmp_path / "two" / "checkpoint.pth", weights_only=True)

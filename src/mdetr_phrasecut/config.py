@@ -137,6 +137,34 @@ def validate_spec(spec: dict, source: str = "spec") -> dict:
     return {"model": model, "train": {**train, **splits}}
 
 
+def schema_defaults(section: str) -> dict:
+    """The `default` of every key of one schema section: a definition ("model", "train") or a top-level
+    property ("evaluate")."""
+    schema = load_schema()
+    props = (schema["definitions"].get(section) or schema["properties"][section])["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+
+
+def resolve_stage(spec: dict, stage: str, threshold: float = None) -> dict:
+    """One stage's flat config, the schema's defaults applied once: the spec's model and train sections
+    (validated, see `validate_spec`), the stage's structure and the score threshold of the PhraseCut
+    post-processing (default: the schema's evaluate.threshold). pretrain/stage1 build the detector (a
+    backbone trained from scratch trains its BatchNorms); stage2 the smallconv segmentation model around the
+    frozen detector and, as the release trains it, without contrastive-align and auxiliary losses.
+    `model.build.build` takes it."""
+    if stage not in STAGES:
+        raise InputError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
+    spec = validate_spec(copy.deepcopy(spec))
+    model, train = spec["model"], spec["train"]
+    cfg = {**train, **model, "stage": stage, "masks": stage == "stage2", "freeze_detr": stage == "stage2",
+           "mask_model": model["mask_model"] if stage == "stage2" else "none",
+           "train_batchnorm": stage == "pretrain" and not model["backbone_pretrained"],
+           "threshold": schema_defaults("evaluate")["threshold"] if threshold is None else threshold}
+    if stage == "stage2":
+        cfg.update(aux_loss=False, contrastive_align_loss=False)
+    return cfg
+
+
 def run_model(config, run_name) -> dict:
     """The model section with the run's overrides applied."""
     return {**config["model"], **config["runs"][run_name]["model"]}

@@ -8,17 +8,17 @@ from PIL import Image, ImageDraw
 
 from .data.transforms import make_eval_transform
 from .arguments import IN_FILE, OUT_FILE, POSITIVE_INT, PROBABILITY, text
-from .config import check, load_schema, read_mapping, section_schema
+from .config import check, load_schema, read_mapping, resolve_stage, schema_defaults, section_schema
 from .errors import InputError
 from .io import atomic_path, open_image
-from .model.build import build_model
-from .model.checkpoint import describe, load_model_weights, read_checkpoint, select_weights
-from .model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
+from .model.build import build
+from .model.checkpoint_file import describe, load_model_weights, read_checkpoint, select_weights
 from .model.text_encoder import check_phrase_lengths
 from .nested_tensor import nested_tensor_from_tensor_list
 
 
 def add_arguments(parser):
+    defaults = schema_defaults("evaluate")
     parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="checkpoint (.pth): published or ours")
     parser.add_argument("--config", required=True, type=IN_FILE,
                         help="model config, YAML or JSON: build_model keys, or a spec holding them under 'model'")
@@ -27,14 +27,16 @@ def add_arguments(parser):
     parser.add_argument("--out-mask", required=True, type=OUT_FILE, help="PNG, 255 on the phrase's pixels")
     parser.add_argument("--out-overlay", required=True, type=OUT_FILE,
                         help="PNG, the mask and kept boxes drawn over the image")
-    parser.add_argument("--threshold", type=PROBABILITY, default=0.7, help="keep queries with score above this")
-    parser.add_argument("--size", type=POSITIVE_INT, default=800, help="shorter side fed to the model")
-    parser.add_argument("--max-size", type=POSITIVE_INT, default=1333, help="cap on the longer side fed to the model")
+    parser.add_argument("--threshold", type=PROBABILITY, default=defaults["threshold"],
+                        help="keep queries with score above this (default: the schema's evaluate.threshold)")
+    parser.add_argument("--size", type=POSITIVE_INT, default=defaults["size"], help="shorter side fed to the model")
+    parser.add_argument("--max-size", type=POSITIVE_INT, default=defaults["max_size"],
+                        help="cap on the longer side fed to the model")
     parser.add_argument("--no-ema", action="store_true", help="use the checkpoint's `model` weights, not `model_ema`")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-# build_model keys a flat --config may hold that predict takes from the checkpoint instead
+# build_model keys a flat --config may hold that predict takes from the checkpoint's stage instead
 FROM_CHECKPOINT = ("masks", "contrastive_align_loss")
 
 
@@ -62,19 +64,19 @@ def read_model_config(path) -> dict:
 
 
 @torch.inference_mode()
-def predict(model, image: Image.Image, phrase: str, threshold: float = 0.7, size: int = 800, max_size: int = 1333,
-            device="cpu") -> dict:
-    """PhraseCut answer for one phrase: {"boxes": K×4 [x, y, w, h], "masks": H×W bool} at the image's size
-    (a detector without mask head answers with the union of its kept boxes)."""
+def predict(model, postprocessors, image: Image.Image, phrase: str, size: int, max_size: int, device="cpu") -> dict:
+    """PhraseCut answer for one phrase with the post-processors of `model.build.build`: {"boxes": K×4
+    [x, y, w, h], "masks": H×W bool} at the image's size (a detector without mask head answers with the
+    union of its kept boxes)."""
     tensor, _ = make_eval_transform(size=size, max_size=max_size)(image)
     samples = nested_tensor_from_tensor_list([tensor]).to(device)
     outputs = model(samples, [phrase])
     orig_size = torch.tensor([[image.height, image.width]], device=device)
-    results = PostProcess()(outputs, orig_size)
-    if "pred_masks" in outputs:
+    results = postprocessors["bbox"](outputs, orig_size)
+    if "segm" in postprocessors:
         input_size = torch.tensor([list(tensor.shape[-2:])], device=device)
-        results = PostProcessSegm()(results, outputs, orig_size, input_size)
-    answer = PostProcessPhrasecut(threshold)(results)[0]
+        results = postprocessors["segm"](results, outputs, orig_size, input_size)
+    answer = postprocessors["phrasecut"](results)[0]
     if "masks" not in answer:
         mask = torch.zeros(image.height, image.width, dtype=torch.bool)
         for x, y, w, h in answer["boxes"].tolist():
@@ -101,15 +103,15 @@ def overlay(image: Image.Image, mask: np.ndarray, boxes) -> Image.Image:
 def main(args):
     image = open_image(args.image, "--image")
     state_dict, key = select_weights(read_checkpoint(args.checkpoint), prefer_ema=not args.no_ema)
-    # the checkpoint says which heads the model has: a mask head (segmentation), contrastive-align projections
-    masks = describe(state_dict)[1] == "segmentation"
+    # the weights say which stage made them (a mask head: stage 2) and whether it kept contrastive-align heads
+    stage = "stage2" if describe(state_dict)[1] == "segmentation" else "stage1"
     align = any("contrastive_align_projection" in k for k in state_dict)
-    model = build_model({**read_model_config(args.config), "masks": masks, "mask_model": "smallconv" if masks else "none",
-                         "contrastive_align_loss": align})
+    cfg = resolve_stage({"model": read_model_config(args.config), "train": {}}, stage, args.threshold)
+    model, _, postprocessors = build({**cfg, "contrastive_align_loss": align})
     load_model_weights(model, state_dict, source=f"{args.checkpoint} [{key}]")
     check_phrase_lengths(getattr(model, "detr", model).transformer.tokenizer, [args.phrase], lambda _: "--phrase")
     model.to(args.device).eval()
-    answer = predict(model, image, args.phrase, args.threshold, args.size, args.max_size, args.device)
+    answer = predict(model, postprocessors, image, args.phrase, args.size, args.max_size, args.device)
     mask = answer["masks"].numpy()
     save_png(Image.fromarray(mask.astype(np.uint8) * 255), args.out_mask)
     save_png(overlay(image, mask, answer["boxes"].tolist()), args.out_overlay)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..arguments import OUT_DIR, OUT_FILE
 from ..errors import InputError
 from ..io import sha256_file
 
@@ -99,7 +100,6 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
     kind = kind or kind_of(dest)
     if kind is not None and kind not in KINDS:
         raise InputError(f"{url}: kind of {dest} must be one of {', '.join(KINDS)}, got {kind!r}")
-    _check_destination(dest)
     if dest.exists() and _existing_is_good(dest, sha256, kind):
         return dest
 
@@ -123,14 +123,6 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
     if len(sources) == 1:
         raise InputError(f"{url}: download to {dest} failed: {failure}")
     raise InputError(f"{dest}: no source gave the file: " + "; ".join(failures))
-
-
-def _check_destination(dest):
-    if dest.is_dir():
-        raise InputError(f"{dest}: the destination (--out) is a folder; give the path of the file to write")
-    parent = next(p for p in dest.parents if p.exists() or p == p.parent)
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f"{dest}: the destination's folder {parent} is a file")
 
 
 def _existing_is_good(dest, sha256, kind) -> bool:
@@ -433,10 +425,10 @@ def add_arguments(parser):
                         help="a source that is member MEMBER of the zip / tar archive at URL (repeatable)")
     parser.add_argument("--sha256", help="expected sha256 (hex); required unless --allow-unverified")
     parser.add_argument("--kind", choices=KINDS[:-1], help="what the file must be (default: from --out's name)")
-    parser.add_argument("--out", required=True, type=Path, help="destination file")
-    parser.add_argument("--archive-dir", type=Path, help="where archives of --mirror-member are cached, shared by "
+    parser.add_argument("--out", required=True, type=OUT_FILE, help="destination file")
+    parser.add_argument("--archive-dir", type=OUT_DIR, help="where archives of --mirror-member are cached, shared by "
                                                          "every download naming them (default: --out's folder)")
-    parser.add_argument("--extract-to", type=Path, help="also unpack the (zip / tar.gz) file into this folder")
+    parser.add_argument("--extract-to", type=OUT_DIR, help="also unpack the (zip / tar.gz) file into this folder")
     parser.add_argument("--retries", type=int, default=3, help="attempts per source before the next (default 3)")
     parser.add_argument("--allow-unverified", action="store_true",
                         help="accept a file without a checksum (its sha256 is printed)")

@@ -52,10 +52,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..arguments import NONNEGATIVE_INT, OUT_DIR, POSITIVE_INT
+from ..config import schema_defaults
 from ..errors import InputError
 from ..io import temp_sibling
 
-DEFAULT_NUM_IMAGES = {"train": 1500, "val": 40, "test": 100}
+DEFAULTS = schema_defaults("synth")  # the workflow schema's dataset.synth section
+DEFAULT_NUM_IMAGES = {split: DEFAULTS[f"{split}_images"] for split in ("train", "val", "test")}
 DEFAULT_MINIV_IMAGES = 10
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
@@ -436,7 +438,8 @@ def _counts(records):
     return {"cat": order(cat), "att": order(att), "rel": order(rel)}
 
 
-def build_synthetic_phrasecut(sink, seed=0, num_images=None, min_size=96, max_size=160,
+def build_synthetic_phrasecut(sink, seed=DEFAULTS["seed"], num_images=None, min_size=DEFAULTS["min_size"],
+                              max_size=DEFAULTS["max_size"],
                               miniv_images=DEFAULT_MINIV_IMAGES):
     """Generate the dataset, handing each file to ``sink(relative_path, bytes)`` (images first, JSON last).
 
@@ -479,7 +482,8 @@ def build_synthetic_phrasecut(sink, seed=0, num_images=None, min_size=96, max_si
     return {s: {"images": len({r["image_id"] for r in recs}), "phrases": len(recs)} for s, recs in refer.items()}
 
 
-def write_synthetic_phrasecut(out_dir, seed=0, num_images=None, min_size=96, max_size=160,
+def write_synthetic_phrasecut(out_dir, seed=DEFAULTS["seed"], num_images=None, min_size=DEFAULTS["min_size"],
+                              max_size=DEFAULTS["max_size"],
                               miniv_images=DEFAULT_MINIV_IMAGES):
     """Write the dataset to ``out_dir`` (see module doc); returns a summary {split: {images, phrases}}.
 
@@ -518,14 +522,14 @@ def write_synthetic_phrasecut(out_dir, seed=0, num_images=None, min_size=96, max
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser):
     parser.add_argument("--out", required=True, type=OUT_DIR, help="output folder (PhraseCut layout)")
-    parser.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
+    parser.add_argument("--seed", type=NONNEGATIVE_INT, default=DEFAULTS["seed"])
     parser.add_argument("--train-images", type=POSITIVE_INT, default=DEFAULT_NUM_IMAGES["train"])
     parser.add_argument("--val-images", type=POSITIVE_INT, default=DEFAULT_NUM_IMAGES["val"])
     parser.add_argument("--test-images", type=POSITIVE_INT, default=DEFAULT_NUM_IMAGES["test"])
     parser.add_argument("--miniv-images", type=NONNEGATIVE_INT, default=DEFAULT_MINIV_IMAGES,
                         help="how many val images also form the miniv split")
-    parser.add_argument("--min-size", type=POSITIVE_INT, default=96, help="smallest image side (px)")
-    parser.add_argument("--max-size", type=POSITIVE_INT, default=160, help="largest image side (px)")
+    parser.add_argument("--min-size", type=POSITIVE_INT, default=DEFAULTS["min_size"], help="smallest image side (px)")
+    parser.add_argument("--max-size", type=POSITIVE_INT, default=DEFAULTS["max_size"], help="largest image side (px)")
 
 
 def main(args):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from .checkpointing import STOP_SIGNALS
+from .resume_state import STOP_SIGNALS
 from .distributed import DistEnv
 
 

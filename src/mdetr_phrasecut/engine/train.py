@@ -13,19 +13,18 @@ from pathlib import Path
 import torch
 
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
-from ..config import STAGES, load_spec, validate_spec  # noqa: F401 (validate_spec: part of this module's API)
+from ..config import STAGES, load_spec, resolve_stage, validate_spec  # noqa: F401 (validate_spec: this module's API)
 from ..data.dataset import build_dataset, train_collate_fn
 from ..errors import InputError
 from ..io import atomic_path
-from ..model.build import build_model
-from ..model.checkpoint import describe, load_model_weights, read_checkpoint, select_weights
-from ..model.criterion import build_criterion
+from ..model.build import build
+from ..model.checkpoint_file import describe, load_model_weights, read_checkpoint, select_weights
 from ..model.ema import ModelEMA
 from . import distributed as D
-from .checkpointing import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
+from .resume_state import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
                             seed_everything)
-from .logging import TrainingLog
-from .loop import NonFiniteLoss, Position, Preempted, Trainer, evaluate, train_one_epoch
+from .train_log import TrainingLog
+from .loop import NonFiniteLoss, Position, Preempted, train_one_epoch, validate
 from .optim import build_optimizer, build_scheduler
 from .sampling import SeededItems, epoch_batches, train_loader, val_loader
 
@@ -50,19 +49,6 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=POSITIVE_INT, help="override train.epochs")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def stage_model_config(stage: str, model: dict, train: dict) -> dict:
-    """build_model's config: the detector for pretrain/stage1; for stage2 the segmentation model with a
-    frozen detector and, as the release trains it, neither contrastive-align nor auxiliary losses. A backbone
-    pre-trained from scratch trains its BatchNorms."""
-    cfg = {**model, "lr_backbone": train["lr_backbone"], "aux_loss": train["aux_loss"],
-           "contrastive_align_loss": train["contrastive_align_loss"], "masks": False, "mask_model": "none",
-           "train_batchnorm": stage == "pretrain" and not model.get("backbone_pretrained", False)}
-    if stage == "stage2":
-        cfg.update(masks=True, mask_model=model.get("mask_model", "smallconv"), freeze_detr=True,
-                   aux_loss=False, contrastive_align_loss=False)
-    return cfg
 
 
 def load_init(model, stage: str, path: Path):
@@ -118,27 +104,24 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
                          "stage2: the stage-1 checkpoint)")
     if stage == "pretrain" and init is not None:
         raise InputError("train --stage pretrain: trains from scratch; use --stage stage1 with --init")
-    model_cfg, cfg = spec["model"], spec["train"]
+    cfg = resolve_stage(spec, stage)
     out_dir = Path(out_dir)
     denv, dev = D.init_distributed(device)
     stop = StopSignal()
     try:
         # Same seed on every process: identical initial weights; per-process RNG streams come later.
         seed_everything(cfg["seed"])
-        build_cfg = stage_model_config(stage, model_cfg, cfg)
-        args = {"stage": stage, "model": build_cfg, "train": cfg, "init": str(init) if init else None}
+        args = {"stage": stage, "train": cfg, "init": str(init) if init else None}
         resume = resume or resumable(out_dir, args, denv.is_main)
-        model = build_model(build_cfg)
+        model, criterion, postprocessors = build(cfg)
         if init is not None and resume is None:
             load_init(model, stage, init)
         model.to(dev)
-        criterion, weight_dict = build_criterion({**cfg, **build_cfg})
         criterion.to(dev)
 
         if datasets is None:
             tokenizer = model.detr.transformer.tokenizer if stage == "stage2" else model.transformer.tokenizer
-            data_cfg = {**cfg, "masks": stage == "stage2"}
-            datasets = [build_dataset(cfg[f"{s}_split"], coco_dir, images, tokenizer, data_cfg)
+            datasets = [build_dataset(cfg[f"{s}_split"], coco_dir, images, tokenizer, cfg)
                         for s in ("train", "val")]
         train_set, val_set = datasets
         ema = ModelEMA(model, cfg["ema_decay"]) if cfg["ema"] else None
@@ -177,9 +160,7 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
                                      optimizer=optimizer, scheduler=scheduler, position=pos, args=args,
                                      batch_size=cfg["batch_size"])
 
-        trainer = Trainer(model=model, net=net, criterion=criterion, weight_dict=weight_dict, optimizer=optimizer,
-                          scheduler=scheduler, ema=ema, device=dev, denv=denv, cfg=cfg, log=log, save=save,
-                          stop_requested=stop, progress=progress)
+        progress = progress and denv.is_main
         pin = dev.type == "cuda"
         collate_fn = functools.partial(train_collate_fn, positive_map=cfg["positive_map"])
         val, val_items = val_loader(val_set, cfg["batch_size"], denv, collate_fn, cfg["num_workers"], pin)
@@ -188,10 +169,15 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
                                     cfg["max_steps_per_epoch"])[position.step:]
             loader = train_loader(items, batches, collate_fn, cfg["num_workers"], position.epoch, pin)
             epoch = position.epoch
-            position = train_one_epoch(trainer, loader, position, steps_per_epoch)
+            position = train_one_epoch(
+                net, model, criterion, loader, optimizer, scheduler, dev, position, steps_per_epoch,
+                max_norm=cfg["clip_max_norm"], bf16=cfg["bf16"], world_batch=cfg["batch_size"] * denv.world_size,
+                ema=ema, log=log, save=save, every=cfg["checkpoint_every_steps"], stop_requested=stop,
+                progress=progress)
             every = cfg["eval_every"]
             if every and ((epoch + 1) % every == 0 or position.epoch == cfg["epochs"]):
-                metrics = evaluate(trainer, ema.module if ema else model, val, val_items, stage == "stage2")
+                metrics = validate(ema.module if ema else model, criterion, postprocessors, val, val_items, dev,
+                                   cfg["bf16"], progress)
                 log.epoch({"epoch": epoch, **metrics})
             save(position)
             if D.any_process(stop(), dev):

@@ -101,6 +101,35 @@ def read_log(path):
     return log
 
 
+def is_loss_column(column: str) -> bool:
+    """The total and the last decoder layer's terms (auxiliary terms end in _<layer>)."""
+    return column == "loss" or (column.startswith("loss_") and not column.rsplit("_", 1)[-1].isdigit())
+
+
+def plot_curves(step_csv: Path, val_csv: Path, out_png: Path, title: str = ""):
+    """A training stage's curves.png (`train` draws it as it goes): training loss terms per step; validation
+    loss terms and IoUs per epoch."""
+    import pandas as pd
+
+    steps = pd.read_csv(step_csv) if step_csv.exists() else pd.DataFrame()
+    val = pd.read_csv(val_csv) if val_csv.exists() else pd.DataFrame()
+    fig = _figure(15, 4)
+    axes = fig.subplots(1, 3)
+    panels = [
+        (axes[0], steps, "step", [c for c in steps.columns if is_loss_column(c)], "training loss (weighted)"),
+        (axes[1], val, "epoch", [c for c in val.columns if is_loss_column(c)], "validation loss (weighted)"),
+        (axes[2], val, "epoch", [c for c in val.columns if c.endswith("_iou")], "validation IoU"),
+    ]
+    for ax, frame, x, columns, name in panels:
+        for col in columns:
+            ax.plot(frame[x], frame[col], label=col, lw=2 if col == "loss" else 1,
+                    marker="o" if x == "epoch" else None)
+        ax.set(xlabel=x, title=f"{title} {name}".strip())
+        if columns:
+            ax.legend(fontsize=7)
+    _save(fig, out_png)
+
+
 def plot_training(logs, path):
     """One column per stage: weighted loss terms (rolling mean) above, learning rates per group below."""
     fig = _figure(5.5 * len(logs), 7)
@@ -108,7 +137,7 @@ def plot_training(logs, path):
     for col, (stage, log) in enumerate(logs.items()):
         ax_loss, ax_lr = axes[:, col]
         window = max(1, len(log) // 200)
-        losses = [c for c in log.columns if c == "loss" or (c.startswith("loss_") and not c[-1].isdigit())]
+        losses = [c for c in log.columns if is_loss_column(c)]
         for name in losses:
             ax_loss.plot(log["step"], log[name].rolling(window, min_periods=1).mean(), label=name,
                          lw=2 if name == "loss" else 1)

@@ -99,7 +99,7 @@ class Backbone(nn.Module):
 
     `train_batchnorm` keeps trainable BatchNorms, for a backbone trained from scratch (the demo's `pretrain`):
     frozen ones would leave its activations unnormalised. Its checkpoints load into the frozen BatchNorms of the
-    later stages (see `model.checkpoint`)."""
+    later stages (see `model.checkpoint_file`)."""
 
     def __init__(self, name: str, train_backbone: bool, pretrained: bool = False, dilation: bool = False,
                  train_batchnorm: bool = False):

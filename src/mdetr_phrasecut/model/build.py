@@ -1,45 +1,34 @@
-"""`build_model(cfg)`: the detector or the segmentation model from a dict named like the release's arguments."""
+"""`build(stage_config)`: the model, criterion and post-processors of one stage (DETR's build), from
+`config.resolve_stage`; `build_model(cfg)`: the detector or the segmentation model alone."""
 from typing import Mapping
 
+from ..config import schema_defaults
 from ..errors import InputError
 from .backbone import BACKBONES, RESNET_CHANNELS, Backbone, Joiner, timm_name
+from .criterion import build_criterion
 from .mdetr import MDETR
 from .position_encoding import build_position_encoding
+from .postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from .segmentation import MDETRsegm
 from .transformer import Transformer
 
 NUM_CLASSES = 255  # the release's class head: 255 + 1 (no-object) logits
 
-DEFAULTS = {
-    "backbone": "resnet101",
-    "backbone_pretrained": False,
-    "dilation": False,
-    "train_batchnorm": False,
-    "lr_backbone": 1e-5,
-    "position_embedding": "sine",
-    "hidden_dim": 256,
-    "nheads": 8,
-    "enc_layers": 6,
-    "dec_layers": 6,
-    "dim_feedforward": 2048,
-    "dropout": 0.1,
-    "pre_norm": False,
-    "pass_pos_and_query": True,
-    "num_queries": 100,
-    "text_encoder_type": "roberta-base",
-    "freeze_text_encoder": False,
-    "contrastive_align_loss": True,
-    "contrastive_loss_hdim": 64,
-    "aux_loss": True,
-    "masks": False,
-    "mask_model": "smallconv",
-    "freeze_detr": False,
-}
+# Structure a stage sets (config.resolve_stage); a bare config gets the detector.
+STRUCTURE = {"train_batchnorm": False, "pass_pos_and_query": True, "masks": False, "freeze_detr": False}
+TRAIN_KEYS = ("lr_backbone", "aux_loss", "contrastive_align_loss")  # train-section keys the model reads
+
+
+def defaults() -> dict:
+    """build_model's defaults: the schema's model section, its train keys the model reads, `STRUCTURE`."""
+    train = schema_defaults("train")
+    return {**schema_defaults("model"), **{k: train[k] for k in TRAIN_KEYS}, **STRUCTURE}
 
 
 def model_config(cfg: Mapping) -> dict:
-    """`DEFAULTS` updated with the known keys of `cfg` (other keys, e.g. training ones, are ignored), validated."""
-    resolved = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}
+    """`defaults()` updated with the known keys of `cfg` (other keys, e.g. training ones, are ignored), validated."""
+    base = defaults()
+    resolved = {**base, **{k: v for k, v in cfg.items() if k in base}}
     if resolved["backbone"] not in RESNET_CHANNELS and not timm_name(resolved["backbone"]):
         raise InputError(f"model config: backbone {resolved['backbone']!r} is not one of {', '.join(BACKBONES)}")
     if resolved["pre_norm"]:
@@ -65,7 +54,7 @@ def model_config(cfg: Mapping) -> dict:
 def build_model(cfg: Mapping):
     """Build MDETR, or with `masks` the smallconv segmentation model around it (detector at `model.detr`).
 
-    cfg keys (defaults = the release's):
+    cfg keys (defaults = the schema's, which are the release's):
       backbone             resnet18/34/50/101 (torchvision) or efficientnet_b3 (timm tf_efficientnet_b3_ns;
                            alias timm_tf_efficientnet_b3_ns)                                  ["resnet101"]
       backbone_pretrained  start from the torchvision/timm ImageNet weights (else random; checkpoints
@@ -100,3 +89,14 @@ def build_model(cfg: Mapping):
     if c["masks"]:
         model = MDETRsegm(model, freeze_detr=c["freeze_detr"])
     return model
+
+
+def build(stage_config: Mapping):
+    """DETR's build for one stage's resolved config (`config.resolve_stage`): the model, the criterion (its loss
+    weights at `criterion.weight_dict`) and the post-processors {"bbox", "segm" (stage 2), "phrasecut"}."""
+    model = build_model(stage_config)
+    criterion, criterion.weight_dict = build_criterion(stage_config)
+    postprocessors = {"bbox": PostProcess(), "phrasecut": PostProcessPhrasecut(stage_config["threshold"])}
+    if stage_config["masks"]:
+        postprocessors["segm"] = PostProcessSegm()
+    return model, criterion, postprocessors

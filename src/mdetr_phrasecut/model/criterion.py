@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
+from ..config import schema_defaults
 from .matcher import HungarianMatcher
 from .positive_map import MODES, token_mask
 
@@ -19,15 +20,6 @@ LOSS_KEYS = {  # loss name -> the weighted keys it returns
     "contrastive_align": ["loss_contrastive_align"],
     "masks": ["loss_mask", "loss_dice"],
 }
-
-DEFAULTS = {  # the release's argument defaults
-    "ce_loss_coef": 1, "bbox_loss_coef": 5, "giou_loss_coef": 2, "contrastive_align_loss_coef": 1,
-    "mask_loss_coef": 1, "dice_loss_coef": 1, "eos_coef": 0.1, "temperature_NCE": 0.07,
-    "set_cost_class": 1, "set_cost_bbox": 5, "set_cost_giou": 2,
-    "aux_loss": True, "dec_layers": 6, "contrastive_align_loss": True, "masks": False,
-    "positive_map": "release",
-}
-
 
 def dice_loss(inputs: Tensor, targets: Tensor, num_boxes: float) -> Tensor:
     """1 - smoothed Dice coefficient of sigmoid(inputs) vs binary targets, both [N, pixels]."""
@@ -176,8 +168,11 @@ class SetCriterion(nn.Module):
 
 
 def build_criterion(cfg: Mapping) -> Tuple[SetCriterion, Dict[str, float]]:
-    """The criterion and loss weights for a config with the release's argument names and defaults."""
-    cfg = {**DEFAULTS, **cfg}
+    """The criterion and loss weights for a config with the release's argument names; missing keys take the
+    schema's defaults (train section, the model's dec_layers and temperature_NCE; no masks)."""
+    model = schema_defaults("model")
+    cfg = {**schema_defaults("train"), "dec_layers": model["dec_layers"], "temperature_NCE": model["temperature_NCE"],
+           "masks": False, **cfg}
     coef = {
         "loss_ce": cfg["ce_loss_coef"],
         "loss_bbox": cfg["bbox_loss_coef"],

@@ -7,7 +7,7 @@ import torch
 
 from ..arguments import IN_FILE, OUT_FILE
 from ..io import atomic_torch_save
-from .checkpoint import describe, read_checkpoint, select_weights
+from .checkpoint_file import describe, read_checkpoint, select_weights
 
 
 def export_weights(src, dst, dtype=torch.float16) -> dict:

@@ -52,7 +52,7 @@ class PostProcessPhrasecut(nn.Module):
     """Per phrase: `boxes` K×4 [x, y, w, h] of the queries with score > `score_thresh`, and with masks `masks`, the
     H×W union of their masks (all False when none is kept)."""
 
-    def __init__(self, score_thresh: float = 0.7):
+    def __init__(self, score_thresh: float):
         super().__init__()
         self.score_thresh = score_thresh
 

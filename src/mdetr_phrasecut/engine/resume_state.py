@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..model.checkpoint import save_checkpoint
+from ..model.checkpoint_file import save_checkpoint
 from .distributed import DistEnv, gather_objects
 from .loop import NonFiniteLoss, Position
 

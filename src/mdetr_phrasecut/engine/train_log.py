@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
+from ..evaluation.plots import plot_curves
 from ..io import atomic_path
 
 
@@ -103,37 +104,3 @@ class TrainingLog:
     def close(self):
         if self.tb:
             self.tb.close()
-
-
-def _is_loss(column: str) -> bool:
-    """The total and the last decoder layer's terms (auxiliary terms end in _<layer>)."""
-    return column == "loss" or (column.startswith("loss_") and not column.rsplit("_", 1)[-1].isdigit())
-
-
-def plot_curves(step_csv: Path, val_csv: Path, out_png: Path, title: str = ""):
-    """Training loss terms per step; validation loss terms and IoUs per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    steps = pd.read_csv(step_csv) if step_csv.exists() else pd.DataFrame()
-    val = pd.read_csv(val_csv) if val_csv.exists() else pd.DataFrame()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = [
-        (axes[0], steps, "step", [c for c in steps.columns if _is_loss(c)], "training loss (weighted)"),
-        (axes[1], val, "epoch", [c for c in val.columns if _is_loss(c)], "validation loss (weighted)"),
-        (axes[2], val, "epoch", [c for c in val.columns if c.endswith("_iou")], "validation IoU"),
-    ]
-    for ax, frame, x, columns, name in panels:
-        for col in columns:
-            ax.plot(frame[x], frame[col], label=col, lw=2 if col == "loss" else 1,
-                    marker="o" if x == "epoch" else None)
-        ax.set(xlabel=x, title=f"{title} {name}".strip())
-        if columns:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
