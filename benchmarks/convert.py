@@ -6,7 +6,7 @@ polygon, ~4.5 phrases per image) into a temporary folder, then times, end to end
 fresh child process (so each peak RSS is its own):
 
 * ``ours``:  ``convert_split_to_file`` (what the CLI runs) -- records parsed and validated one at a
-  time, kept as pre-encoded annotation JSON, written in chunks with the C JSON encoder;
+  time, kept as ids, phrase, boxes and segmentations, written by json's streaming encoder as generated;
 * ``naive``: what the published script does -- ``json.load``, no validation, build the whole COCO dict,
   ``json.dump(ds, f)`` (Python's pure-Python streaming encoder).
 
@@ -85,14 +85,28 @@ def _ours(root, out):
 
 
 def _naive(root, out):
-    """The published script's approach (grouping, dict build, json.dump), without validation."""
-    from mdetr_phrasecut.data.convert import convert_records
-
+    """The published script's approach, without validation: json.load, group, build the whole dict, json.dump."""
     with open(root / "refer_train.json") as f:
         records = json.load(f)
     with open(root / "image_data_split.json") as f:
         info = {x["image_id"]: x for x in json.load(f)}
-    ds = convert_records(records, info, "compat")
+    groups = {}
+    for rec in records:
+        groups.setdefault(rec["image_id"], []).append(rec)
+    images, annotations = [], []
+    for image_id, recs in groups.items():
+        for rec in recs:
+            span = [[0, len(rec["phrase"])]]
+            images.append({"file_name": f"{image_id}.jpg", "height": info[image_id]["height"],
+                           "width": info[image_id]["width"], "id": len(images), "original_id": image_id,
+                           "caption": rec["phrase"], "tokens_negative": span, "dataset_name": "phrasecut",
+                           "task_id": rec["task_id"]})
+            for box, polygons in zip(rec["instance_boxes"], rec["Polygons"]):
+                annotations.append({"area": box[3] * box[2], "iscrowd": 0, "category_id": 1, "bbox": box,
+                                    "segmentation": [[c for xy in polygons[-1] for c in xy]],
+                                    "tokens_positive": span, "image_id": len(images) - 1, "id": len(annotations)})
+    ds = {"info": [], "licenses": [], "images": images, "annotations": annotations,
+          "categories": [{"supercategory": "object", "id": 1, "name": "object"}]}
     with open(out, "w") as f:
         json.dump(ds, f)
 

@@ -16,11 +16,17 @@ def repo_dir():
     return REPO
 
 
+def require(path):
+    """`path`, or a failure naming the missing fixture file or folder: a test never skips for want of data."""
+    path = Path(path)
+    if not path.exists():
+        pytest.fail(f"test fixture not found: {path}", pytrace=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def reference_dir():
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference data not found at {REFERENCE}")
-    return REFERENCE
+    return require(REFERENCE)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +36,7 @@ def tiny_roberta_dir(reference_dir):
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """A real one-node Slurm cluster on loopback (skips where Slurm or root is missing)."""
+    """A real one-node Slurm cluster on loopback (fails where Slurm or root is missing)."""
     from slurm_cluster import start_cluster
 
     with start_cluster(tmp_path_factory.mktemp("slurm")) as c:
@@ -40,3 +46,7 @@ def cluster(tmp_path_factory):
 def env_paths(name):
     """Extra fixture paths from an os.pathsep-separated environment variable (e.g. MDETR_GOLDEN)."""
     return [Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p]
+
+
+# the published code's outputs on the golden inputs (reference folder; more from $MDETR_GOLDEN)
+MDETR_GOLDEN = [REFERENCE / "official_mdetr_r50_seed0.pt", *env_paths("MDETR_GOLDEN")]

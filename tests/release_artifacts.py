@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mdetr_phrasecut.config import resolve_stage, run_model, run_train
-from mdetr_phrasecut.data.convert import convert_split
+from mdetr_phrasecut.data.convert import split_coco_json
 from mdetr_phrasecut.data.synth import write_synthetic_phrasecut
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import LEGACY_BUFFER
@@ -39,7 +39,7 @@ def phrasecut(num_images, seed=0, min_size=64, max_size=96, miniv_images=2):
                                   miniv_images=miniv_images)
         originals = {name: (root / name).read_bytes() for name in ORIGINALS}
         images = {p.name: p.read_bytes() for p in sorted((root / "images").glob("*.jpg"))}
-        annotations = {f"finetune_phrasecut_{s}.json": json.dumps(convert_split(root, s, "compat")).encode()
+        annotations = {f"finetune_phrasecut_{s}.json": "".join(split_coco_json(root, s, "compat")[0]).encode()
                        for s in SPLITS}
     return originals, images, annotations
 

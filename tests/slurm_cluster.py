@@ -1,6 +1,6 @@
 """A real Slurm cluster on loopback for tests: munged, slurmctld and one slurmd per node in a temp folder.
 
-    cluster = start_cluster(tmp_path)                      # pytest.skip()s when Slurm/munge are not installed
+    cluster = start_cluster(tmp_path)                      # fails when Slurm/munge are not installed
     cluster = start_cluster(tmp_path, nodes=("n1", "n2"))  # two nodes on this host: `srun -N2` runs on both
     try:
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env, check=True)
@@ -194,15 +194,15 @@ def _wait(cluster: Cluster, what: str, ready, timeout=60):
 def start_cluster(tmpdir, nodes=("localhost",)) -> Cluster:
     """Start munged, slurmctld and one slurmd per node under `tmpdir`; return once every node is idle.
 
-    Skips the calling test when the Slurm/munge binaries are missing (`make slurm-deps`)
+    Fails the calling test when the Slurm/munge binaries are missing (`make slurm-deps`)
     or when not running as root. The daemons are killed by `stop()`, at interpreter exit
     at the latest, and right away when the start fails.
     """
     missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"Slurm/munge not installed (missing {', '.join(missing)}); run `make slurm-deps`")
+        pytest.fail(f"Slurm/munge not installed (missing {', '.join(missing)}); run `make slurm-deps`", pytrace=False)
     if os.geteuid() != 0:
-        pytest.skip("the Slurm test cluster runs its daemons as root")
+        pytest.fail("the Slurm test cluster runs its daemons as root", pytrace=False)
     root = Path(tmpdir).resolve()
     for sub in ("munge", "state", "spool", "log", "bin"):
         (root / sub).mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ from torch import nn
 
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint_file import (describe, load_checkpoint, load_model_weights, read_checkpoint,
-                                              save_checkpoint)
+from mdetr_phrasecut.model.checkpoint_file import (describe, load_model_weights, read_checkpoint, save_checkpoint,
+                                                   select_weights)
 from mdetr_phrasecut.model.ema import ModelEMA
 
 POSITION_IDS = "transformer.text_encoder.embeddings.position_ids"
@@ -25,6 +25,13 @@ def tiny_cfg(tiny_roberta_dir):
 def build(cfg, seed=0, **overrides):
     torch.manual_seed(seed)
     return build_model({**cfg, **overrides})
+
+
+def load_checkpoint(model, path, prefer_ema=True):
+    """What train, evaluate and predict do: read, pick the (EMA) weights, load them strictly."""
+    ckpt = read_checkpoint(path)
+    load_model_weights(model, select_weights(ckpt, prefer_ema)[0], source=str(path))
+    return ckpt
 
 
 def assert_state_equal(got: dict, want: dict):

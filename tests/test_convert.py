@@ -8,10 +8,17 @@ from conftest import REFERENCE, env_paths
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data import convert as cv
 from mdetr_phrasecut.data.phrasecut_format import SPLITS, load_image_split, load_refer
+from mdetr_phrasecut.errors import InputError
 
 S0 = REFERENCE / "phrasecut_mini" / "s0"
 GOLDEN = [S0, *env_paths("PHRASECUT_GOLDEN")]
 GOLDEN_CASES = [pytest.param(folder, split, id=f"{folder.name}-{split}") for folder in GOLDEN for split in SPLITS]
+
+
+def converted(root, split, mode):
+    """Our conversion of a split, parsed."""
+    chunks, _, _ = cv.split_coco_json(root, split, mode)
+    return json.loads("".join(chunks))
 
 
 def key_orders(obj, path="$"):
@@ -29,29 +36,22 @@ def key_orders(obj, path="$"):
 
 @pytest.mark.parametrize("folder,split", GOLDEN_CASES)
 def test_phrasecut_golden_compat_equals_published_conversion(folder, split, tmp_path):
-    expected_path = folder / "expected_coco" / f"finetune_phrasecut_{split}.json"
-    if not expected_path.is_file():
-        pytest.skip(f"no golden file {expected_path}")
-    raw = expected_path.read_text()
-    expected = json.loads(raw)
-    ours = cv.convert_split(folder, split, mode="compat")
+    expected = json.loads((folder / "expected_coco" / f"finetune_phrasecut_{split}.json").read_text())
+    ours = converted(folder, split, "compat")
     assert ours == expected
     assert key_orders(ours) == key_orders(expected)
-    # written files: both writers give the published bytes (json.dump's default layout)
-    cv.write_coco(ours, tmp_path / "a.json")
-    cv.convert_split_to_file(folder, split, tmp_path / "b.json", mode="compat")
-    assert (tmp_path / "a.json").read_text() == json.dumps(expected)
+    # the written file has the published bytes (json.dump's default layout)
+    counts = cv.convert_split_to_file(folder, split, tmp_path / "b.json", mode="compat")
     assert (tmp_path / "b.json").read_text() == json.dumps(expected)
+    assert counts == (len(expected["images"]), len(expected["annotations"]))
 
 
 @pytest.mark.parametrize("folder,split", GOLDEN_CASES)
 def test_phrasecut_golden_full_mode_keeps_all_polygons(folder, split):
-    if not (folder / f"refer_{split}.json").is_file():
-        pytest.skip("no such split")
     info = load_image_split(folder)
     records = load_refer(folder, split, info)
-    compat = cv.convert_split(folder, split, mode="compat")
-    full = cv.convert_split(folder, split, mode="full")
+    compat = converted(folder, split, "compat")
+    full = converted(folder, split, "full")
     instances = [inst for r in sorted_by_image(records) for inst in r["Polygons"]]
     assert len(instances) == len(full["annotations"]) == len(compat["annotations"])
     flat = lambda poly: [c for pt in poly for c in pt]  # noqa: E731
@@ -77,7 +77,7 @@ def sorted_by_image(records):
     return [r for g in groups.values() for r in g]
 
 
-def test_grouping_order_ids_and_fields(tmp_path):
+def test_grouping_order_ids_and_fields():
     info = {7: {"width": 30, "height": 20}, 3: {"width": 11, "height": 12}}
     poly = [[[0, 0], [5.5, 0], [5.5, 4]], [[1, 1], [2, 1], [2, 2]]]
     recs = [
@@ -86,7 +86,11 @@ def test_grouping_order_ids_and_fields(tmp_path):
          "phrase": "cups"},
         {"task_id": "7__c", "image_id": 7, "instance_boxes": [[1.5, 1, 2, 2.5]], "Polygons": [poly], "phrase": "cup"},
     ]
-    coco = cv.convert_records(recs, info, "compat")
+    chunks, n_img, n_ann = cv.coco_json(iter(recs), info, "compat")
+    text = "".join(chunks)
+    coco = json.loads(text)
+    assert text == json.dumps(coco)  # json.dump's layout
+    assert (n_img, n_ann) == (3, 4)
     assert [i["task_id"] for i in coco["images"]] == ["7__a", "7__c", "3__b"]  # grouped by image, first-seen order
     assert [i["id"] for i in coco["images"]] == [0, 1, 2]
     assert [a["id"] for a in coco["annotations"]] == [0, 1, 2, 3]
@@ -98,31 +102,21 @@ def test_grouping_order_ids_and_fields(tmp_path):
     assert a == {"area": 5.0, "iscrowd": 0, "category_id": 1, "bbox": [1.5, 1, 2, 2.5],
                  "segmentation": [[1, 1, 2, 1, 2, 2]], "tokens_positive": [[0, 3]], "image_id": 1, "id": 1}
     assert coco["categories"] == [{"supercategory": "object", "id": 1, "name": "object"}]
-    # the streaming writer and write_coco give json.dumps' bytes
-    cv.write_coco(coco, tmp_path / "a.json")
-    cv.convert_records_to_file(recs, info, tmp_path / "b.json", "compat")
-    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text() == json.dumps(coco)
+    full = json.loads("".join(cv.coco_json(recs, info, "full")[0]))
+    assert full["annotations"][1]["segmentation"] == [[0, 0, 5.5, 0, 5.5, 4], [1, 1, 2, 1, 2, 2]]
 
 
-def test_streaming_writer_chunks_match_json_dumps(tmp_path, monkeypatch):
-    monkeypatch.setattr(cv, "_CHUNK", 3)  # force several chunks per list
-    info = {i: {"width": 50, "height": 40} for i in range(5)}
-    recs = [{"task_id": f"{i % 5}__{i}", "image_id": i % 5, "instance_boxes": [[1, 2, 3, 4]] * (i % 3 + 1),
-             "Polygons": [[[[0, 0], [1, 0.5], [1, 1]]]] * (i % 3 + 1), "phrase": f"thing {i}"} for i in range(11)]
-    for mode in cv.MODES:
-        n_img, n_ann = cv.convert_records_to_file(recs, info, tmp_path / f"{mode}.json", mode)
-        coco = cv.convert_records(recs, info, mode)
-        assert (tmp_path / f"{mode}.json").read_text() == json.dumps(coco)
-        assert (n_img, n_ann) == (len(coco["images"]), len(coco["annotations"]))
-
-
-def test_unknown_mode_and_unlisted_image():
-    with pytest.raises(Exception, match="unknown conversion mode"):
-        cv.convert_records([], {}, "fancy")
-    rec = {"task_id": "1__0", "image_id": 1, "instance_boxes": [[0, 0, 1, 1]], "Polygons": [[[[0, 0], [1, 0], [1, 1]]]],
-           "phrase": "x"}
-    with pytest.raises(Exception, match="image_id 1 .*not listed"):
-        cv.convert_records([rec], {}, "compat")
+def test_empty_split_and_unknown_mode(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    (root / "image_data_split.json").write_text("[]")
+    (root / "refer_val.json").write_text("[]")
+    assert cv.convert_split_to_file(root, "val", tmp_path / "val.json") == (0, 0)
+    assert (tmp_path / "val.json").read_text() == json.dumps(
+        {"info": [], "licenses": [], "images": [], "annotations": [],
+         "categories": [{"supercategory": "object", "id": 1, "name": "object"}]})
+    with pytest.raises(InputError, match="unknown conversion mode 'fancy'"):
+        cv.coco_json([], {}, "fancy")
 
 
 def test_cli_convert_single_and_all(reference_dir, tmp_path):
@@ -134,7 +128,7 @@ def test_cli_convert_single_and_all(reference_dir, tmp_path):
     assert cli.main(["convert", "--root", str(root), "--split", "all", "--mode", "full", "--out", str(outdir)]) == 0
     assert sorted(p.name for p in outdir.iterdir()) == sorted(f"finetune_phrasecut_{s}.json" for s in SPLITS)
     full = json.loads((outdir / "finetune_phrasecut_test.json").read_text())
-    assert full == cv.convert_split(root, "test", mode="full")
+    assert full == converted(root, "test", "full")
     assert not list(outdir.glob(".*"))  # no temp files left behind
 
 

@@ -6,18 +6,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import REFERENCE, env_paths
+from conftest import MDETR_GOLDEN, require
 from mdetr_phrasecut.model.criterion import build_criterion
 from mdetr_phrasecut.model.matcher import HungarianMatcher
 from mdetr_phrasecut.model.positive_map import caption_positive_map, create_positive_map
 
-GOLDEN = sorted(REFERENCE.glob("official_mdetr_*.pt")) + env_paths("MDETR_GOLDEN")
 PARTS = ["detector", "segm"]
 
 
-@pytest.fixture(scope="module", params=GOLDEN, ids=lambda p: p.name)
+@pytest.fixture(scope="module", params=MDETR_GOLDEN, ids=lambda p: p.name)
 def golden(request):
-    data = torch.load(request.param, weights_only=True)
+    data = torch.load(require(request.param), weights_only=True)
     tokenizer = AutoTokenizer.from_pretrained(request.param.parent / data["config"]["text_encoder_type"])
     data["tokenizer"] = tokenizer
     data["tokenized"] = tokenizer(data["captions"], padding="longest", return_tensors="pt")

@@ -10,13 +10,12 @@ import torch
 from torch.testing import assert_close
 from transformers import RobertaConfig
 
-from conftest import REFERENCE, env_paths
+from conftest import MDETR_GOLDEN, require
 from mdetr_phrasecut.model.backbone import Backbone
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list
 
-GOLDEN = sorted(REFERENCE.glob("official_mdetr_*.pt")) + env_paths("MDETR_GOLDEN")
 PARTS = ["detector", "segm"]
 FULL_SIZE = ["resnet101/detector", "resnet101/segm", "efficientnet_b3/detector", "efficientnet_b3/segm"]
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -29,9 +28,9 @@ def load_fill(reference_dir):
     return module.fill_state_dict
 
 
-@pytest.fixture(scope="module", params=GOLDEN, ids=lambda p: p.name)
+@pytest.fixture(scope="module", params=MDETR_GOLDEN, ids=lambda p: p.name)
 def golden(request, reference_dir):
-    data = torch.load(request.param, weights_only=True)
+    data = torch.load(require(request.param), weights_only=True)
     data["path"] = request.param
     data["fill_state_dict"] = load_fill(reference_dir)
     data["runs"] = {}

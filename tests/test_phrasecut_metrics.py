@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, env_paths
+from conftest import REFERENCE, env_paths, require
 
 from mdetr_phrasecut.data.phrasecut_format import load_image_split, load_name_att_rel_count, load_refer
 from mdetr_phrasecut.errors import InputError
@@ -17,9 +17,7 @@ GOLDEN = [S0, *env_paths("PHRASECUT_GOLDEN")]
 
 
 def _require(folder):
-    if not (folder / "expected_metrics_test.json").is_file():
-        pytest.skip(f"golden PhraseCut data not found at {folder}")
-    return folder
+    return require(folder / "expected_metrics_test.json").parent
 
 
 @functools.cache

@@ -12,7 +12,7 @@ MAX_SIZE = 200
 
 
 def make_sample(width=170, height=130, seed=0):
-    """A random RGB image with three rectangular instances; caption mentions left and right."""
+    """A random RGB image with three rectangular instances."""
     rng = np.random.default_rng(seed)
     image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
     rects = [(5, 10, 60, 70), (100, 20, 165, 50), (30, 90, 140, 125)]  # x1, y1, x2, y2 (exclusive)
@@ -54,40 +54,6 @@ def test_resize_scales_boxes_masks_and_area():
     assert torch.allclose(out["area"], target["area"] * ratio)
 
 
-def test_swap_left_right_moves_spans():
-    caption = "left cup right of the bright leftover table, left"
-    spans = [[[0, 8]], [[9, 14]], [[22, 28]], [[29, 37]], [[45, 49]]]
-    words = [[caption[b:e] for b, e in s] for s in spans]
-    new, new_spans = T.swap_left_right(caption, spans)
-    assert new == "right cup left of the bright leftover table, right"
-    got = [[new[b:e] for b, e in s] for s in new_spans]
-    swap = {"left": "right", "right": "left"}
-    expected = [[" ".join(swap.get(t, t) for t in w.split(" ")) for w in ws] for ws in words]
-    assert got == expected
-    assert T.swap_left_right(*T.swap_left_right(caption, spans)) == (caption, spans)
-
-
-def test_hflip_mirrors_boxes_masks_and_caption():
-    image, target = make_sample()
-    out_image, out = T.hflip(image, target)
-    assert np.array_equal(np.asarray(out_image), np.asarray(image)[:, ::-1])
-    assert torch.equal(out["masks"], target["masks"].flip(-1))
-    assert torch.allclose(out["boxes"], mask_extents(out["masks"]))
-    assert out["caption"] == "the right dog left of the bright cat"
-    assert out["caption"][slice(*out["tokens_positive"][0][0])] == "the right dog"
-    back_image, back = T.hflip(out_image, out)
-    assert back["caption"] == target["caption"] and torch.equal(back["boxes"], target["boxes"])
-    assert np.array_equal(np.asarray(back_image), np.asarray(image))
-
-
-def test_random_flip_probability_and_generator():
-    image, target = make_sample()
-    flipped = [T.RandomHorizontalFlip(0.5)(image, target, torch.Generator().manual_seed(s))[1]["caption"]
-               for s in range(20)]
-    assert 0 < sum(c != target["caption"] for c in flipped) < 20
-    assert T.RandomHorizontalFlip(0.0)(image, target)[1] is target
-
-
 def test_crop_clips_boxes_and_drops_empty_instances():
     image, target = make_sample()
     out_image, out = T.crop(image, target, top=15, left=50, height=60, width=100)
@@ -112,7 +78,7 @@ def test_random_size_crop_respects_boxes():
 
 def test_train_transform_outputs_normalised_consistent_targets():
     image, target = make_sample()
-    transform = T.make_train_transform(SCALES, MAX_SIZE, hflip_prob=0.5)
+    transform = T.make_train_transform(SCALES, MAX_SIZE)
     sizes = set()
     for seed in range(12):
         img, out = transform(image, target, torch.Generator().manual_seed(seed))
@@ -130,7 +96,7 @@ def test_train_transform_outputs_normalised_consistent_targets():
 
 def test_train_transform_is_deterministic_under_seed():
     image, target = make_sample()
-    transform = T.make_train_transform(SCALES, MAX_SIZE, hflip_prob=0.5)
+    transform = T.make_train_transform(SCALES, MAX_SIZE)
     runs = []
     for _ in range(2):
         torch.manual_seed(3)

@@ -1,4 +1,5 @@
-"""Load and validate workflow configs against `workflow/schemas/config.schema.yaml`, filling the release's defaults.
+"""Load and validate workflow configs against the package's `assets/config.schema.yaml` (linked from
+`workflow/schemas/`), filling the release's defaults.
 
 Errors are one line naming the file and the key path, e.g.
 `config/x.yaml: train.stage1.lr: 'fast' is not of type 'number'`.
@@ -10,11 +11,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from . import ASSETS
 from .errors import InputError
 from .io import note_input
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = ASSETS / "config.schema.yaml"
 STAGES = ("pretrain", "stage1", "stage2")
 
 

@@ -18,7 +18,7 @@ _ABSENT = object()
 
 
 def audit_annotations(mdetr_json_path, ours: dict, max_examples=20) -> dict:
-    """Report how MDETR's annotation file differs from `ours` (a COCO dict, e.g. from convert_split).
+    """Report how MDETR's annotation file differs from `ours` (a COCO dict, e.g. our conversion's file parsed).
 
     The report holds image / annotation counts (each side, matched, only on one side), the number of
     differences per field (`image.caption`, `annotation.bbox`, ...; `image` / `annotation` for a record
@@ -112,9 +112,10 @@ def add_arguments(parser):
 
 
 def main(args):
-    from .convert import convert_split
+    from .convert import split_coco_json
 
-    report = audit_annotations(args.mdetr, convert_split(args.root, args.split, mode="compat"))
+    chunks, _, _ = split_coco_json(args.root, args.split, mode="compat")
+    report = audit_annotations(args.mdetr, json.loads("".join(chunks)))
     report.update(root=str(args.root), split=args.split)
     atomic_write_json(args.out, report, indent=2)
     print(f"{args.mdetr}: {'identical to' if report['identical'] else 'DIFFERS from'} our conversion; "

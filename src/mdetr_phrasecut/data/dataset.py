@@ -150,19 +150,16 @@ def build_dataset(split: str, coco_path, img_folder, tokenizer, train_cfg: Optio
     """PhraseCutDetection for `coco_path/finetune_phrasecut_{split}.json`: training transforms for "train",
     evaluation transforms otherwise.
 
-    `train_cfg` keys (all optional): scales, max_size (release: 480..800 step 32, 1333), crop_resize,
-    crop_min_size, hflip_prob (see make_train_transform), eval_size (default max(scales)) and masks (return
-    instance masks, default True). `tokenizer` is a tokenizer or a folder / hub name to load one from.
+    `train_cfg` keys (all optional): scales, max_size (release: 480..800 step 32, 1333; evaluation resizes to
+    max(scales)) and masks (return instance masks, default True). `tokenizer` is a tokenizer or a folder / hub name to load one from.
     """
     cfg = dict(train_cfg or {})
     scales = list(cfg.get("scales", T.RELEASE_SCALES))
     max_size = cfg.get("max_size", T.RELEASE_MAX_SIZE)
     if split == "train":
-        transforms = T.make_train_transform(
-            scales, max_size, cfg.get("crop_resize"), cfg.get("crop_min_size"), cfg.get("hflip_prob", 0.0)
-        )
+        transforms = T.make_train_transform(scales, max_size)
     else:
-        transforms = T.make_eval_transform(cfg.get("eval_size", max(scales)), max_size)
+        transforms = T.make_eval_transform(max(scales), max_size)
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import note_input, open_image
+from ..io import note_input
 
 SPLITS = ("train", "val", "miniv", "test")
 PHRASE_TYPES = ("name", "attribute", "relation", "verbose")
@@ -52,7 +52,6 @@ __all__ = [
     "iter_refer",
     "load_image_split",
     "load_name_att_rel_count",
-    "check_images",
     "validate_record",
 ]
 
@@ -375,27 +374,3 @@ def load_name_att_rel_count(root) -> dict:
             if not (isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and _is_int(r[1]) and r[1] >= 0):
                 raise InputError(f"{fname}: {key}[{i}] must be [name, count >= 0], got {_describe(r)}")
     return data
-
-
-# ----------------------------------------------------------------------------- images
-def check_images(root, records, image_info) -> int:
-    """Check that every image used by ``records`` exists, decodes (see :func:`~mdetr_phrasecut.io.open_image`)
-    and has the size listed in image_data_split.json. Returns the number of images checked."""
-    first_task = {}
-    for rec in records:
-        first_task.setdefault(rec["image_id"], rec["task_id"])
-    for iid, tid in first_task.items():
-        if iid not in image_info:
-            raise InputError(f"{IMAGE_SPLIT_FILE}: task_id {tid}: image_id {iid} is not listed")
-        path = image_path(root, iid)
-        rel = f"images/{path.name}"
-        if not path.is_file():
-            raise InputError(f"{rel}: task_id {tid}: image file is missing")
-        size = open_image(path, f"task_id {tid}: image").size
-        row = image_info[iid]
-        if size != (row["width"], row["height"]):
-            raise InputError(
-                f"{rel}: task_id {tid}: image size {size[0]}x{size[1]} differs from "
-                f"{IMAGE_SPLIT_FILE} width x height {row['width']}x{row['height']}"
-            )
-    return len(first_task)

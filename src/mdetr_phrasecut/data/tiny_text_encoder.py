@@ -26,14 +26,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .. import ASSETS
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MAX_POSITION_EMBEDDINGS = 66  # RoBERTa offsets positions by padding_idx + 1: 64 usable tokens
 ASSET_FILES = ("config.json", "merges.txt", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
 def default_path() -> Path:
-    """The committed tiny encoder folder inside the installed package."""
-    return Path(__file__).resolve().parents[1] / "assets" / "tiny_text_encoder"
+    """The committed tiny encoder folder inside the installed package (``text_encoder_type: asset:tiny_text_encoder``)."""
+    return ASSETS / "tiny_text_encoder"
 
 
 def synthetic_vocabulary_captions():

@@ -1,4 +1,4 @@
-"""MDETR's PhraseCut augmentations on (PIL image, target) pairs: resize, box-respecting crop, flip, normalise.
+"""MDETR's PhraseCut augmentations on (PIL image, target) pairs: resize, box-respecting crop, normalise.
 
 A target holds per-instance fields (``boxes`` as absolute xyxy, ``labels``, ``area``, ``iscrowd``, ``masks``
 [n, H, W] bool, ``tokens_positive``) plus ``caption`` and ``size`` [h, w]. Every transform is called as
@@ -6,7 +6,6 @@ A target holds per-instance fields (``boxes`` as absolute xyxy, ``labels``, ``ar
 (which DataLoader seeds per worker), so a run is reproducible under ``torch.manual_seed``. ``target`` may be None
 for inference. The last step turns the image into a normalised tensor and the boxes into normalised cxcywh.
 """
-import re
 from typing import Optional, Sequence
 
 import torch
@@ -24,7 +23,6 @@ RELEASE_CROP_RESIZE = (400, 500, 600)
 RELEASE_CROP_MIN_SIZE = 384
 
 INSTANCE_FIELDS = ("boxes", "labels", "area", "iscrowd", "masks", "positive_map")
-_LEFT_RIGHT = re.compile(r"\b(left|right)\b")
 
 
 def _randint(low: int, high: int, generator: Optional[torch.Generator]) -> int:
@@ -97,49 +95,6 @@ def crop(image, target: dict, top: int, left: int, height: int, width: int):
     return image, keep_instances(target, (boxes[:, 1] > boxes[:, 0]).all(dim=1))
 
 
-def swap_left_right(caption: str, tokens_positive: Sequence = ()):
-    """Swap the words "left" and "right" and move the character spans of `tokens_positive` to match."""
-    pieces, edits, last = [], [], 0
-    for m in _LEFT_RIGHT.finditer(caption):
-        new = "right" if m.group() == "left" else "left"
-        pieces += [caption[last : m.start()], new]
-        edits.append((m.start(), m.end(), len(new)))
-        last = m.end()
-    pieces.append(caption[last:])
-
-    def moved(pos):
-        shift = 0
-        for start, end, length in edits:
-            if pos <= start:
-                break
-            if pos < end:
-                return start + shift + min(pos - start, length)
-            shift += length - (end - start)
-        return pos + shift
-
-    spans = [[[moved(b), moved(e)] for b, e in box_spans] for box_spans in tokens_positive]
-    return "".join(pieces), spans
-
-
-def hflip(image, target: Optional[dict]):
-    width = image.size[0]
-    image = F.horizontal_flip(image)
-    if target is None:
-        return image, None
-    target = dict(target)
-    if "boxes" in target:
-        target["boxes"] = target["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor(
-            [width, 0, width, 0]
-        )
-    if "masks" in target:
-        target["masks"] = target["masks"].flip(-1)
-    if "caption" in target:
-        target["caption"], spans = swap_left_right(target["caption"], target.get("tokens_positive", []))
-        if "tokens_positive" in target:
-            target["tokens_positive"] = spans
-    return image, target
-
-
 class Compose:
     def __init__(self, transforms):
         self.transforms = list(transforms)
@@ -193,19 +148,6 @@ class RandomSizeCrop:
         return f"RandomSizeCrop({self.min_size}, {self.max_size}, respect_boxes={self.respect_boxes})"
 
 
-class RandomHorizontalFlip:
-    def __init__(self, p: float = 0.5):
-        self.p = p
-
-    def __call__(self, image, target=None, generator=None):
-        if _rand(generator) < self.p:
-            return hflip(image, target)
-        return image, target
-
-    def __repr__(self):
-        return f"RandomHorizontalFlip(p={self.p})"
-
-
 class RandomSelect:
     """Apply `first` with probability p, else `second`."""
 
@@ -237,24 +179,14 @@ class ToNormalizedTensor:
         return "ToNormalizedTensor()"
 
 
-def make_train_transform(
-    scales: Sequence[int] = RELEASE_SCALES,
-    max_size: int = RELEASE_MAX_SIZE,
-    crop_resize: Optional[Sequence[int]] = None,
-    crop_min_size: Optional[int] = None,
-    hflip_prob: float = 0.0,
-) -> Compose:
-    """The release's PhraseCut training augmentation: with probability 1/2 a plain random resize over `scales`,
-    otherwise resize to `crop_resize`, a random crop (sides >= `crop_min_size`) keeping every box, and a random
-    resize over `scales`. Crop sizes default to the release's (400/500/600, 384) scaled by max(scales) / 800.
-    The release trains PhraseCut without flips (`hflip_prob` 0); a flip swaps "left"/"right" in the caption.
+def make_train_transform(scales: Sequence[int] = RELEASE_SCALES, max_size: int = RELEASE_MAX_SIZE) -> Compose:
+    """The release's PhraseCut training augmentation (no flip): with probability 1/2 a plain random resize over
+    `scales`, otherwise a resize to one of the release's crop sizes (400/500/600), a random crop (sides >= 384)
+    keeping every box, and a random resize over `scales`; crop sizes are scaled by max(scales) / 800.
     """
     factor = max(scales) / max(RELEASE_SCALES)
-    if crop_resize is None:
-        crop_resize = [round(s * factor) for s in RELEASE_CROP_RESIZE]
-    if crop_min_size is None:
-        crop_min_size = round(RELEASE_CROP_MIN_SIZE * factor)
-    flip = [RandomHorizontalFlip(hflip_prob)] if hflip_prob > 0 else []
+    crop_resize = [round(s * factor) for s in RELEASE_CROP_RESIZE]
+    crop_min_size = round(RELEASE_CROP_MIN_SIZE * factor)
     cropped = Compose(
         [
             RandomResize(crop_resize),
@@ -262,7 +194,7 @@ def make_train_transform(
             RandomResize(scales, max_size),
         ]
     )
-    return Compose(flip + [RandomSelect(RandomResize(scales, max_size), cropped), ToNormalizedTensor()])
+    return Compose([RandomSelect(RandomResize(scales, max_size), cropped), ToNormalizedTensor()])
 
 
 def make_eval_transform(size: int = max(RELEASE_SCALES), max_size: int = RELEASE_MAX_SIZE) -> Compose:

@@ -195,15 +195,6 @@ def gather_objects(obj) -> list:
     return out
 
 
-def broadcast_object(obj):
-    """Rank 0's `obj` on every process."""
-    if not _active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier():
     if _active():
         dist.barrier()

@@ -62,7 +62,7 @@ def build_model(cfg: Mapping):
       dilation             last backbone level at stride 16 instead of 32 (the release's DC5) [False]
       train_batchnorm      trainable BatchNorms in the backbone (training from scratch)         [False]
       lr_backbone          > 0 trains the backbone (ResNet: layer2-4 only)                    [1e-5]
-      position_embedding   sine | learned                                                     ["sine"]
+      position_embedding   sine                                                               ["sine"]
       hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout                    [256, 8, 6, 6, 2048, 0.1]
       pre_norm, pass_pos_and_query   only False / True are supported (as the release runs)    [False, True]
       num_queries                                                                             [100]

@@ -128,14 +128,6 @@ def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkp
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_checkpoint(model: nn.Module, path, prefer_ema: bool = True) -> dict:
-    """Load a published or our checkpoint into `model` (EMA weights preferred); returns the whole checkpoint dict."""
-    ckpt = read_checkpoint(path)
-    state_dict, key = select_weights(ckpt, prefer_ema)
-    load_model_weights(model, state_dict, source=f"{path} [{key}]")
-    return ckpt
-
-
 def save_checkpoint(path, model: nn.Module, model_ema=None, optimizer=None, lr_scheduler=None, epoch=None, args=None,
                     **extra):
     """Write the release's layout atomically; `model_ema` is a `ModelEMA` or a module; `extra` adds entries."""

@@ -1,4 +1,4 @@
-"""2-D position encodings of a feature map (DETR's): sine (normalised to 2*pi over the unpadded extent) or learned."""
+"""2-D position encodings of a feature map (DETR's): sine (normalised to 2*pi over the unpadded extent)."""
 import math
 
 import torch
@@ -36,28 +36,7 @@ class PositionEmbeddingSine(nn.Module):
         return torch.cat((encode(y_embed), encode(x_embed)), dim=3).permute(0, 3, 1, 2)
 
 
-class PositionEmbeddingLearned(nn.Module):
-    """Learned row and column embeddings (up to 50×50 positions), concatenated x then y."""
-
-    def __init__(self, num_pos_feats: int = 256):
-        super().__init__()
-        self.row_embed = nn.Embedding(50, num_pos_feats)
-        self.col_embed = nn.Embedding(50, num_pos_feats)
-        nn.init.uniform_(self.row_embed.weight)
-        nn.init.uniform_(self.col_embed.weight)
-
-    def forward(self, x: NestedTensor) -> torch.Tensor:
-        h, w = x.tensors.shape[-2:]
-        device = x.tensors.device
-        cols = self.col_embed(torch.arange(w, device=device))
-        rows = self.row_embed(torch.arange(h, device=device))
-        pos = torch.cat([cols[None].expand(h, w, -1), rows[:, None].expand(h, w, -1)], dim=-1)
-        return pos.permute(2, 0, 1)[None].expand(x.tensors.shape[0], -1, -1, -1)
-
-
 def build_position_encoding(kind: str, hidden_dim: int) -> nn.Module:
-    if kind in ("sine", "v2"):
-        return PositionEmbeddingSine(hidden_dim // 2, normalize=True)
-    if kind in ("learned", "v3"):
-        return PositionEmbeddingLearned(hidden_dim // 2)
-    raise ValueError(f"unknown position_embedding {kind!r}; expected sine or learned")
+    if kind != "sine":
+        raise ValueError(f"unknown position_embedding {kind!r}; expected sine")
+    return PositionEmbeddingSine(hidden_dim // 2, normalize=True)

@@ -6,10 +6,12 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from .. import ASSETS
 from ..errors import InputError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")
+ASSET_PREFIX = "asset:"
 
 
 def _quietly(load, *args, **kwargs):
@@ -24,12 +26,15 @@ def _quietly(load, *args, **kwargs):
 
 
 def load_text_encoder(text_encoder_type: str):
-    """(tokenizer, encoder) for a hub name such as ``roberta-base`` or a local folder.
+    """(tokenizer, encoder) for a hub name such as ``roberta-base``, a local folder or ``asset:NAME`` (a folder
+    shipped in the package, e.g. ``asset:tiny_text_encoder``).
 
     A folder with weights loads them; a folder with only ``config.json`` (plus tokenizer files) builds a randomly
     initialised encoder of that architecture, for when a checkpoint supplies the weights. The encoder keeps its
     pooler, so its keys match the release's (``transformer.text_encoder.pooler.dense.*``).
     """
+    if text_encoder_type.startswith(ASSET_PREFIX):  # in the package's assets, wherever it is installed
+        text_encoder_type = str(ASSETS / text_encoder_type.removeprefix(ASSET_PREFIX))
     folder = Path(text_encoder_type).expanduser()
     try:
         tokenizer = AutoTokenizer.from_pretrained(text_encoder_type)
