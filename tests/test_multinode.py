@@ -101,7 +101,8 @@ def finish(proc, timeout=300) -> str:
 
 
 def stage1_log(workspace) -> str:
-    return (workspace / "results" / "logs" / "stage1_demo.log").read_text(errors="replace")  # a progress bar may be cut inside a character
+    # errors="replace": a progress bar may be cut inside a character
+    return (workspace / "results" / "logs" / "stage1_demo.log").read_text(errors="replace")
 
 
 def assert_bitwise_equal(got_ws, want_ws):
