@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
-from ..arguments import IN_FILE, OUT_FILE
+from ..arguments import IN_FILE, OUT_FILE, json_object
 from ..io import atomic_path, atomic_write_text
 from .cost import cost_text, costs
 from .statistics import (add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task,
@@ -300,8 +300,8 @@ def add_arguments(parser):
                         "--metrics: bootstrap intervals and verdicts")
     add_bootstrap_arguments(parser)
     parser.add_argument("--benchmarks", nargs="+", type=IN_FILE, help="results/benchmarks/{stage}_{run}.tsv: each row's cost")
-    parser.add_argument("--gpus-json", type=json.loads, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
-    parser.add_argument("--seeds-json", type=json.loads, default={},
+    parser.add_argument("--gpus-json", type=json_object, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
+    parser.add_argument("--seeds-json", type=json_object, default={},
                         help='{"run_seed0": ["results/runs/run_seed0/test/metrics.json", ...]}: every seed of a row')
 
 
