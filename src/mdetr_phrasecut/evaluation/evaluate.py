@@ -17,8 +17,7 @@ from ..data.phrasecut_format import SPLITS, refer_path
 from ..data.transforms import make_eval_transform
 from ..io import atomic_write_json, sha256_file
 from ..model.build import build
-from ..errors import InputError
-from ..model.checkpoint_file import describe, load_model_weights, read_checkpoint, select_weights
+from ..model.checkpoint_file import load_weights
 from .phrasecut_metrics import evaluate_split
 from .predictions import PredictionWriter
 
@@ -45,13 +44,8 @@ def evaluate(checkpoint, spec, coco, root, images, split, out_dir, threshold, si
     """Run the stage-2 model of `spec` (`config.resolve_stage`) with `checkpoint`'s weights on `split`, score it;
     writes and returns metrics.json's content."""
     out_dir = Path(out_dir)
-    state_dict, key = select_weights(read_checkpoint(checkpoint), prefer_ema=use_ema)
-    backbone, stage = describe(state_dict)
-    if stage != "segmentation":
-        raise InputError(f"checkpoint {checkpoint} is a {backbone} {stage} checkpoint; evaluation needs a "
-                         "segmentation (stage-2) checkpoint")
-    model, _, postprocessors = build(resolve_stage(spec, "stage2", threshold))
-    load_model_weights(model, state_dict, source=f"{checkpoint} [{key}]")
+    model, _, postprocessors = load_weights(checkpoint, lambda _: build(resolve_stage(spec, "stage2", threshold)),
+                                            use_ema, need="segmentation", needed_by="evaluate")
     tokenizer = model.detr.transformer.tokenizer
     dataset = PhraseCutDetection(images, coco, make_eval_transform(size=size, max_size=max_size),
                                  return_masks=False, tokenizer=tokenizer)
