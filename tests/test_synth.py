@@ -71,15 +71,15 @@ def test_layout_and_format_match_the_original(small, reference_dir):
     info = pf.load_image_split(root)
     assert len(info) == sum(SMALL.values())
     assert Counter(r["split"] for r in info.values()) == {"train": 60, "val": 8, "miniv": 4, "test": 30}
-    recs = {s: pf.load_refer(root, s, info) for s in pf.SPLITS}
-    for split in pf.SPLITS:
+    recs = {s: pf.load_refer(root, s, info) for s in pf.PHRASECUT_SPLITS}
+    for split in pf.PHRASECUT_SPLITS:
         images = {r["image_id"] for r in recs[split]}
         assert len(images) == summary[split]["images"]
         assert all(Image.open(pf.image_path(root, i)).size == (info[i]["width"], info[i]["height"]) for i in images)
         assert len(recs[split]) == summary[split]["phrases"]
     # miniv is a subset of val; the splits' images are disjoint otherwise
     assert recs["miniv"] == recs["val"][: len(recs["miniv"])] and len(recs["miniv"]) > 0
-    imgs = {s: {r["image_id"] for r in recs[s]} for s in pf.SPLITS}
+    imgs = {s: {r["image_id"] for r in recs[s]} for s in pf.PHRASECUT_SPLITS}
     assert not (imgs["train"] & imgs["val"]) and not (imgs["train"] & imgs["test"]) and not (imgs["val"] & imgs["test"])
     assert all(info[i]["split"] == "miniv" for i in imgs["miniv"])
     assert all(info[i]["split"] == s for s in ("train", "test") for i in imgs[s])

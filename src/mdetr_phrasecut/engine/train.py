@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
-from ..config import STAGES, load_spec, resolve_stage, validate_spec  # noqa: F401 (validate_spec: this module's API)
+from ..config import TRAIN_STAGES, load_spec, resolve_stage, validate_spec  # noqa: F401 (validate_spec: this module's API)
 from ..data.dataset import build_dataset, train_collate_fn
 from ..errors import InputError
 from ..io import atomic_path
@@ -33,7 +33,7 @@ FINAL = "checkpoint.pth"
 
 
 def add_arguments(parser):
-    parser.add_argument("--stage", required=True, choices=STAGES,
+    parser.add_argument("--stage", required=True, choices=TRAIN_STAGES,
                         help="pretrain: detector from scratch; stage1: fine-tune the detector from --init; "
                              "stage2: train the mask head on the frozen detector of --init")
     spec = parser.add_mutually_exclusive_group(required=True)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..data.dataset import PhraseCutDetection, collate_fn
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PROBABILITY
 from ..config import load_spec, resolve_stage, schema_defaults
-from ..data.phrasecut_format import SPLITS, refer_path
+from ..data.phrasecut_format import PHRASECUT_SPLITS, refer_path
 from ..data.transforms import make_eval_transform
 from ..io import atomic_write_json, sha256_file
 from ..model.build import build
@@ -79,7 +79,7 @@ def add_arguments(parser):
     parser.add_argument("--coco", required=True, type=IN_FILE, help="finetune_phrasecut_{split}.json")
     parser.add_argument("--root", required=True, type=IN_DIR, help="original PhraseCut files (refer_{split}.json, ...)")
     parser.add_argument("--images", required=True, type=IN_DIR, help="folder of {image_id}.jpg")
-    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--split", default="test", choices=PHRASECUT_SPLITS)
     parser.add_argument("--dataset", help="dataset name recorded in metrics.json (shown in the table)")
     parser.add_argument("--out-dir", required=True, type=OUT_DIR)
     parser.add_argument("--threshold", type=PROBABILITY, default=defaults["threshold"],
