@@ -17,6 +17,8 @@ from mdetr_phrasecut.data import synth
 from mdetr_phrasecut.data import tiny_text_encoder as tte
 
 SMALL = {"train": 60, "val": 12, "test": 30}
+TINY_ENCODER_FILES = ("config.json", "merges.txt", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                      "vocab.json")  # what save_pretrained writes for the tiny RoBERTa
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +231,7 @@ def test_committed_tiny_text_encoder_loads_and_tokenizes():
     import torch
 
     folder = tte.default_path()
-    assert sorted(p.name for p in folder.iterdir()) == sorted(tte.ASSET_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(TINY_ENCODER_FILES)
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in require(REFERENCE / "tiny_roberta").iterdir())
     assert sum(p.stat().st_size for p in folder.iterdir()) < 1_000_000
     tok = AutoTokenizer.from_pretrained(folder)
@@ -268,7 +270,7 @@ def test_build_tiny_text_encoder_is_deterministic(tmp_path):
     a = tte.build_tiny_text_encoder(captions, tmp_path / "a", vocab_size=300, hidden_size=32, layers=1, heads=2)
     b = tte.build_tiny_text_encoder(captions, tmp_path / "b", vocab_size=300, hidden_size=32, layers=1, heads=2)
     assert files_of(a) == files_of(b)
-    assert sorted(files_of(a)) == sorted(tte.ASSET_FILES)
+    assert sorted(files_of(a)) == sorted(TINY_ENCODER_FILES)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
-from ..config import TRAIN_STAGES, load_spec, resolve_stage, validate_spec  # noqa: F401 (validate_spec: this module's API)
+from ..config import TRAIN_STAGES, load_spec, resolve_stage
 from ..data.dataset import build_dataset, train_collate_fn
 from ..errors import InputError
 from ..io import atomic_path
