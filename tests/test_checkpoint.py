@@ -85,7 +85,7 @@ def test_published_checkpoint_with_legacy_position_ids_and_namespace_args(tmp_pa
 def test_detector_checkpoint_loads_into_segmentation_detector(tmp_path, tiny_cfg):
     detector = build(tiny_cfg, contrastive_align_loss=True)
     path = tmp_path / "stage1.pth"
-    save_checkpoint(path, detector, ModelEMA(detector), epoch=0)
+    save_checkpoint(path, detector, ModelEMA(detector, decay=0.9998), epoch=0)
 
     segm = build(tiny_cfg, seed=1, masks=True, contrastive_align_loss=False, freeze_detr=True)
     head_before = {k: v.clone() for k, v in segm.state_dict().items() if not k.startswith("detr.")}
@@ -185,6 +185,6 @@ def test_ema_average_and_state_dict_roundtrip():
     ema.update(wrapped)
     restored = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     restored.load_state_dict(ema.state_dict())
-    copy = ModelEMA(restored)
+    copy = ModelEMA(restored, decay=0.9)
     copy.load_state_dict(ema.state_dict())
     assert_state_equal(copy.state_dict(), ema.state_dict())
