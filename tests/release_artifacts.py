@@ -21,13 +21,13 @@ import torch
 
 from mdetr_phrasecut.config import resolve_stage, run_model, run_train
 from mdetr_phrasecut.data.convert import split_coco_json
+from mdetr_phrasecut.data.phrasecut_format import PHRASECUT_SPLITS
 from mdetr_phrasecut.data.synth import write_synthetic_phrasecut
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import LEGACY_BUFFER
 from test_download import _tar_gz as tar_gz_bytes, _zip as zip_bytes  # archives of given members
 
-SPLITS = ("train", "val", "miniv", "test")
-ORIGINALS = ("image_data_split.json", "name_att_rel_count.json") + tuple(f"refer_{s}.json" for s in SPLITS)
+ORIGINALS = ("image_data_split.json", "name_att_rel_count.json") + tuple(f"refer_{s}.json" for s in PHRASECUT_SPLITS)
 
 
 def phrasecut(num_images, seed=0, min_size=64, max_size=96, miniv_images=2):
@@ -40,7 +40,7 @@ def phrasecut(num_images, seed=0, min_size=64, max_size=96, miniv_images=2):
         originals = {name: (root / name).read_bytes() for name in ORIGINALS}
         images = {p.name: p.read_bytes() for p in sorted((root / "images").glob("*.jpg"))}
         annotations = {f"finetune_phrasecut_{s}.json": "".join(split_coco_json(root, s, "compat")[0]).encode()
-                       for s in SPLITS}
+                       for s in PHRASECUT_SPLITS}
     return originals, images, annotations
 
 

@@ -29,6 +29,13 @@ def test_the_benchmarks_folder_is_found():
     assert {"convert.py", "evaluate.py", "model_forward.py", "train_throughput.py"} <= {p.name for p in SCRIPTS}
 
 
+def test_no_script_folder_shadows_the_standard_library():
+    """benchmarks/ (each script's sys.path[0]) and tests/ (on sys.path under pytest) hold no module named like a
+    standard-library one, which an `import` anywhere in that process would pick up instead."""
+    modules = {p.stem for folder in ("benchmarks", "tests") for p in (REPO / folder).glob("*.py")}
+    assert "convert" in modules and not modules & sys.stdlib_module_names
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_benchmark_runs_at_its_smallest_size(script, tmp_path):

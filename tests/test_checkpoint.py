@@ -9,8 +9,8 @@ from torch import nn
 
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint_file import (describe, load_model_weights, read_checkpoint, save_checkpoint,
-                                                   select_weights)
+from mdetr_phrasecut.model.checkpoint_file import (describe, load_model_weights, load_weights, read_checkpoint,
+                                                   save_checkpoint)
 from mdetr_phrasecut.model.ema import ModelEMA
 
 POSITION_IDS = "transformer.text_encoder.embeddings.position_ids"
@@ -28,10 +28,8 @@ def build(cfg, seed=0, **overrides):
 
 
 def load_checkpoint(model, path, prefer_ema=True):
-    """What train, evaluate and predict do: read, pick the (EMA) weights, load them strictly."""
-    ckpt = read_checkpoint(path)
-    load_model_weights(model, select_weights(ckpt, prefer_ema)[0], source=str(path))
-    return ckpt
+    """What train, evaluate and predict do (`load_weights`: read, pick the (EMA) weights, load them strictly)."""
+    return load_weights(path, lambda _: (model,), prefer_ema)[0]
 
 
 def assert_state_equal(got: dict, want: dict):
@@ -79,15 +77,15 @@ def test_published_checkpoint_with_legacy_position_ids_and_namespace_args(tmp_pa
     torch.save({"model": state, "optimizer": {}, "epoch": 9, "args": argparse.Namespace(backbone="resnet18")}, path)
 
     target = build(tiny_cfg, seed=1, masks=masks, contrastive_align_loss=not masks)
-    ckpt = load_checkpoint(target, path)
-    assert ckpt["args"].backbone == "resnet18"
+    load_checkpoint(target, path)
+    assert read_checkpoint(path)["args"].backbone == "resnet18"
     assert_state_equal(target.state_dict(), source.state_dict())
 
 
 def test_detector_checkpoint_loads_into_segmentation_detector(tmp_path, tiny_cfg):
     detector = build(tiny_cfg, contrastive_align_loss=True)
     path = tmp_path / "stage1.pth"
-    save_checkpoint(path, detector, ModelEMA(detector), epoch=0)
+    save_checkpoint(path, detector, ModelEMA(detector, decay=0.9998), epoch=0)
 
     segm = build(tiny_cfg, seed=1, masks=True, contrastive_align_loss=False, freeze_detr=True)
     head_before = {k: v.clone() for k, v in segm.state_dict().items() if not k.startswith("detr.")}
@@ -112,6 +110,30 @@ def test_wrong_stage_or_backbone_is_an_input_error(tmp_path, tiny_cfg, reference
     eb3 = {k: torch.empty(s, device="meta") for k, s in official["efficientnet_b3/segm"]["keys"].items()}
     with pytest.raises(InputError, match="efficientnet_b3 segmentation checkpoint; config expects resnet18 detector"):
         load_model_weights(detector, eb3, source="phrasecut_EB3_checkpoint.pth")
+
+
+def test_load_weights_checks_the_stage_before_building_and_builds_from_the_chosen_weights(tmp_path, tiny_cfg):
+    detector = build(tiny_cfg)
+    ema = ModelEMA(detector, decay=0.5)
+    with torch.no_grad():
+        for p in detector.parameters():
+            p.add_(1.0)
+    path = tmp_path / "stage1.pth"
+    save_checkpoint(path, detector, ema)
+    built = []
+
+    def make(weights):
+        built.append(weights)
+        return build(tiny_cfg, seed=1), "criterion", "postprocessors"
+
+    with pytest.raises(InputError, match=rf"^checkpoint {path} \[model_ema\] is a resnet18 detector checkpoint; "
+                                         r"evaluate needs a segmentation \(stage-2\) checkpoint$"):
+        load_weights(path, make, need="segmentation", needed_by="evaluate")
+    assert not built  # refused before any model was built
+    model, criterion, postprocessors = load_weights(path, make, prefer_ema=False, need="detector")
+    assert (criterion, postprocessors) == ("criterion", "postprocessors")
+    assert_state_equal(built[0], detector.state_dict())
+    assert_state_equal(model.state_dict(), detector.state_dict())
 
 
 def test_describe_official_state_dicts(reference_dir):
@@ -163,6 +185,6 @@ def test_ema_average_and_state_dict_roundtrip():
     ema.update(wrapped)
     restored = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     restored.load_state_dict(ema.state_dict())
-    copy = ModelEMA(restored)
+    copy = ModelEMA(restored, decay=0.9)
     copy.load_state_dict(ema.state_dict())
     assert_state_equal(copy.state_dict(), ema.state_dict())

@@ -145,3 +145,23 @@ def test_build_returns_the_stage_model_criterion_and_post_processors(tiny_robert
     assert hasattr(segm, "detr") and not hasattr(segm.detr, "contrastive_align_projection_image")
     assert set(post) == {"bbox", "segm", "phrasecut"} and post["phrasecut"].score_thresh == 0.7
     assert criterion.weight_dict == {"loss_ce": 1, "loss_bbox": 5, "loss_giou": 2, "loss_mask": 3, "loss_dice": 1}
+
+
+@pytest.mark.parametrize("command,section,options", [
+    ("compare", "statistics", {"resamples": 1234, "level": 0.8, "seed": 7, "unit": "image"}),
+    ("table", "statistics", {"resamples": 1234, "level": 0.8, "seed": 7, "unit": "image"}),
+    ("evaluate", "evaluate", {"threshold": 0.42, "size": 640, "max_size": 999, "batch_size": 3, "workers": 5}),
+    ("predict", "evaluate", {"threshold": 0.42, "size": 640, "max_size": 999}),
+])
+def test_cli_defaults_are_read_from_the_schema(monkeypatch, command, section, options):
+    """The schema is the one home of these defaults: change them there and the subcommand's defaults follow."""
+    from mdetr_phrasecut import cli, config
+
+    schema = config.load_schema()
+    edited = copy.deepcopy(schema)
+    for key, value in options.items():
+        assert schema["properties"][section]["properties"][key]["default"] != value
+        edited["properties"][section]["properties"][key]["default"] = value
+    monkeypatch.setattr(config, "load_schema", lambda: copy.deepcopy(edited))
+    _, parser = cli.build_parser(command)
+    assert {key: parser.get_default(key) for key in options} == options

@@ -7,12 +7,12 @@ import pytest
 from conftest import REFERENCE, env_paths
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data import convert as cv
-from mdetr_phrasecut.data.phrasecut_format import SPLITS, load_image_split, load_refer
+from mdetr_phrasecut.data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_refer
 from mdetr_phrasecut.errors import InputError
 
 S0 = REFERENCE / "phrasecut_mini" / "s0"
 GOLDEN = [S0, *env_paths("PHRASECUT_GOLDEN")]
-GOLDEN_CASES = [pytest.param(folder, split, id=f"{folder.name}-{split}") for folder in GOLDEN for split in SPLITS]
+GOLDEN_CASES = [pytest.param(folder, split, id=f"{folder.name}-{split}") for folder in GOLDEN for split in PHRASECUT_SPLITS]
 
 
 def converted(root, split, mode):
@@ -126,7 +126,7 @@ def test_cli_convert_single_and_all(reference_dir, tmp_path):
     assert out.read_text() == (root / "expected_coco" / "finetune_phrasecut_test.json").read_text()
     outdir = tmp_path / "all"
     assert cli.main(["convert", "--root", str(root), "--split", "all", "--mode", "full", "--out", str(outdir)]) == 0
-    assert sorted(p.name for p in outdir.iterdir()) == sorted(f"finetune_phrasecut_{s}.json" for s in SPLITS)
+    assert sorted(p.name for p in outdir.iterdir()) == sorted(f"finetune_phrasecut_{s}.json" for s in PHRASECUT_SPLITS)
     full = json.loads((outdir / "finetune_phrasecut_test.json").read_text())
     assert full == converted(root, "test", "full")
     assert not list(outdir.glob(".*"))  # no temp files left behind

@@ -146,3 +146,27 @@ def test_every_quoted_command_runs(workspace, capsys):
             pytest.fail(f"{context}: no way to run this quoted command here; cover it in {Path(__file__).name}")
         ran.append(context)
     assert sum(c.startswith("README.md") for c in ran) >= 15 and any(c.startswith("Snakefile") for c in ran)
+
+
+def test_every_path_in_the_architecture_doc_exists():
+    """docs/architecture.md: each quoted repository path exists (a glob matches; a bare `x.py` is in the folder its
+    paragraph last named), and each `path::name` names a def, class or assignment of that file."""
+    checked = []
+    for paragraph in (REPO / "docs" / "architecture.md").read_text().split("\n\n"):
+        folder = None
+        for quoted in re.findall(r"`([^`\s]+)`", paragraph):
+            path, _, name = quoted.partition("::")
+            if PATH_ARG.match(path) or path in ("Snakefile", "README.md"):
+                target = REPO / path
+                folder = target if path.endswith("/") else target.parent
+            elif re.fullmatch(r"[\w.]+\.(py|smk)", path) and folder is not None:
+                target = folder / path
+            else:
+                continue
+            exists = any(REPO.glob(path)) if "*" in path else target.exists()
+            assert exists, f"docs/architecture.md: {quoted}: {target.relative_to(REPO)} does not exist"
+            if name:
+                assert re.search(rf"^\s*(def|class) {name}\b|^{name} = ", target.read_text(), re.M), \
+                    f"docs/architecture.md: {quoted}: no {name} in {path}"
+            checked.append(quoted)
+    assert len(checked) >= 50 and any("::" in q for q in checked) and any("/" not in q for q in checked)

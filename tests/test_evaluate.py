@@ -65,7 +65,7 @@ def test_evaluate_writes_predictions_and_metrics(reference_dir, spec, checkpoint
     assert set(per_task) == set(by_task)
 
 
-def test_wrong_stage_checkpoint_is_refused(reference_dir, spec, tmp_path):
+def test_wrong_stage_checkpoint_is_refused(reference_dir, spec, tmp_path, capsys):
     detector = build_model({**spec["model"], **spec["train"]})
     path = tmp_path / "detector.pth"
     save_checkpoint(path, detector)
@@ -74,6 +74,8 @@ def test_wrong_stage_checkpoint_is_refused(reference_dir, spec, tmp_path):
                 "--coco", str(root / "expected_coco" / "finetune_phrasecut_test.json"), "--root", str(root),
                 "--images", str(root / "images"), "--out-dir", str(tmp_path / "o")])
     assert code == 2
+    assert capsys.readouterr().err == (f"error: checkpoint {path} [model] is a resnet18 detector checkpoint; evaluate "
+                                       "needs a segmentation (stage-2) checkpoint\n")
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 

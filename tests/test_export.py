@@ -2,9 +2,8 @@
 import torch
 
 from mdetr_phrasecut.cli import main as cli
-from mdetr_phrasecut.engine.train import load_init
 from mdetr_phrasecut.model.build import build_model
-from mdetr_phrasecut.model.checkpoint_file import read_checkpoint, save_checkpoint
+from mdetr_phrasecut.model.checkpoint_file import load_weights, read_checkpoint, save_checkpoint
 from mdetr_phrasecut.model.ema import ModelEMA
 
 
@@ -36,7 +35,7 @@ def test_export_keeps_ema_weights_in_float16_and_loads_back(tiny_roberta_dir, tm
     assert (tmp_path / "s0.pth").stat().st_size < 0.6 * (tmp_path / "train.pth").stat().st_size
 
     fresh = small(tiny_roberta_dir)
-    load_init(fresh, "stage1", tmp_path / "s0.pth")
+    load_weights(tmp_path / "s0.pth", lambda _: (fresh,))
     assert fresh.state_dict()[key].dtype == torch.float32
     assert torch.equal(fresh.state_dict()[key], exported["model"][key].float())
 
@@ -72,6 +71,6 @@ def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_b
     assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"), "--out", str(tmp_path / "s0.pth")]) == 0
     stage1 = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "stage1"))
     assert any(isinstance(m, FrozenBatchNorm2d) for m in stage1.modules())
-    load_init(stage1, "stage1", tmp_path / "s0.pth")  # strict
+    load_weights(tmp_path / "s0.pth", lambda _: (stage1,))  # strict
     key = next(k for k in stage1.state_dict() if k.endswith("running_mean"))
     assert torch.allclose(stage1.state_dict()[key], pretrain.state_dict()[key], atol=1e-2)

@@ -38,7 +38,7 @@ def test_reference_mini_loads_and_images_check(reference_dir):
     root = reference_dir / "phrasecut_mini" / "s0"
     info = pf.load_image_split(root)
     assert len(info) == 48 and all(set(r) == set(pf.IMAGE_KEYS) for r in info.values())
-    for split in pf.SPLITS:
+    for split in pf.PHRASECUT_SPLITS:
         recs = pf.load_refer(root, split, info)
         assert recs and all(list(r) == list(pf.REFER_KEYS) for r in recs)
         assert all(r["task_id"].startswith(f"{r['image_id']}__") for r in recs)
@@ -123,7 +123,7 @@ def test_invalid_json_names_file_line_and_column(root, loader):
 
 def test_iter_refer_equals_load_refer_and_parses_layouts(root, reference_dir):
     s0 = reference_dir / "phrasecut_mini" / "s0"
-    for split in pf.SPLITS:
+    for split in pf.PHRASECUT_SPLITS:
         assert list(pf.iter_refer(s0, split)) == pf.load_refer(s0, split)
     recs = pf.load_refer(s0, "test")
     path = root / "refer_test.json"

@@ -142,3 +142,11 @@ def test_prediction_not_at_image_size_is_an_input_error(run):
     Image.open(image).resize((60, 45)).save(image)
     with pytest.raises(InputError, match=r"task_id 1__\d: mask shape \(90, 120\) differs"):
         write_plots(run["run_dir"], run["root"], run["images"], run["out"])
+
+
+def test_every_figure_is_drawn_in_plots_py():
+    from conftest import REPO
+
+    drawing = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src").rglob("*.py")
+               if "matplotlib" in p.read_text()}
+    assert drawing == {"mdetr_phrasecut/evaluation/plots.py"}

@@ -11,6 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from torch.utils.data import Subset
 from transformers import AutoTokenizer
 
+from mdetr_phrasecut.config import validate_spec
 from mdetr_phrasecut.data.dataset import build_dataset, train_collate_fn
 from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.model import build as build_mod
@@ -278,7 +279,7 @@ def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkey
              "dim_feedforward": 64, "num_queries": 4, "text_encoder_type": str(TEXT_ENCODER)}
     train = {"epochs": 1, "batch_size": 3, "max_steps_per_epoch": 1, "scales": [64], "max_size": 64,
              "num_workers": 0, "eval_every": 1, "positive_map": mode}
-    spec = train_mod.validate_spec({"model": model, "train": train})
+    spec = validate_spec({"model": model, "train": train})
     train_mod.run("pretrain", spec, None, None, tmp_path, datasets=(data, data), progress=False)
     assert len(seen) >= 2  # a training step and validation
     for targets, pmap in seen:

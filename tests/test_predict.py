@@ -28,7 +28,7 @@ def setup(tmp_path_factory, tiny_roberta_dir):
     (root / "config.json").write_text(json.dumps(cfg))
     torch.manual_seed(0)
     model = build_model({**cfg, "text_encoder_type": str(tiny_roberta_dir)})
-    ema = ModelEMA(model)
+    ema = ModelEMA(model, decay=0.9998)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.0)  # `model` weights are degenerate; only the EMA copy is the real model

@@ -17,6 +17,8 @@ from mdetr_phrasecut.data import synth
 from mdetr_phrasecut.data import tiny_text_encoder as tte
 
 SMALL = {"train": 60, "val": 12, "test": 30}
+TINY_ENCODER_FILES = ("config.json", "merges.txt", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                      "vocab.json")  # what save_pretrained writes for the tiny RoBERTa
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +73,15 @@ def test_layout_and_format_match_the_original(small, reference_dir):
     info = pf.load_image_split(root)
     assert len(info) == sum(SMALL.values())
     assert Counter(r["split"] for r in info.values()) == {"train": 60, "val": 8, "miniv": 4, "test": 30}
-    recs = {s: pf.load_refer(root, s, info) for s in pf.SPLITS}
-    for split in pf.SPLITS:
+    recs = {s: pf.load_refer(root, s, info) for s in pf.PHRASECUT_SPLITS}
+    for split in pf.PHRASECUT_SPLITS:
         images = {r["image_id"] for r in recs[split]}
         assert len(images) == summary[split]["images"]
         assert all(Image.open(pf.image_path(root, i)).size == (info[i]["width"], info[i]["height"]) for i in images)
         assert len(recs[split]) == summary[split]["phrases"]
     # miniv is a subset of val; the splits' images are disjoint otherwise
     assert recs["miniv"] == recs["val"][: len(recs["miniv"])] and len(recs["miniv"]) > 0
-    imgs = {s: {r["image_id"] for r in recs[s]} for s in pf.SPLITS}
+    imgs = {s: {r["image_id"] for r in recs[s]} for s in pf.PHRASECUT_SPLITS}
     assert not (imgs["train"] & imgs["val"]) and not (imgs["train"] & imgs["test"]) and not (imgs["val"] & imgs["test"])
     assert all(info[i]["split"] == "miniv" for i in imgs["miniv"])
     assert all(info[i]["split"] == s for s in ("train", "test") for i in imgs[s])
@@ -229,7 +231,7 @@ def test_committed_tiny_text_encoder_loads_and_tokenizes():
     import torch
 
     folder = tte.default_path()
-    assert sorted(p.name for p in folder.iterdir()) == sorted(tte.ASSET_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(TINY_ENCODER_FILES)
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in require(REFERENCE / "tiny_roberta").iterdir())
     assert sum(p.stat().st_size for p in folder.iterdir()) < 1_000_000
     tok = AutoTokenizer.from_pretrained(folder)
@@ -268,7 +270,7 @@ def test_build_tiny_text_encoder_is_deterministic(tmp_path):
     a = tte.build_tiny_text_encoder(captions, tmp_path / "a", vocab_size=300, hidden_size=32, layers=1, heads=2)
     b = tte.build_tiny_text_encoder(captions, tmp_path / "b", vocab_size=300, hidden_size=32, layers=1, heads=2)
     assert files_of(a) == files_of(b)
-    assert sorted(files_of(a)) == sorted(tte.ASSET_FILES)
+    assert sorted(files_of(a)) == sorted(TINY_ENCODER_FILES)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -15,11 +15,11 @@ from mdetr_phrasecut.data.dataset import build_dataset
 from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.engine.distributed import DistEnv
 from mdetr_phrasecut.engine.train_log import CsvLog
-from mdetr_phrasecut.engine.loop import NonFiniteLoss
+from mdetr_phrasecut.engine.loop import Preempted
 from mdetr_phrasecut.engine.optim import build_optimizer, build_scheduler, param_groups
 from mdetr_phrasecut.engine.sampling import SeededItems, epoch_batches
 from mdetr_phrasecut.errors import InputError
-from mdetr_phrasecut.config import resolve_stage
+from mdetr_phrasecut.config import resolve_stage, validate_spec
 from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.model.build import build_model
 
@@ -30,7 +30,7 @@ def tiny_spec(text_encoder, **train):
              "dim_feedforward": 64, "num_queries": 4, "dropout": 0.0, "text_encoder_type": str(text_encoder)}
     base = {"epochs": 1, "batch_size": 2, "scales": [64], "max_size": 64, "num_workers": 0, "lr": 3e-4,
             "lr_backbone": 1e-4, "text_encoder_lr": 1e-4, "ema_decay": 0.9, "eval_every": 0}
-    return train_mod.validate_spec({"model": model, "train": {**base, **train}})
+    return validate_spec({"model": model, "train": {**base, **train}})
 
 
 @pytest.fixture(scope="module")
@@ -98,19 +98,29 @@ def test_stage2_trains_the_mask_head_and_keeps_the_detector_bit_identical(tmp_pa
 
 
 def test_stage1_init_loads_ema_weights_only_and_stage2_refuses_a_segmentation_checkpoint(
-        tmp_path, tiny_roberta_dir, pretrained):
+        tmp_path, tiny_roberta_dir, pretrained, repeated_batch, monkeypatch):
     spec = tiny_spec(tiny_roberta_dir)
-    cfg = resolve_stage(spec, "stage1")
-    model = build_model(cfg)
-    train_mod.load_init(model, "stage1", pretrained / "checkpoint.pth")
+    first = {}
+
+    def first_epoch(net, model, *args, **kwargs):  # the weights training starts from, then stop
+        first.update({k: v.clone() for k, v in model.state_dict().items()})
+        raise Preempted("seen")
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", first_epoch)
+    with pytest.raises(Preempted):
+        train_mod.run("stage1", spec, None, None, tmp_path / "s1", init=pretrained / "checkpoint.pth",
+                      datasets=(repeated_batch, repeated_batch), progress=False)
     ema = state(pretrained / "checkpoint.pth", "model_ema")
-    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
-    assert not all(torch.equal(v, state(pretrained / "checkpoint.pth")[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, ema[k]) for k, v in first.items())  # frozen BatchNorms: no step counters
+    assert not all(torch.equal(v, state(pretrained / "checkpoint.pth")[k]) for k, v in first.items())
 
     segm = build_model(resolve_stage(spec, "stage2"))
     torch.save({"model": segm.state_dict()}, tmp_path / "segm.pth")
-    with pytest.raises(InputError, match="detector"):
-        train_mod.load_init(segm, "stage2", tmp_path / "segm.pth")
+    with pytest.raises(InputError, match=r"^checkpoint .*segm\.pth \[model\] is a resnet18 segmentation checkpoint; "
+                                         r"train --stage stage2 needs a detector \(stage-1\) checkpoint$"):
+        train_mod.run("stage2", spec, None, None, tmp_path / "s2", init=tmp_path / "segm.pth",
+                      datasets=(repeated_batch, repeated_batch), progress=False)
+    assert not (tmp_path / "s2").exists()
 
 
 def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
@@ -151,9 +161,9 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 def test_spec_errors_name_the_field(tiny_roberta_dir):
     good = tiny_spec(tiny_roberta_dir)
     with pytest.raises(InputError, match=r"train\.lr"):
-        train_mod.validate_spec({"model": good["model"], "train": {"lr": "fast"}})
+        validate_spec({"model": good["model"], "train": {"lr": "fast"}})
     with pytest.raises(InputError, match=r"train\.schedule"):
-        train_mod.validate_spec({"model": good["model"], "train": {"schedule": "cosine"}})
+        validate_spec({"model": good["model"], "train": {"schedule": "cosine"}})
     with pytest.raises(InputError, match="--init is required"):
         train_mod.run("stage1", good, None, None, None)
 

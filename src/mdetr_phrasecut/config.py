@@ -16,7 +16,7 @@ from .errors import InputError
 from .io import note_input
 
 SCHEMA_PATH = ASSETS / "config.schema.yaml"
-STAGES = ("pretrain", "stage1", "stage2")
+TRAIN_STAGES = ("pretrain", "stage1", "stage2")  # the --stage of `train`
 
 
 def _with_defaults(cls):
@@ -60,10 +60,10 @@ def validate_config(config: dict, source="config") -> dict:
     check(config, schema, source)
     for run_name, run in config["runs"].items():
         check(run_model(config, run_name), section_schema(schema, "model"), source, f"runs.{run_name}.model.")
-        unknown = set(run["train"]) - set(STAGES)
+        unknown = set(run["train"]) - set(TRAIN_STAGES)
         if unknown:
             raise InputError(f"{source}: runs.{run_name}.train: unknown stage {sorted(unknown)[0]!r}")
-        for stage in STAGES:
+        for stage in TRAIN_STAGES:
             check(run_train(config, run_name, stage), section_schema(schema, "train"), source,
                    f"runs.{run_name}.train.{stage}.")
         for key in ("pretrained", "released"):
@@ -99,7 +99,7 @@ def read_mapping(path) -> dict:
     return data
 
 
-SPLITS = ("train_split", "val_split")  # in the workflow schema's dataset section; a spec's train section may set them
+SPEC_SPLIT_KEYS = ("train_split", "val_split")  # the schema's dataset keys a spec's train section may set
 
 
 def load_spec(spec_json=None, spec_file=None, train_overrides=None) -> dict:
@@ -130,8 +130,8 @@ def validate_spec(spec: dict, source: str = "spec") -> dict:
     schema = load_schema()
     model, train = dict(spec["model"]), dict(spec["train"])
     check(model, section_schema(schema, "model"), source, "model.")
-    split_schema = {k: schema["properties"]["dataset"]["properties"][k] for k in SPLITS}
-    splits = {k: train.pop(k, split_schema[k]["default"]) for k in SPLITS}
+    split_schema = {k: schema["properties"]["dataset"]["properties"][k] for k in SPEC_SPLIT_KEYS}
+    splits = {k: train.pop(k, split_schema[k]["default"]) for k in SPEC_SPLIT_KEYS}
     check(train, section_schema(schema, "train"), source, "train.")
     check(splits, {"properties": split_schema}, source, "train.")
     return {"model": model, "train": {**train, **splits}}
@@ -152,8 +152,8 @@ def resolve_stage(spec: dict, stage: str, threshold: float = None) -> dict:
     backbone trained from scratch trains its BatchNorms); stage2 the smallconv segmentation model around the
     frozen detector and, as the release trains it, without contrastive-align and auxiliary losses.
     `model.build.build` takes it."""
-    if stage not in STAGES:
-        raise InputError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
+    if stage not in TRAIN_STAGES:
+        raise InputError(f"stage {stage!r} is not one of {', '.join(TRAIN_STAGES)}")
     spec = validate_spec(copy.deepcopy(spec))
     model, train = spec["model"], spec["train"]
     cfg = {**train, **model, "stage": stage, "masks": stage == "stage2", "freeze_detr": stage == "stage2",

@@ -12,7 +12,7 @@ from .config import check, load_schema, read_mapping, resolve_stage, schema_defa
 from .errors import InputError
 from .io import atomic_path, open_image
 from .model.build import build
-from .model.checkpoint_file import describe, load_model_weights, read_checkpoint, select_weights
+from .model.checkpoint_file import describe, load_weights
 from .model.text_encoder import check_phrase_lengths
 from .nested_tensor import nested_tensor_from_tensor_list
 
@@ -102,13 +102,15 @@ def overlay(image: Image.Image, mask: np.ndarray, boxes) -> Image.Image:
 
 def main(args):
     image = open_image(args.image, "--image")
-    state_dict, key = select_weights(read_checkpoint(args.checkpoint), prefer_ema=not args.no_ema)
-    # the weights say which stage made them (a mask head: stage 2) and whether it kept contrastive-align heads
-    stage = "stage2" if describe(state_dict)[1] == "segmentation" else "stage1"
-    align = any("contrastive_align_projection" in k for k in state_dict)
-    cfg = resolve_stage({"model": read_model_config(args.config), "train": {}}, stage, args.threshold)
-    model, _, postprocessors = build({**cfg, "contrastive_align_loss": align})
-    load_model_weights(model, state_dict, source=f"{args.checkpoint} [{key}]")
+    model_config = read_model_config(args.config)
+
+    def fitting_model(weights):
+        """The weights say which stage made them (a mask head: stage 2) and whether it kept contrastive-align heads."""
+        stage = "stage2" if describe(weights)[1] == "segmentation" else "stage1"
+        cfg = resolve_stage({"model": model_config, "train": {}}, stage, args.threshold)
+        return build({**cfg, "contrastive_align_loss": any("contrastive_align_projection" in k for k in weights)})
+
+    model, _, postprocessors = load_weights(args.checkpoint, fitting_model, prefer_ema=not args.no_ema)
     check_phrase_lengths(getattr(model, "detr", model).transformer.tokenizer, [args.phrase], lambda _: "--phrase")
     model.to(args.device).eval()
     answer = predict(model, postprocessors, image, args.phrase, args.size, args.max_size, args.device)

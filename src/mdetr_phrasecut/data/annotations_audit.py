@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..arguments import IN_DIR, IN_FILE, OUT_FILE
-from .phrasecut_format import SPLITS
+from .phrasecut_format import PHRASECUT_SPLITS
 from ..io import atomic_write_json
 
 NUMBERING = {"images": {"id"}, "annotations": {"id", "image_id"}}
@@ -106,7 +106,7 @@ def _summary(report) -> str:
 def add_arguments(parser):
     parser.add_argument("--mdetr", required=True, type=IN_FILE, help="MDETR's finetune_phrasecut_{split}.json")
     parser.add_argument("--root", required=True, type=IN_DIR, help="original PhraseCut annotations folder")
-    parser.add_argument("--split", required=True, choices=SPLITS)
+    parser.add_argument("--split", required=True, choices=PHRASECUT_SPLITS)
     parser.add_argument("--out", required=True, type=OUT_FILE, help="report JSON to write")
     parser.add_argument("--strict", action="store_true", help="fail (exit 2) when anything differs")
 

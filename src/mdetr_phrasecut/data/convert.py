@@ -16,9 +16,10 @@ Modes: ``compat`` reproduces the release's quirk -- an instance made of several 
 its LAST polygon in ``segmentation``; ``full`` keeps every polygon of the instance (one flat list each).
 
 Scaling: :func:`coco_json` keeps of each (validated) record only its ids, phrase, boxes and segmentations,
-never the parsed split nor the COCO dict: its two long lists are generated while json's streaming encoder
-(what ``json.dump`` runs) writes them, so the output is ``json.dump(coco, f)``'s bytes, i.e. the published
-files'. :func:`convert_split_to_file` (the CLI) feeds it one record at a time from
+never the parsed split nor the COCO dict: its two long lists are generated as they are written, each image and
+annotation encoded by one reused ``json.JSONEncoder`` (json.dump's defaults, its C encoder) and joined with that
+encoder's separators, so the output is ``json.dump(coco, f)``'s bytes, i.e. the published files'.
+:func:`convert_split_to_file` (the CLI) feeds it one record at a time from
 :func:`~mdetr_phrasecut.data.phrasecut_format.iter_refer` (see ``benchmarks/convert.py``).
 
 CLI: ``mdetr-phrasecut convert --root DIR --split S --mode compat|full --out FILE``
@@ -34,7 +35,7 @@ import os
 from ..arguments import IN_DIR, OUT_DIR, OUT_FILE, PathArg
 from ..errors import InputError
 from ..io import atomic_path
-from .phrasecut_format import SPLITS, iter_refer, load_image_split
+from .phrasecut_format import PHRASECUT_SPLITS, iter_refer, load_image_split
 
 MODES = ("compat", "full")
 DATASET_NAME = "phrasecut"
@@ -46,31 +47,42 @@ def output_name(split) -> str:
 
 
 def _flatten(polygon):
-    flat = []
-    for xy in polygon:
-        flat.extend(xy)
-    return flat
+    return tuple(itertools.chain.from_iterable(polygon))
 
 
 def _segmentation(instance_polygons, mode):
+    """Tuples (json writes them as lists), which the garbage collector stops tracking: kept for the whole
+    split, lists would make every collection walk them."""
     if mode == "compat":
-        return [_flatten(instance_polygons[-1])]  # the release's quirk: last polygon wins
-    return [_flatten(p) for p in instance_polygons]
+        return (_flatten(instance_polygons[-1]),)  # the release's quirk: last polygon wins
+    return tuple(_flatten(p) for p in instance_polygons)
 
 
-class _Generated(list):
-    """A list of known length whose items json's streaming encoder draws from ``items()`` as it writes them
-    (the C one-shot encoder of ``json.dumps`` would see it empty: only :func:`coco_json` encodes it)."""
+CHUNK = 1000  # records encoded per written chunk
 
-    def __init__(self, length, items):
-        super().__init__()
-        self._length, self._items = length, items
 
-    def __len__(self):
-        return self._length
+def _encoded(value, encoder):
+    """`value` as `encoder.encode` writes it, in chunks; a generator function stands for a JSON array of its
+    items, each encoded by itself (so the C encoder writes every record, never the whole list in memory), joined
+    by the encoder's own separators."""
+    if not callable(value):
+        yield encoder.encode(value)
+        return
+    yield "["
+    items, separator = value(), ""
+    while batch := list(itertools.islice(items, CHUNK)):
+        yield separator + encoder.item_separator.join(map(encoder.encode, batch))
+        separator = encoder.item_separator
+    yield "]"
 
-    def __iter__(self):
-        return self._items()
+
+def _encoded_object(fields, encoder):
+    """The JSON object of `fields` ({key: value or generator function}, see `_encoded`), in chunks."""
+    yield "{"
+    for i, (key, value) in enumerate(fields.items()):
+        yield (encoder.item_separator if i else "") + encoder.encode(key) + encoder.key_separator
+        yield from _encoded(value, encoder)
+    yield "}"
 
 
 def coco_json(records, image_info, mode="compat"):
@@ -80,7 +92,8 @@ def coco_json(records, image_info, mode="compat"):
         raise InputError(f"unknown conversion mode {mode!r} (expected compat or full)")
     groups = {}
     for rec in records:
-        instances = [(box, _segmentation(inst, mode)) for box, inst in zip(rec["instance_boxes"], rec["Polygons"])]
+        instances = tuple((tuple(box), _segmentation(inst, mode))
+                          for box, inst in zip(rec["instance_boxes"], rec["Polygons"]))
         groups.setdefault(rec["image_id"], []).append((rec["image_id"], rec["task_id"], rec["phrase"], instances))
     phrases = [p for group in groups.values() for p in group]
     num_annotations = sum(len(p[3]) for p in phrases)
@@ -100,9 +113,8 @@ def coco_json(records, image_info, mode="compat"):
                        "segmentation": segmentation, "tokens_positive": [[0, len(phrase)]], "image_id": new_id,
                        "id": next(ann_ids)}
 
-    coco = {"info": [], "licenses": [], "images": _Generated(len(phrases), images),
-            "annotations": _Generated(num_annotations, annotations), "categories": CATEGORIES}
-    return json.JSONEncoder().iterencode(coco), len(phrases), num_annotations
+    coco = {"info": [], "licenses": [], "images": images, "annotations": annotations, "categories": CATEGORIES}
+    return _encoded_object(coco, json.JSONEncoder()), len(phrases), num_annotations
 
 
 def split_coco_json(root, split, mode="compat"):
@@ -125,7 +137,7 @@ def convert_split_to_file(root, split, out, mode="compat"):
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser):
     parser.add_argument("--root", required=True, type=IN_DIR, help="PhraseCut root (refer_*.json, image_data_split.json)")
-    parser.add_argument("--split", required=True, choices=[*SPLITS, "all"])
+    parser.add_argument("--split", required=True, choices=[*PHRASECUT_SPLITS, "all"])
     parser.add_argument("--mode", default="compat", choices=MODES,
                         help="compat: the release's output (last polygon per instance); full: all polygons")
     parser.add_argument("--out", required=True, type=PathArg("out", "any"),
@@ -142,7 +154,7 @@ def _typed_out(args):
 
 def main(args):
     args.out = _typed_out(args)
-    splits = SPLITS if args.split == "all" else (args.split,)
+    splits = PHRASECUT_SPLITS if args.split == "all" else (args.split,)
     for split in splits:
         out = args.out / output_name(split) if args.split == "all" else args.out
         n_img, n_ann = convert_split_to_file(args.root, split, out, args.mode)

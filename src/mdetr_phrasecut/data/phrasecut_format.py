@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io import note_input
 
-SPLITS = ("train", "val", "miniv", "test")
+PHRASECUT_SPLITS = ("train", "val", "miniv", "test")
 PHRASE_TYPES = ("name", "attribute", "relation", "verbose")
 IMAGE_SPLIT_FILE = "image_data_split.json"
 COUNT_FILE = "name_att_rel_count.json"
@@ -43,7 +43,7 @@ STRUCTURE_KEYS = ("name", "attributes", "attribute_ids", "relation_descriptions"
 IMAGE_KEYS = ("image_id", "split", "width", "height", "coco_id", "flickr_id", "url")
 
 __all__ = [
-    "SPLITS",
+    "PHRASECUT_SPLITS",
     "PHRASE_TYPES",
     "refer_path",
     "image_path",
@@ -58,8 +58,8 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- helpers
 def refer_path(root, split) -> Path:
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    if split not in PHRASECUT_SPLITS:
+        raise InputError(f"unknown split {split!r} (expected one of {', '.join(PHRASECUT_SPLITS)})")
     return Path(root) / f"refer_{split}.json"
 
 
@@ -340,8 +340,8 @@ def load_image_split(root) -> dict:
                 ctx.fail(k, "is missing")
         if not _is_int(iid):
             ctx.fail("image_id", f"must be an integer, got {_describe(iid)}")
-        if row["split"] not in SPLITS:
-            ctx.fail("split", f"must be one of {'/'.join(SPLITS)}, got {_describe(row['split'])}")
+        if row["split"] not in PHRASECUT_SPLITS:
+            ctx.fail("split", f"must be one of {'/'.join(PHRASECUT_SPLITS)}, got {_describe(row['split'])}")
         for k in ("width", "height"):
             if not _is_int(row[k]) or row[k] <= 0:
                 ctx.fail(k, f"must be a positive integer, got {_describe(row[k])}")

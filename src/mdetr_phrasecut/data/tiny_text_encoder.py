@@ -30,7 +30,6 @@ from .. import ASSETS
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MAX_POSITION_EMBEDDINGS = 66  # RoBERTa offsets positions by padding_idx + 1: 64 usable tokens
-ASSET_FILES = ("config.json", "merges.txt", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
 def default_path() -> Path:

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
-from ..config import STAGES, load_spec, resolve_stage, validate_spec  # noqa: F401 (validate_spec: this module's API)
+from ..config import TRAIN_STAGES, load_spec, resolve_stage
 from ..data.dataset import build_dataset, train_collate_fn
 from ..errors import InputError
 from ..io import atomic_path
 from ..model.build import build
-from ..model.checkpoint_file import describe, load_model_weights, read_checkpoint, select_weights
+from ..model.checkpoint_file import load_weights, read_checkpoint
 from ..model.ema import ModelEMA
 from . import distributed as D
 from .resume_state import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
@@ -33,7 +33,7 @@ FINAL = "checkpoint.pth"
 
 
 def add_arguments(parser):
-    parser.add_argument("--stage", required=True, choices=STAGES,
+    parser.add_argument("--stage", required=True, choices=TRAIN_STAGES,
                         help="pretrain: detector from scratch; stage1: fine-tune the detector from --init; "
                              "stage2: train the mask head on the frozen detector of --init")
     spec = parser.add_mutually_exclusive_group(required=True)
@@ -49,17 +49,6 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=POSITIVE_INT, help="override train.epochs")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def load_init(model, stage: str, path: Path):
-    """The release's `--load`: weights only, EMA preferred, strict. stage1: into the detector; stage2: a
-    detector (stage-1) checkpoint into the frozen detector of the segmentation model."""
-    ckpt = read_checkpoint(path)
-    weights, key = select_weights(ckpt)
-    if stage == "stage2" and describe(weights)[1] != "detector":
-        raise InputError(f"checkpoint {path} [{key}]: stage2 starts from a detector (stage-1) checkpoint, "
-                         f"this one is a {describe(weights)[1]} checkpoint")
-    load_model_weights(model, weights, source=f"{path} [{key}]")
 
 
 def same_run(saved: dict, args: dict) -> bool:
@@ -113,9 +102,12 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
         seed_everything(cfg["seed"])
         args = {"stage": stage, "train": cfg, "init": str(init) if init else None}
         resume = resume or resumable(out_dir, args, denv.is_main)
-        model, criterion, postprocessors = build(cfg)
-        if init is not None and resume is None:
-            load_init(model, stage, init)
+        if init is not None and resume is None:  # the release's --load; stage2 starts from a stage-1 detector
+            model, criterion, postprocessors = load_weights(
+                init, lambda _: build(cfg), need="detector" if stage == "stage2" else None,
+                needed_by=f"train --stage {stage}")
+        else:
+            model, criterion, postprocessors = build(cfg)
         model.to(dev)
         criterion.to(dev)
 

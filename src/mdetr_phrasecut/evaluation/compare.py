@@ -14,12 +14,12 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_path, atomic_write_text
+from .plots import plot_subset_differences, plot_subset_intervals
 from .statistics import (METRICS, add_bootstrap_arguments, bootstrap_options, interval_text, intervals,
                          load_per_task, paired)
 
 TITLES = {key: title for key, title, *_ in METRICS}
 PAIRED_COLUMNS = ("miou", "p50", "p70", "p90", "cum_iou")
-PLOT_SUBSETS = 12
 
 
 def side_by_side(per_phrase, labels, options):
@@ -106,62 +106,6 @@ def render_paired(rows, labels, sources, out, options):
     return "\n".join(lines) + "\n"
 
 
-def _largest(df, gap, k):
-    """The k subsets other than "all" with the largest `gap` (a Series over df's rows), largest last."""
-    return gap[df["subset"] != "all"].groupby(df["subset"]).max().sort_values().index[-k:]
-
-
-def _interval_plot(series, subsets, lines, xlabel, title, path):
-    """One row per subset, per series (label, frame indexed by subset with value/lo/hi) a point with its interval;
-    `lines`: {x: style} vertical reference lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * max(len(subsets), 1)))
-    offsets = np.linspace(-0.2, 0.2, len(series)) if len(series) > 1 else [0.0]
-    for (label, d), offset in zip(series, offsets):
-        d = d.reindex(subsets)
-        ax.errorbar(d["value"], np.arange(len(subsets)) + offset, xerr=[d["value"] - d["lo"], d["hi"] - d["value"]],
-                    fmt="o", capsize=3, label=label)
-    for x, style in lines.items():
-        ax.axvline(x, linewidth=1, **style)
-    ax.set_yticks(np.arange(len(subsets)), subsets)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def plot_subsets(rows, labels, path, k=PLOT_SUBSETS):
-    """The k subsets whose M-IoU departs most from the overall M-IoU (largest over the evaluations), with intervals."""
-    import pandas as pd
-
-    df = pd.DataFrame(rows).query("metric == 'miou'")
-    overall = df[df["subset"] == "all"].set_index("label")["value"]
-    subsets = _largest(df, (df["value"] - df["label"].map(overall)).abs(), k)
-    series = [(label, df[df["label"] == label].set_index("subset")) for label in labels]
-    lines = {overall[label]: {"color": f"C{i}", "linestyle": ":"} for i, label in enumerate(labels)}
-    _interval_plot(series, subsets, lines, "M-IoU (%) with interval; dotted: overall",
-                   "Subsets departing most from the overall M-IoU", path)
-
-
-def plot_differences(rows, labels, path, k=PLOT_SUBSETS):
-    """The k subsets with the largest paired M-IoU difference, with its interval."""
-    import pandas as pd
-
-    df = pd.DataFrame(rows).query("metric == 'miou'").rename(columns={"diff": "value"})
-    overall = df.loc[df["subset"] == "all", "value"].iloc[0]
-    _interval_plot([(f"{labels[0]} - {labels[1]}", df.set_index("subset"))], _largest(df, df["value"].abs(), k),
-                   {0.0: {"color": "grey"}, overall: {"color": "C0", "linestyle": ":"}},
-                   "M-IoU difference (% points) with paired interval; dotted: overall",
-                   f"Largest differences, {labels[0]} minus {labels[1]}", path)
-
-
 def compare(per_task_paths, labels, out, options, csv=None, plot=None, is_paired=False):
     """Write the comparison (Markdown `out`, CSV `csv`, plot `plot`), atomically; returns the long-form rows.
     options: the bootstrap's {resamples, level, seed, unit}."""
@@ -182,7 +126,7 @@ def compare(per_task_paths, labels, out, options, csv=None, plot=None, is_paired
         rows = side_by_side(evaluations, labels, options)
         text = render_side_by_side(rows, labels, sources, out, options)
     if plot:
-        (plot_differences if is_paired else plot_subsets)(rows, labels, plot)
+        (plot_subset_differences if is_paired else plot_subset_intervals)(rows, labels, plot)
     atomic_write_text(out, text)
     if csv:
         with atomic_path(csv, suffix=".csv") as tmp:

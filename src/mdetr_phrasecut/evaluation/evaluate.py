@@ -13,12 +13,11 @@ from tqdm import tqdm
 from ..data.dataset import PhraseCutDetection, collate_fn
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PROBABILITY
 from ..config import load_spec, resolve_stage, schema_defaults
-from ..data.phrasecut_format import SPLITS, refer_path
+from ..data.phrasecut_format import PHRASECUT_SPLITS, refer_path
 from ..data.transforms import make_eval_transform
 from ..io import atomic_write_json, sha256_file
 from ..model.build import build
-from ..errors import InputError
-from ..model.checkpoint_file import describe, load_model_weights, read_checkpoint, select_weights
+from ..model.checkpoint_file import load_weights
 from .phrasecut_metrics import evaluate_split
 from .predictions import PredictionWriter
 
@@ -45,13 +44,8 @@ def evaluate(checkpoint, spec, coco, root, images, split, out_dir, threshold, si
     """Run the stage-2 model of `spec` (`config.resolve_stage`) with `checkpoint`'s weights on `split`, score it;
     writes and returns metrics.json's content."""
     out_dir = Path(out_dir)
-    state_dict, key = select_weights(read_checkpoint(checkpoint), prefer_ema=use_ema)
-    backbone, stage = describe(state_dict)
-    if stage != "segmentation":
-        raise InputError(f"checkpoint {checkpoint} is a {backbone} {stage} checkpoint; evaluation needs a "
-                         "segmentation (stage-2) checkpoint")
-    model, _, postprocessors = build(resolve_stage(spec, "stage2", threshold))
-    load_model_weights(model, state_dict, source=f"{checkpoint} [{key}]")
+    model, _, postprocessors = load_weights(checkpoint, lambda _: build(resolve_stage(spec, "stage2", threshold)),
+                                            use_ema, need="segmentation", needed_by="evaluate")
     tokenizer = model.detr.transformer.tokenizer
     dataset = PhraseCutDetection(images, coco, make_eval_transform(size=size, max_size=max_size),
                                  return_masks=False, tokenizer=tokenizer)
@@ -85,7 +79,7 @@ def add_arguments(parser):
     parser.add_argument("--coco", required=True, type=IN_FILE, help="finetune_phrasecut_{split}.json")
     parser.add_argument("--root", required=True, type=IN_DIR, help="original PhraseCut files (refer_{split}.json, ...)")
     parser.add_argument("--images", required=True, type=IN_DIR, help="folder of {image_id}.jpg")
-    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--split", default="test", choices=PHRASECUT_SPLITS)
     parser.add_argument("--dataset", help="dataset name recorded in metrics.json (shown in the table)")
     parser.add_argument("--out-dir", required=True, type=OUT_DIR)
     parser.add_argument("--threshold", type=PROBABILITY, default=defaults["threshold"],

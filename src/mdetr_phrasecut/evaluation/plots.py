@@ -8,6 +8,9 @@ Reads `{run_dir}/test/metrics.json`, `per_task.json` and `predictions.npz` (writ
 - training_curves.png: loss terms and learning rates against the step, for both training stages;
 - examples.png: test phrases from best to worst mask IoU (evenly spaced in that order), each image with its
   phrase as title and the predicted and ground-truth masks overlaid in different colours.
+
+Also the figures of `compare --plot` (`plot_subset_intervals`, `plot_subset_differences`): every figure of the
+pipeline is drawn here.
 """
 import math
 import textwrap
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arguments import IN_DIR, OUT_DIR, POSITIVE_INT
-from ..data.phrasecut_format import SPLITS, load_image_split, load_json, load_refer
+from ..data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_json, load_refer
 from ..errors import InputError
 from ..io import atomic_path, open_image
 from .phrasecut_metrics import THRESHOLDS, rasterize_polygons
@@ -29,8 +32,9 @@ PLOT_FILES = {
     "training": "training_curves.png",
     "examples": "examples.png",
 }
-STAGES = ("stage1", "stage2")
+LOGGED_STAGES = ("stage1", "stage2")  # the training folders of a run with a log.csv
 DPI = 100
+PLOT_SUBSETS = 12  # subsets in compare's plots
 # Overlay colours (RGBA): prediction only, ground truth only, both.
 PRED_COLOR, GT_COLOR, BOTH_COLOR = (1.0, 0.1, 0.6, 0.55), (0.1, 0.5, 1.0, 0.55), (1.0, 0.9, 0.0, 0.6)
 
@@ -155,6 +159,55 @@ def plot_training(logs, path):
     _save(fig, path)
 
 
+def _largest(df, gap, k):
+    """The k subsets other than "all" with the largest `gap` (a Series over df's rows), largest last."""
+    return gap[df["subset"] != "all"].groupby(df["subset"]).max().sort_values().index[-k:]
+
+
+def _interval_plot(series, subsets, lines, xlabel, title, path):
+    """One row per subset, per series (label, frame indexed by subset with value/lo/hi) a point with its interval;
+    `lines`: {x: style} vertical reference lines."""
+    fig = _figure(7, 1.2 + 0.4 * max(len(subsets), 1))
+    ax = fig.add_subplot()
+    offsets = np.linspace(-0.2, 0.2, len(series)) if len(series) > 1 else [0.0]
+    for (label, d), offset in zip(series, offsets):
+        d = d.reindex(subsets)
+        ax.errorbar(d["value"], np.arange(len(subsets)) + offset, xerr=[d["value"] - d["lo"], d["hi"] - d["value"]],
+                    fmt="o", capsize=3, label=label)
+    for x, style in lines.items():
+        ax.axvline(x, linewidth=1, **style)
+    ax.set_yticks(np.arange(len(subsets)), subsets)
+    ax.set(xlabel=xlabel, title=title)
+    ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def plot_subset_intervals(rows, labels, path, k=PLOT_SUBSETS):
+    """`compare --plot`: the k subsets whose M-IoU departs most from the overall M-IoU (largest over the
+    evaluations; `rows`: compare's long-form rows), with intervals."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).query("metric == 'miou'")
+    overall = df[df["subset"] == "all"].set_index("label")["value"]
+    subsets = _largest(df, (df["value"] - df["label"].map(overall)).abs(), k)
+    series = [(label, df[df["label"] == label].set_index("subset")) for label in labels]
+    lines = {overall[label]: {"color": f"C{i}", "linestyle": ":"} for i, label in enumerate(labels)}
+    _interval_plot(series, subsets, lines, "M-IoU (%) with interval; dotted: overall",
+                   "Subsets departing most from the overall M-IoU", path)
+
+
+def plot_subset_differences(rows, labels, path, k=PLOT_SUBSETS):
+    """`compare --paired --plot`: the k subsets with the largest paired M-IoU difference, with its interval."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).query("metric == 'miou'").rename(columns={"diff": "value"})
+    overall = df.loc[df["subset"] == "all", "value"].iloc[0]
+    _interval_plot([(f"{labels[0]} - {labels[1]}", df.set_index("subset"))], _largest(df, df["value"].abs(), k),
+                   {0.0: {"color": "grey"}, overall: {"color": "C0", "linestyle": ":"}},
+                   "M-IoU difference (% points) with paired interval; dotted: overall",
+                   f"Largest differences, {labels[0]} minus {labels[1]}", path)
+
+
 def pick_examples(per_task, num, source="per_task.json"):
     """`num` task ids spread evenly from best to worst mask IoU (ties by task id): deterministic."""
     if not isinstance(per_task, dict) or not per_task:
@@ -223,7 +276,7 @@ def write_plots(run_dir, root, images_dir, out_dir, split="test", num_examples=1
         if not (test / name).is_file():
             raise InputError(f"{test / name}: file not found (run `evaluate` first)")
     metrics = load_metrics(test / "metrics.json")
-    logs = {stage: read_log(run_dir / stage / "log.csv") for stage in STAGES}
+    logs = {stage: read_log(run_dir / stage / "log.csv") for stage in LOGGED_STAGES}
     per_task = load_json(test / "per_task.json")
     task_ids = pick_examples(per_task, num_examples, test / "per_task.json")
     examples = load_examples(task_ids, per_task, test / "predictions.npz", root, images_dir, split)
@@ -240,7 +293,7 @@ def add_arguments(parser):
     parser.add_argument("--root", required=True, type=IN_DIR,
                         help="PhraseCut root (refer_{split}.json, image_data_split.json)")
     parser.add_argument("--images", required=True, type=IN_DIR, help="folder of {image_id}.jpg")
-    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--split", default="test", choices=PHRASECUT_SPLITS)
     parser.add_argument("--out-dir", required=True, type=OUT_DIR, help="e.g. results/runs/{run}/plots")
     parser.add_argument("--num-examples", type=POSITIVE_INT, default=12, help="phrases in examples.png")
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..config import schema_defaults
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from .phrasecut_metrics import THRESHOLDS
@@ -184,10 +185,11 @@ def interval_text(value, lo, hi, digits=1):
 
 def add_bootstrap_arguments(parser):
     """--resamples, --level, --seed, --unit (defaults: the config schema's `statistics` section)."""
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
-    parser.add_argument("--unit", choices=UNITS, default="phrase",
+    defaults = schema_defaults("statistics")
+    parser.add_argument("--resamples", type=int, default=defaults["resamples"], help="bootstrap resamples")
+    parser.add_argument("--level", type=float, default=defaults["level"], help="confidence level of the intervals")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the resampling")
+    parser.add_argument("--unit", choices=UNITS, default=defaults["unit"],
                         help="what is resampled: phrases, or images with all their phrases")
 
 

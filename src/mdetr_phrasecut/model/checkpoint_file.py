@@ -102,6 +102,26 @@ def select_weights(ckpt: dict, prefer_ema: bool = True) -> tuple:
     return ckpt[key], key
 
 
+STAGE_NAMES = {"detector": "detector (stage-1)", "segmentation": "segmentation (stage-2)"}
+
+
+def load_weights(path, make_model, prefer_ema: bool = True, need: str = None, needed_by: str = None) -> tuple:
+    """The release's `--load`, for train's --init, evaluate and predict: the weights of checkpoint `path`
+    (`read_checkpoint`; `model_ema` when preferred and present), checked to be of stage `need` ("detector" or
+    "segmentation"; `needed_by` names the command in the error), then `make_model(state_dict)` (`model.build.build`
+    of the fitting stage config: model, criterion, postprocessors) and a strict `load_model_weights` into its model.
+    Returns what `make_model` returned."""
+    weights, key = select_weights(read_checkpoint(path), prefer_ema)
+    source = f"{path} [{key}]"
+    backbone, stage = describe(weights)
+    if need is not None and stage != need:
+        raise InputError(f"checkpoint {source} is a {backbone} {stage} checkpoint; {needed_by} needs a "
+                         f"{STAGE_NAMES[need]} checkpoint")
+    built = make_model(weights)
+    load_model_weights(built[0], weights, source=source)
+    return built
+
+
 def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkpoint"):
     """Load `state_dict` strictly into `model` (see the module doc for the two tolerated differences)."""
     model = getattr(model, "module", model)

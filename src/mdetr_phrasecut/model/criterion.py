@@ -57,8 +57,8 @@ class SetCriterion(nn.Module):
     `positive_map` ("release" or "normalised") sets only where contrastive-align's span fallbacks look up
     tokens: sample 0 of the batch for every target, as the release does, or the target's own sample."""
 
-    def __init__(self, matcher: HungarianMatcher, losses: Sequence[str], eos_coef: float = 0.1,
-                 temperature: float = 0.07, positive_map: str = "release"):
+    def __init__(self, matcher: HungarianMatcher, losses: Sequence[str], eos_coef: float, temperature: float,
+                 positive_map: str):
         super().__init__()
         unknown = set(losses) - set(LOSS_KEYS) - {"cardinality"}
         if unknown:

@@ -12,7 +12,7 @@ class ModelEMA:
     own keys, so it is what a checkpoint stores as `model_ema` and loads into a plain model.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9998):
+    def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.module = copy.deepcopy(getattr(model, "module", model)).eval().requires_grad_(False)
 

@@ -31,8 +31,8 @@ class MDETR(nn.Module):
     `model(samples, captions, encode_and_save=False, memory_cache=cache)`.
     """
 
-    def __init__(self, backbone: nn.Module, transformer: nn.Module, num_classes: int = 255, num_queries: int = 100,
-                 aux_loss: bool = False, contrastive_align_loss: bool = False, contrastive_hdim: int = 64):
+    def __init__(self, backbone: nn.Module, transformer: nn.Module, num_classes: int, num_queries: int,
+                 aux_loss: bool, contrastive_align_loss: bool, contrastive_hdim: int):
         super().__init__()
         hidden_dim = transformer.d_model
         self.num_queries = num_queries

@@ -101,9 +101,8 @@ class Transformer(nn.Module):
     Two passes, as the release: `encode` -> memory cache (dict), `decode(cache)` -> decoder states L×B×Q×C.
     """
 
-    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
-                 dim_feedforward: int = 2048, dropout: float = 0.1, text_encoder_type: str = "roberta-base",
-                 freeze_text_encoder: bool = False):
+    def __init__(self, d_model: int, nhead: int, num_encoder_layers: int, num_decoder_layers: int,
+                 dim_feedforward: int, dropout: float, text_encoder_type: str, freeze_text_encoder: bool):
         super().__init__()
         self.encoder = TransformerEncoder(TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout),
                                           num_encoder_layers)

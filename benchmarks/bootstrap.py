@@ -1,7 +1,7 @@
 """Benchmark the bootstrap intervals (statistics.py) against a per-resample loop, on synthetic per-phrase results.
 
-    python benchmarks/statistics.py                                   # 2,000 phrases x 200 resamples
-    python benchmarks/statistics.py --phrases 14354 --resamples 1000  # PhraseCut test size, the default B
+    python benchmarks/bootstrap.py                                   # 2,000 phrases x 200 resamples
+    python benchmarks/bootstrap.py --phrases 14354 --resamples 1000  # PhraseCut test size, the default B
 
 Best of 3 wall times, on the same per_task.json: the table's intervals (subset "all", every metric), every subset's intervals
 (results/subsets.md), the paired comparison of two evaluations over every subset, and a baseline that loops over
