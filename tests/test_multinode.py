@@ -72,7 +72,7 @@ def start_slurm_snakemake(cluster, workspace, target=STAGE1, *args) -> subproces
 def running_job_after(cluster, workspace, proc, done, stage="stage1") -> str:
     """The id of the running job of `stage` once `done(its output folder)` holds."""
     out_dir = workspace / "results" / "runs" / "demo" / stage
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 300  # a hang guard: the plugin's checks come up to a minute apart
     while not done(out_dir):
         assert proc.poll() is None and time.monotonic() < deadline, (proc.stdout.read()[-3000:], cluster.logs())
         time.sleep(0.1)
@@ -148,22 +148,62 @@ def assert_two_nodes_took_part(workspace, nodes, stage="stage1"):
     assert sorted(rank for rank, _, _ in ranks) == ["0", "1"]
 
 
+SIGNAL = "--signal=USR1@300"  # Slurm's time-limit warning, 300 s before the limit
+
+
+def warn_before_time_limit(workspace, stage):
+    """Submit `stage` with SIGNAL, as README says: the profile's `set-resources`, the job's `slurm_extra`."""
+    profile = workspace / "slurm" / "config.yaml"
+    extra = {"set-resources": {TRAIN_RULE.format(stage=stage): {"slurm_extra": f"'{SIGNAL}'"}}}
+    profile.write_text(profile.read_text() + yaml.safe_dump(extra))
+
+
 @pytest.mark.slow
-def test_two_nodes_requeued_by_slurm_resume_and_equal_the_one_node_run(cluster3, prepared, one_node_run, tmp_path):
-    """`scontrol requeue` of the running two-node job: SIGTERM reaches torchrun's workers on both nodes, rank 0
-    saves the current step and they exit 75; Slurm puts the same job back in the queue, its second run resumes
-    mid-epoch, and the result is bitwise the uninterrupted one-node two-process run (so also within the
-    tolerance of test_train_distributed.py)."""
-    workspace = copy_with(prepared, tmp_path / "ws", nodes=2, every=None)  # no periodic checkpoint: only SIGTERM's
-    proc = start_slurm_snakemake(cluster3, workspace)
+def test_two_nodes_requeued_then_warned_and_retried_equal_the_one_node_run(cluster3, prepared, one_node_run, tmp_path):
+    """One workflow run, stages 1 and 2 on two nodes each, both interrupted mid-epoch, each bitwise equal in the
+    end to the uninterrupted one-node two-process run (so also within test_train_distributed.py's tolerance).
+
+    Stage 1: `scontrol requeue` of the running job. SIGTERM reaches torchrun's workers on both nodes, rank 0 saves
+    the current step and they exit 75; Slurm puts the same job back in the queue, its second run resumes.
+
+    Stage 2, submitted with `--signal=USR1@300`, gets USR1 the way Slurm's time-limit warning delivers it: to every
+    process of the job's steps, not to the batch shell (`scancel --signal=USR1`, neither --batch nor --full). Not a
+    real limit: Slurm's limits are whole minutes, its warning comes up to a minute early, and the resubmitted job
+    would be warned again. torchrun hands USR1 on to its workers (`launch`'s --signals-to-handle; without it USR1
+    kills torchrun and the workers with it, unsaved), which save and exit 75; the job ends FAILED, not requeued
+    (a time limit is no pre-emption), and Snakemake's `retries` submits a new job, which resumes."""
+    # no periodic checkpoints: only the signals'
+    workspace = copy_with(prepared, tmp_path / "ws", nodes=2, every=None, stages=("stage1", "stage2"))
+    warn_before_time_limit(workspace, "stage2")
+    proc = start_slurm_snakemake(cluster3, workspace, STAGE2, "--verbose")  # --verbose: the plugin's sbatch calls
     job = running_job_after(cluster3, workspace, proc, lambda d: steps_logged(d) >= 3)
     cluster3.run("scontrol", "requeue", job)
     lift_requeue_hold(cluster3, job)
-    finish(proc)
+
+    first = running_job_after(cluster3, workspace, proc, lambda d: steps_logged(d) >= 4, stage="stage2")
+    cluster3.run("scancel", "--signal=USR1", first)
+    deadline = time.monotonic() + 120
+    while job_field(cluster3, first, "JobState") in ("RUNNING", "COMPLETING"):
+        assert time.monotonic() < deadline, cluster3.run("scontrol", "show", "job", first).stdout
+        time.sleep(0.1)
+    stopped = train_log(workspace, "stage2")  # the first job's, before the retry's overwrites it
+    out = finish(proc)
+
     assert resumed_at(workspace) >= 3
     assert job_field(cluster3, job, "Restarts") == "1"  # the same job, requeued once, not a resubmission
     assert_two_nodes_took_part(workspace, job_nodes(cluster3, job))
     assert_bitwise_equal(workspace, one_node_run)
+
+    assert "stopped by a signal" in stopped and "exiting with 75" in stopped, stopped[-3000:]
+    assert (job_field(cluster3, first, "JobState"), job_field(cluster3, first, "Restarts")) == ("FAILED", "0")
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
+    assert len(set(submitted)) == len(submitted) == 3 and submitted[:2] == [job, first], out[-4000:]
+    assert job_field(cluster3, submitted[2], "JobState") == "COMPLETED"  # the retry: a new job
+    calls = re.findall(r"sbatch call: (.*)", out)
+    assert len(calls) == 3 and all(SIGNAL in call for call in calls[1:]), calls
+    assert resumed_at(workspace, "stage2", STEPS2) >= 4
+    assert_two_nodes_took_part(workspace, job_nodes(cluster3, submitted[2]), "stage2")
+    assert_bitwise_equal(workspace, one_node_run, STAGE2, STEPS2)
 
 
 @pytest.mark.slow
@@ -189,44 +229,6 @@ def test_a_node_lost_mid_job_is_requeued_by_slurm_and_resumes(cluster3, prepared
     assert resumed_at(workspace) % EVERY == 0  # from a periodic checkpoint: nothing was saved on the way down
     assert_two_nodes_took_part(workspace, job_nodes(cluster3, job))
     assert_bitwise_equal(workspace, one_node_run)
-
-
-SIGNAL = "--signal=USR1@300"  # Slurm's warning 300 s before the time limit
-
-
-@pytest.mark.slow
-def test_time_limit_warning_saves_then_snakemake_retries_stage2_on_two_nodes(cluster3, one_node_run, tmp_path):
-    """Stage 2 (after the one-node stage 1) on two nodes, submitted with `--signal=USR1@300` through the profile's
-    `set-resources` as README says, gets USR1 mid-epoch the way Slurm's time-limit warning delivers it: to every
-    process of the job's steps, not to the batch shell (`scancel --signal=USR1`, neither --batch nor --full). Not a
-    real limit: Slurm's limits are whole minutes, checked every 30 s, and the resubmitted job would be warned again.
-    torchrun hands USR1 on to its workers, which save at the next step and exit 75; the job ends FAILED, not
-    requeued (a time limit is no pre-emption); Snakemake's `retries` submits a new job, which resumes mid-epoch
-    from checkpoint_last.pth on two nodes, and stage 2 is bitwise the uninterrupted one-node two-process run."""
-    workspace = copy_with(one_node_run, tmp_path / "ws", nodes=2, every=None, stages=("stage2",))
-    shutil.rmtree(workspace / Path(STAGE2).parent)  # stage 1 stays done; stage 2 trains again
-    profile = workspace / "slurm" / "config.yaml"
-    extra = {"set-resources": {TRAIN_RULE.format(stage="stage2"): {"slurm_extra": f"'{SIGNAL}'"}}}
-    profile.write_text(profile.read_text() + yaml.safe_dump(extra))
-    proc = start_slurm_snakemake(cluster3, workspace, STAGE2, "--verbose")  # --verbose: the plugin's sbatch calls
-    first = running_job_after(cluster3, workspace, proc, lambda d: steps_logged(d) >= 2, stage="stage2")
-    cluster3.run("scancel", "--signal=USR1", first)
-    deadline = time.monotonic() + 120
-    while job_field(cluster3, first, "JobState") in ("RUNNING", "COMPLETING"):
-        assert time.monotonic() < deadline, cluster3.run("scontrol", "show", "job", first).stdout
-        time.sleep(0.1)
-    stopped = train_log(workspace, "stage2")  # the first job's, before the retry's overwrites it
-    out = finish(proc)
-    assert "stopped by a signal" in stopped and "exiting with 75" in stopped, stopped[-3000:]
-    assert (job_field(cluster3, first, "JobState"), job_field(cluster3, first, "Restarts")) == ("FAILED", "0")
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
-    assert len(submitted) == 2 and submitted[0] == first != submitted[1], out[-4000:]  # a new job, not a requeue
-    assert job_field(cluster3, submitted[1], "JobState") == "COMPLETED"
-    calls = re.findall(r"sbatch call: (.*)", out)
-    assert len(calls) == 2 and all(SIGNAL in call for call in calls), calls
-    assert resumed_at(workspace, "stage2", STEPS2) >= 2
-    assert_two_nodes_took_part(workspace, job_nodes(cluster3, submitted[1]), "stage2")
-    assert_bitwise_equal(workspace, one_node_run, STAGE2, STEPS2)
 
 
 @pytest.fixture

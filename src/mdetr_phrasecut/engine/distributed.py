@@ -152,10 +152,11 @@ def torchrun_args(args, environ: Optional[Mapping[str, str]] = None) -> list:
 
 
 def main(args):
-    """Replace this process by torchrun (torch.distributed.run), so Slurm's signals reach it directly."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(args)]
-    sys.stderr.flush()
-    os.execv(sys.executable, cmd)
+    """Run torchrun (torch.distributed.run) in this process, as the `torchrun` command does: Slurm's signals reach
+    it directly, and the job's start imports torch once less than a new `torchrun` process would."""
+    from torch.distributed.run import main as torchrun
+
+    torchrun(torchrun_args(args))
 
 
 def cleanup():
