@@ -1,7 +1,8 @@
 """Multi-node training on a real Slurm cluster (three slurmd on this host, see slurm_cluster.py): the embedded
-stage 1 with `resources.stage1.nodes: 2` through `snakemake --profile slurm` and `srun ... mdetr-phrasecut launch`
-(torchrun, c10d rendezvous at the first node's NodeAddr, gloo on CPU, one process per node); pre-emption by
-`scontrol requeue`; a node lost mid-job. Plus the launcher's one-line failures, which need no cluster."""
+stages 1 and 2 with `resources.<stage>.nodes: 2` through `snakemake --profile slurm` and `srun ... mdetr-phrasecut
+launch` (torchrun, c10d rendezvous at the first node's NodeAddr, gloo on CPU, one process per node); pre-emption by
+`scontrol requeue`; a node lost mid-job; the time-limit warning (`--signal=USR1@N`) and Snakemake's `retries`.
+Plus the launcher's one-line failures, which need no cluster."""
 import os
 import re
 import shutil
@@ -18,8 +19,11 @@ from test_resume import assert_same_result
 from test_workflow import BIN, make_workspace, snakemake
 
 NODES = ("n1", "n2", "n3")  # jobs take two; the third stands in for a lost one
-STAGE1 = "results/runs/demo/stage1/checkpoint.pth"
+STAGE1, STAGE2 = (f"results/runs/demo/{stage}/checkpoint.pth" for stage in ("stage1", "stage2"))
 STEPS, EVERY = 16, 4  # stage 1: one epoch of 16 steps, batch 1 per process, checkpoint_last.pth every 4 steps
+STEPS2 = 8  # stage 2: one epoch of 8 steps, batch 1 per process
+# The names the workflow's rules give (workflow/rules/train.smk), in one place: a stage's log, its rule.
+TRAIN_LOG, TRAIN_RULE = "results/logs/{stage}_demo.log", "{stage}"
 INPUTS = ("results/downloads/demo_pretrained/demo_pretrained.pth", "results/main/coco/finetune_phrasecut_train.json",
           "results/main/coco/finetune_phrasecut_miniv.json")
 
@@ -34,18 +38,19 @@ def cluster3(tmp_path_factory):
 def prepared(tmp_path_factory):
     """A workspace with stage 1's inputs made locally; each test trains in a copy of it."""
     workspace = make_workspace(tmp_path_factory.mktemp("prepared") / "ws", stage1={
-        "max_steps_per_epoch": STEPS, "batch_size": 1})
+        "max_steps_per_epoch": STEPS, "batch_size": 1}, stage2={"max_steps_per_epoch": STEPS2, "batch_size": 1})
     snakemake(workspace, *INPUTS)
     return workspace
 
 
-def copy_with(prepared, path: Path, nodes: int, every=EVERY) -> Path:
-    """A copy of the prepared workspace whose stage 1 runs on `nodes` nodes, two processes in all, with a
-    checkpoint_last.pth every `every` steps."""
-    shutil.copytree(prepared, path, symlinks=True)
+def copy_with(workspace, path: Path, nodes: int, every=EVERY, stages=("stage1",)) -> Path:
+    """A copy of `workspace` whose `stages` run on `nodes` nodes, two processes in all, with a checkpoint_last.pth
+    every `every` steps."""
+    shutil.copytree(workspace, path, symlinks=True)
     config = yaml.safe_load((path / "config" / "tiny.yaml").read_text())
-    config["resources"]["stage1"] = {"nodes": nodes, "tasks_per_node": 2 // nodes}
-    config["train"]["stage1"]["checkpoint_every_steps"] = every
+    for stage in stages:
+        config["resources"][stage] = {"nodes": nodes, "tasks_per_node": 2 // nodes}
+        config["train"][stage]["checkpoint_every_steps"] = every
     (path / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
     return path
 
@@ -55,19 +60,19 @@ def copy_with(prepared, path: Path, nodes: int, every=EVERY) -> Path:
 SAME_INPUTS = ("--rerun-triggers=mtime",)
 
 
-def start_slurm_snakemake(cluster, workspace) -> subprocess.Popen:
-    """`snakemake --profile slurm` to stage 1; MASTER_PORT (a free port) reaches the jobs through sbatch."""
+def start_slurm_snakemake(cluster, workspace, target=STAGE1, *args) -> subprocess.Popen:
+    """`snakemake --profile slurm` to `target`; MASTER_PORT (a free port) reaches the jobs through sbatch."""
     env = {**cluster.env, "MASTER_PORT": str(_free_port()), "PATH": f"{BIN}:{cluster.env['PATH']}"}
     return subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile=config/tiny.yaml", "--profile",
-                             "slurm", "--slurm-init-seconds-before-status-checks", "1", *SAME_INPUTS, STAGE1],
+                             "slurm", "--slurm-init-seconds-before-status-checks", "1", *SAME_INPUTS, *args, target],
                             cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
-def running_job_after(cluster, workspace, proc, done) -> str:
-    """The id of the running stage-1 job once `done(stage-1 folder)` holds."""
-    out_dir = workspace / "results" / "runs" / "demo" / "stage1"
-    deadline = time.monotonic() + 150
+def running_job_after(cluster, workspace, proc, done, stage="stage1") -> str:
+    """The id of the running job of `stage` once `done(its output folder)` holds."""
+    out_dir = workspace / "results" / "runs" / "demo" / stage
+    deadline = time.monotonic() + 300  # a hang guard: the plugin's checks come up to a minute apart
     while not done(out_dir):
         assert proc.poll() is None and time.monotonic() < deadline, (proc.stdout.read()[-3000:], cluster.logs())
         time.sleep(0.1)
@@ -100,15 +105,15 @@ def finish(proc, timeout=300) -> str:
     return out
 
 
-def stage1_log(workspace) -> str:
+def train_log(workspace, stage="stage1") -> str:
     # errors="replace": a progress bar may be cut inside a character
-    return (workspace / "results" / "logs" / "stage1_demo.log").read_text(errors="replace")
+    return (workspace / TRAIN_LOG.format(stage=stage)).read_text(errors="replace")
 
 
-def assert_bitwise_equal(got_ws, want_ws):
-    """Weights, EMA, optimizer, schedule and log of stage 1 bitwise equal (as test_resume.py checks them)."""
-    stage1 = Path(STAGE1).parent
-    assert_same_result(got_ws / stage1, want_ws / stage1, epochs=1, steps_per_epoch=STEPS)
+def assert_bitwise_equal(got_ws, want_ws, target=STAGE1, steps=STEPS):
+    """Weights, EMA, optimizer, schedule and log of a stage bitwise equal (as test_resume.py checks them)."""
+    out_dir = Path(target).parent
+    assert_same_result(got_ws / out_dir, want_ws / out_dir, epochs=1, steps_per_epoch=steps)
 
 
 def steps_logged(out_dir) -> int:
@@ -116,17 +121,18 @@ def steps_logged(out_dir) -> int:
     return len(log.read_text().splitlines()) - 1 if log.exists() else 0
 
 
-def resumed_at(workspace) -> int:
-    resumed = re.search(r"resuming from \S+: epoch 0, step (\d+)", stage1_log(workspace))
-    assert resumed and 0 < int(resumed.group(1)) < STEPS, stage1_log(workspace)[-2000:]
+def resumed_at(workspace, stage="stage1", steps=STEPS) -> int:
+    resumed = re.search(r"resuming from \S+: epoch 0, step (\d+)", train_log(workspace, stage))
+    assert resumed and 0 < int(resumed.group(1)) < steps, train_log(workspace, stage)[-2000:]
     return int(resumed.group(1))
 
 
 @pytest.fixture(scope="module")
 def one_node_run(prepared, tmp_path_factory):
-    """The reference: stage 1 uninterrupted on one machine, torchrun --standalone with 2 processes, no Slurm."""
-    workspace = copy_with(prepared, tmp_path_factory.mktemp("one") / "ws", nodes=1)
-    snakemake(workspace, *SAME_INPUTS, STAGE1)
+    """The reference: stages 1 and 2 uninterrupted on one machine, torchrun --standalone with 2 processes, no
+    Slurm."""
+    workspace = copy_with(prepared, tmp_path_factory.mktemp("one") / "ws", nodes=1, stages=("stage1", "stage2"))
+    snakemake(workspace, *SAME_INPUTS, STAGE2)
     return workspace
 
 
@@ -134,30 +140,70 @@ def job_nodes(cluster, job) -> list:
     return cluster.run("scontrol", "show", "hostnames", job_field(cluster, job, "NodeList")).stdout.split()
 
 
-def assert_two_nodes_took_part(workspace, nodes):
+def assert_two_nodes_took_part(workspace, nodes, stage="stage1"):
     """Each of the job's two nodes ran one of the two ranks (the rendezvous numbers nodes as they arrive)."""
-    log = stage1_log(workspace)
+    log = train_log(workspace, stage)
     ranks = re.findall(r"rank (\d) of (\d) on node (\S+)", log)
     assert sorted((node, world) for _, world, node in ranks) == [(n, "2") for n in sorted(nodes)], log[-3000:]
     assert sorted(rank for rank, _, _ in ranks) == ["0", "1"]
 
 
+SIGNAL = "--signal=USR1@300"  # Slurm's time-limit warning, 300 s before the limit
+
+
+def warn_before_time_limit(workspace, stage):
+    """Submit `stage` with SIGNAL, as README says: the profile's `set-resources`, the job's `slurm_extra`."""
+    profile = workspace / "slurm" / "config.yaml"
+    extra = {"set-resources": {TRAIN_RULE.format(stage=stage): {"slurm_extra": f"'{SIGNAL}'"}}}
+    profile.write_text(profile.read_text() + yaml.safe_dump(extra))
+
+
 @pytest.mark.slow
-def test_two_nodes_requeued_by_slurm_resume_and_equal_the_one_node_run(cluster3, prepared, one_node_run, tmp_path):
-    """`scontrol requeue` of the running two-node job: SIGTERM reaches torchrun's workers on both nodes, rank 0
-    saves the current step and they exit 75; Slurm puts the same job back in the queue, its second run resumes
-    mid-epoch, and the result is bitwise the uninterrupted one-node two-process run (so also within the
-    tolerance of test_train_distributed.py)."""
-    workspace = copy_with(prepared, tmp_path / "ws", nodes=2, every=None)  # no periodic checkpoint: only SIGTERM's
-    proc = start_slurm_snakemake(cluster3, workspace)
+def test_two_nodes_requeued_then_warned_and_retried_equal_the_one_node_run(cluster3, prepared, one_node_run, tmp_path):
+    """One workflow run, stages 1 and 2 on two nodes each, both interrupted mid-epoch, each bitwise equal in the
+    end to the uninterrupted one-node two-process run (so also within test_train_distributed.py's tolerance).
+
+    Stage 1: `scontrol requeue` of the running job. SIGTERM reaches torchrun's workers on both nodes, rank 0 saves
+    the current step and they exit 75; Slurm puts the same job back in the queue, its second run resumes.
+
+    Stage 2, submitted with `--signal=USR1@300`, gets USR1 the way Slurm's time-limit warning delivers it: to every
+    process of the job's steps, not to the batch shell (`scancel --signal=USR1`, neither --batch nor --full). Not a
+    real limit: Slurm's limits are whole minutes, its warning comes up to a minute early, and the resubmitted job
+    would be warned again. torchrun hands USR1 on to its workers (`launch`'s --signals-to-handle; without it USR1
+    kills torchrun and the workers with it, unsaved), which save and exit 75; the job ends FAILED, not requeued
+    (a time limit is no pre-emption), and Snakemake's `retries` submits a new job, which resumes."""
+    # no periodic checkpoints: only the signals'
+    workspace = copy_with(prepared, tmp_path / "ws", nodes=2, every=None, stages=("stage1", "stage2"))
+    warn_before_time_limit(workspace, "stage2")
+    proc = start_slurm_snakemake(cluster3, workspace, STAGE2, "--verbose")  # --verbose: the plugin's sbatch calls
     job = running_job_after(cluster3, workspace, proc, lambda d: steps_logged(d) >= 3)
     cluster3.run("scontrol", "requeue", job)
     lift_requeue_hold(cluster3, job)
-    finish(proc)
+
+    first = running_job_after(cluster3, workspace, proc, lambda d: steps_logged(d) >= 4, stage="stage2")
+    cluster3.run("scancel", "--signal=USR1", first)
+    deadline = time.monotonic() + 120
+    while job_field(cluster3, first, "JobState") in ("RUNNING", "COMPLETING"):
+        assert time.monotonic() < deadline, cluster3.run("scontrol", "show", "job", first).stdout
+        time.sleep(0.1)
+    stopped = train_log(workspace, "stage2")  # the first job's, before the retry's overwrites it
+    out = finish(proc)
+
     assert resumed_at(workspace) >= 3
     assert job_field(cluster3, job, "Restarts") == "1"  # the same job, requeued once, not a resubmission
     assert_two_nodes_took_part(workspace, job_nodes(cluster3, job))
     assert_bitwise_equal(workspace, one_node_run)
+
+    assert "stopped by a signal" in stopped and "exiting with 75" in stopped, stopped[-3000:]
+    assert (job_field(cluster3, first, "JobState"), job_field(cluster3, first, "Restarts")) == ("FAILED", "0")
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
+    assert len(set(submitted)) == len(submitted) == 3 and submitted[:2] == [job, first], out[-4000:]
+    assert job_field(cluster3, submitted[2], "JobState") == "COMPLETED"  # the retry: a new job
+    calls = re.findall(r"sbatch call: (.*)", out)
+    assert len(calls) == 3 and all(SIGNAL in call for call in calls[1:]), calls
+    assert resumed_at(workspace, "stage2", STEPS2) >= 4
+    assert_two_nodes_took_part(workspace, job_nodes(cluster3, submitted[2]), "stage2")
+    assert_bitwise_equal(workspace, one_node_run, STAGE2, STEPS2)
 
 
 @pytest.mark.slow
@@ -232,5 +278,6 @@ def test_launcher_meets_at_the_first_nodes_slurm_address(scontrol_path, monkeypa
                                               "train", "--stage", "stage1"])
     assert torchrun_args(args, STEP) == [
         "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-endpoint=10.1.0.7:20007",
-        "--rdzv-id=7", "-m", "mdetr_phrasecut.cli", "--record", "{}", "train", "--stage", "stage1"]
+        "--rdzv-id=7", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "-m", "mdetr_phrasecut.cli",
+        "--record", "{}", "train", "--stage", "stage1"]
     assert torchrun_args(args, {**STEP, "MASTER_PORT": "29611"})[3] == "--rdzv-endpoint=10.1.0.7:29611"

@@ -125,9 +125,15 @@ def add_arguments(parser):
     parser.add_argument("cli_args", nargs=argparse.REMAINDER, help="-- then the `mdetr-phrasecut` arguments")
 
 
+# torchrun's default plus SIGUSR1 (Slurm's time-limit warning), which would otherwise kill torchrun and with it
+# its workers (die_with_launcher) before they save; torchrun hands these on to its workers and waits for them
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
 def torchrun_args(args, environ: Optional[Mapping[str, str]] = None) -> list:
     """torchrun's arguments for this `srun` task: all nodes meet at the first node's NodeAddr, port from
-    `slurm_port`, rendezvous id the job id. Any missing piece is one InputError line."""
+    `slurm_port`, rendezvous id the job id; the stop signals go on to the workers. Any missing piece is one
+    InputError line."""
     env = os.environ if environ is None else environ
     missing = [k for k in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_NODES") if not env.get(k)]
     if missing:
@@ -142,14 +148,15 @@ def torchrun_args(args, environ: Optional[Mapping[str, str]] = None) -> list:
     address = node_address(first_slurm_host(env["SLURM_STEP_NODELIST"]))
     return [f"--nnodes={args.nnodes}", f"--nproc-per-node={args.nproc_per_node}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={address}:{slurm_port(env)}", f"--rdzv-id={env['SLURM_JOB_ID']}",
-            "-m", "mdetr_phrasecut.cli", *rest]
+            f"--signals-to-handle={TORCHRUN_SIGNALS}", "-m", "mdetr_phrasecut.cli", *rest]
 
 
 def main(args):
-    """Replace this process by torchrun (torch.distributed.run), so Slurm's signals reach it directly."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(args)]
-    sys.stderr.flush()
-    os.execv(sys.executable, cmd)
+    """Run torchrun (torch.distributed.run) in this process, as the `torchrun` command does: Slurm's signals reach
+    it directly, and the job's start imports torch once less than a new `torchrun` process would."""
+    from torch.distributed.run import main as torchrun
+
+    torchrun(torchrun_args(args))
 
 
 def cleanup():
