@@ -144,12 +144,25 @@ def slurm_resources(stage):
     return res
 
 
+def stage_processes(stage):
+    """The training processes of a stage on each node (torchrun's --nproc-per-node): the job's `threads`."""
+    r = stage_resources(stage)
+    return r["gpus_per_node"] or r["tasks_per_node"]
+
+
+def train_resources(stages):
+    """The `resources` of a rule over `{stage}`: every key `slurm_resources` sets for any of `stages`, each
+    resolved from the job's stage (None, unset, where that stage sets no such key)."""
+    keys = dict.fromkeys(key for stage in stages for key in slurm_resources(stage))
+    return {key: lambda w, key=key: slurm_resources(w.stage).get(key) for key in keys}
+
+
 def launcher(stage):
     """How a training stage starts: one process; torchrun with a local rendezvous on one machine (or node); or
     `mdetr-phrasecut launch` on every allocated node (one srun task per node), which finds the first node's
     address through `scontrol` and runs torchrun there (see engine/distributed.py)."""
     r = stage_resources(stage)
-    procs = r["gpus_per_node"] or r["tasks_per_node"]
+    procs = stage_processes(stage)
     if r["nodes"] == 1:
         return "mdetr-phrasecut" if procs == 1 else f"torchrun --standalone --nproc-per-node={procs} -m mdetr_phrasecut.cli"
     # --nodes: Snakemake's job step strips SLURM_* from the environment, so srun would default to one node;

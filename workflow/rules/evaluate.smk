@@ -45,6 +45,7 @@ rule evaluate:
         record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
         out_dir="results/runs/{run}/test",
         **EVALUATE_PARAMS,
+    threads: config["evaluate"]["workers"]
     resources:
         **slurm_resources("evaluate"),
     benchmark:
@@ -68,6 +69,7 @@ rule evaluate_released:
         record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
         out_dir="results/released/{run}/test",
         **EVALUATE_PARAMS,
+    threads: config["evaluate"]["workers"]
     resources:
         **slurm_resources("evaluate"),
     log:

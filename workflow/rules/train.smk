@@ -2,6 +2,13 @@
 # mask head. `pretrain` makes the embedded demo's stage-0 checkpoint (MDETR's detection objective, from scratch).
 
 
+def train_init(wildcards):
+    """What a stage starts from: stage 1 the run's pre-trained checkpoint, stage 2 the run's stage 1."""
+    if wildcards.stage == "stage1":
+        return download_path(config["runs"][run_of(wildcards.run)]["pretrained"])
+    return f"results/runs/{wildcards.run}/stage1/checkpoint.pth"
+
+
 def train_inputs(corpus="main"):
     split = config["dataset"]
     return dict(
@@ -23,6 +30,7 @@ rule pretrain:
         record=record(lambda w: stage_slice(w.run, "pretrain")),
         images=images_arg,
         launch=launcher("pretrain"),
+    threads: stage_processes("pretrain")
     resources:
         **slurm_resources("pretrain"),
     benchmark:
@@ -34,52 +42,32 @@ rule pretrain:
         "--images {params.images:q} --out-dir results/pretrain/{wildcards.run} 2> {log}"
 
 
-rule stage1:
-    """Detector fine-tuning (`load` semantics: weights only, EMA preferred)."""
+rule train:
+    """Stage 1: detector fine-tuning (`load` semantics: weights only, EMA preferred). Stage 2: the frozen stage-1
+    detector (EMA weights, strict) + smallconv mask head."""
     input:
         **train_inputs(),
-        init=lambda w: download_path(config["runs"][run_of(w.run)]["pretrained"]),
+        init=train_init,
     output:
-        ckpt=ensure("results/runs/{run}/stage1/checkpoint.pth", non_empty=True),
-        log_csv="results/runs/{run}/stage1/log.csv",
+        ckpt=ensure("results/runs/{run}/{stage}/checkpoint.pth", non_empty=True),
+        log_csv="results/runs/{run}/{stage}/log.csv",
+    wildcard_constraints:
+        stage="stage1|stage2",
+    threads: lambda w: stage_processes(w.stage)
     params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "stage1")),
-        record=record(lambda w: stage_slice(w.run, "stage1")),
+        spec=lambda w: quoted_json(stage_spec(w.run, w.stage)),
+        record=record(lambda w: stage_slice(w.run, w.stage)),
         images=images_arg,
-        launch=launcher("stage1"),
+        launch=lambda w: launcher(w.stage),
     resources:
-        **slurm_resources("stage1"),
+        **train_resources(("stage1", "stage2")),
     benchmark:
-        "results/benchmarks/stage1_{run}.tsv"
+        "results/benchmarks/{stage}_{run}.tsv"
     log:
-        "results/logs/stage1_{run}.log",
+        "results/logs/{stage}_{run}.log",
     shell:
-        "{params.launch} --record {params.record} train --stage stage1 --spec-json {params.spec} --coco-dir " + coco_dir() + " "
-        "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage1 2> {log}"
-
-
-rule stage2:
-    """Frozen stage-1 detector (EMA weights, strict) + smallconv mask head."""
-    input:
-        **train_inputs(),
-        init="results/runs/{run}/stage1/checkpoint.pth",
-    output:
-        ckpt=ensure("results/runs/{run}/stage2/checkpoint.pth", non_empty=True),
-        log_csv="results/runs/{run}/stage2/log.csv",
-    params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
-        record=record(lambda w: stage_slice(w.run, "stage2")),
-        images=images_arg,
-        launch=launcher("stage2"),
-    resources:
-        **slurm_resources("stage2"),
-    benchmark:
-        "results/benchmarks/stage2_{run}.tsv"
-    log:
-        "results/logs/stage2_{run}.log",
-    shell:
-        "{params.launch} --record {params.record} train --stage stage2 --spec-json {params.spec} --coco-dir " + coco_dir() + " "
-        "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage2 2> {log}"
+        "{params.launch} --record {params.record} train --stage {wildcards.stage} --spec-json {params.spec} --coco-dir " + coco_dir() + " "
+        "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/{wildcards.stage} 2> {log}"
 
 
 rule stage0:

@@ -100,12 +100,20 @@ def die_with_launcher():
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def one_intra_op_thread():
+    """One intra-op thread in this process, whatever OMP_NUM_THREADS and MKL_NUM_THREADS say (Snakemake sets both
+    to a job's `threads`; torchrun sets OMP_NUM_THREADS=1 only where it is unset, and torch follows MKL's): CPU
+    reductions, hence results, do not depend on the threads a job was granted or on how processes share nodes."""
+    torch.set_num_threads(1)
+
+
 def init_distributed(device: str = "auto") -> tuple:
-    """Join the process group described by the environment (nccl on GPU, gloo on CPU).
+    """Join the process group described by the environment (nccl on GPU, gloo on CPU), with one intra-op thread.
 
     Returns (DistEnv, torch.device). `device` is "auto", "cpu" or "cuda".
     """
     die_with_launcher()
+    one_intra_op_thread()
     denv = env_from_environ()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     torch_device = torch.device("cuda", denv.local_rank) if use_cuda else torch.device("cpu")

@@ -15,6 +15,7 @@ from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PROBABILITY
 from ..config import load_spec, resolve_stage, schema_defaults
 from ..data.phrasecut_format import SPLITS, refer_path
 from ..data.transforms import make_eval_transform
+from ..engine.distributed import one_intra_op_thread
 from ..io import atomic_write_json, sha256_file
 from ..model.build import build
 from ..errors import InputError
@@ -44,6 +45,7 @@ def evaluate(checkpoint, spec, coco, root, images, split, out_dir, threshold, si
              use_ema, device, dataset_name=None):
     """Run the stage-2 model of `spec` (`config.resolve_stage`) with `checkpoint`'s weights on `split`, score it;
     writes and returns metrics.json's content."""
+    one_intra_op_thread()  # its `workers` score in processes of their own; the job's threads count them
     out_dir = Path(out_dir)
     state_dict, key = select_weights(read_checkpoint(checkpoint), prefer_ema=use_ema)
     backbone, stage = describe(state_dict)
