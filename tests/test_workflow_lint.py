@@ -1,11 +1,19 @@
-"""The workflow's shape: one training rule over `{stage}` with its processes as `threads`, and the threads a job
-is granted never reaching torch's intra-op threads (results would depend on them)."""
+"""The workflow's shape: one training rule over `{stage}` with its processes as `threads`, the threads a job is
+granted never reaching torch's intra-op threads (results would depend on them), and short job commands (long
+JSON values passed as `@FILE`, which the CLI reads in its place)."""
+import json
 import os
 import re
 import subprocess
 import sys
 
+import pytest
+
+from mdetr_phrasecut import cli
 from mdetr_phrasecut.config import read_mapping
+
+CONFIGS = {"embedded": [], "published": ["--configfile", "config/phrasecut.yaml"]}
+FILE_OPTIONS = ("--record", "--spec-json", "--config-json")  # the JSON values a job passes as @FILE
 
 
 def run(repo_dir, *args):
@@ -49,3 +57,40 @@ def test_a_jobs_threads_do_not_reach_torchs_intra_op_threads(repo_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["2", "1"]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_job_commands_are_short_and_their_json_is_read_from_files(repo_dir, config):
+    """No job's command carries the JSON of --record, --spec-json or --config-json; its @FILE holds it, named by
+    its content, and a training job's command fits on a few lines of a console."""
+    jobs = dry_run_jobs(repo_dir, "all", *CONFIGS[config])
+    assert {rule for rule, _, _ in jobs} >= {"convert", "train", "evaluate", "plots", "table", "audit"}
+    embedded = read_mapping(repo_dir / "config" / "config.yaml")
+    for rule, fields, command in jobs:
+        if rule == "all":  # no command
+            continue
+        words = command.split()
+        values = {option: words[i + 1] for i, option in enumerate(words) if option in FILE_OPTIONS}
+        assert "--config-json" in values if rule == "audit" else "--record" in values, (rule, command)
+        assert all(re.fullmatch(r"@\.snakemake/args/[0-9a-f]{16}\.json", v) for v in values.values()), (rule, command)
+        assert all(len(v) < 400 for v in re.findall(r"'[\[{].*?[\]}]'", command)), (rule, command)  # small JSON
+        read = {option: json.loads((repo_dir / v[1:]).read_text()) for option, v in values.items()}
+        if "--record" in read:
+            assert set(read["--record"]["outputs"]) == set(fields["output"].split(", ")), (rule, command)
+        if rule == "train":
+            assert len(command) < 700, command
+            stage = fields["wildcards"]["stage"]
+            assert list(read["--record"]["config"]["train"]) == [stage]
+            if config == "embedded":
+                assert read["--spec-json"]["train"]["epochs"] == embedded["train"][stage]["epochs"]
+
+
+def test_an_argument_file_stands_for_its_lines_and_a_missing_one_is_one_line(tmp_path, capsys):
+    record = {"outputs": [], "inputs": [], "config": {"a": [1, "two"]}}
+    (tmp_path / "record.json").write_text(json.dumps(record) + "\n")
+    parser, _ = cli.build_parser("audit")
+    args = parser.parse_args(["--record", f"@{tmp_path / 'record.json'}", "audit", "results/table.md"])
+    assert args.record == record and args.command == "audit" and args.target == "results/table.md"
+    assert cli.main(["--record", f"@{tmp_path / 'gone.json'}", "audit", "results/table.md"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gone.json" in err

@@ -1,4 +1,5 @@
 # Config validation and helpers shared by the rules: paths, per-stage specs, Slurm resources, launchers.
+import hashlib
 import json
 import re
 import shlex
@@ -7,6 +8,7 @@ from pathlib import Path
 from mdetr_phrasecut.config import run_model, run_train, validate_config
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.evaluation.table import check_order
+from mdetr_phrasecut.io import atomic_write_text
 
 REPO = Path(workflow.basedir).resolve()
 validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
@@ -49,6 +51,17 @@ def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
+def json_file(obj):
+    """`@FILE` holding the JSON of `obj`, for an option of `mdetr-phrasecut` (argparse reads the value from FILE in
+    its place), so the job's command stays short. FILE is named by the hash of its content: a changed value is a
+    changed param, and re-runs the job."""
+    text = json.dumps(obj, sort_keys=True)
+    path = Path(".snakemake", "args", f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json")
+    if not path.exists():
+        atomic_write_text(path, text + "\n")
+    return f"@{path}"
+
+
 def table_runs(runs, results, names=None):
     """The table of `runs` (in RUNS order) from their metrics under `results`: (metrics.json paths, --runs-json
     entries), one list in one order; `names`: {run: the training its row shows} (default: the run). Checked with
@@ -66,7 +79,7 @@ def record(config_slice):
     and `config_slice(wildcards)` (nested as in the config file, so `audit` can compare it)."""
 
     def params(wildcards, input, output):
-        return quoted_json({"outputs": list(output), "inputs": list(input), "config": config_slice(wildcards)})
+        return json_file({"outputs": list(output), "inputs": list(input), "config": config_slice(wildcards)})
 
     return params
 

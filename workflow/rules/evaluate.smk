@@ -41,7 +41,7 @@ rule evaluate:
         per_task="results/runs/{run}/test/per_task.json",
         predictions="results/runs/{run}/test/predictions.npz",
     params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        spec=lambda w: json_file(stage_spec(w.run, "stage2")),
         record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
         out_dir="results/runs/{run}/test",
         **EVALUATE_PARAMS,
@@ -65,7 +65,7 @@ rule evaluate_released:
         per_task="results/released/{run}/test/per_task.json",
         predictions="results/released/{run}/test/predictions.npz",
     params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
+        spec=lambda w: json_file(stage_spec(w.run, "stage2")),
         record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
         out_dir="results/released/{run}/test",
         **EVALUATE_PARAMS,
@@ -168,7 +168,7 @@ rule audit:
     output:
         "results/audit.json",
     params:
-        config=lambda w: quoted_json(config),
+        config=lambda w: json_file(config),
     log:
         "results/logs/audit.log",
     shell:

@@ -26,7 +26,7 @@ rule pretrain:
         ckpt=ensure("results/pretrain/{run}/checkpoint.pth", non_empty=True),
         log_csv="results/pretrain/{run}/log.csv",
     params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "pretrain")),
+        spec=lambda w: json_file(stage_spec(w.run, "pretrain")),
         record=record(lambda w: stage_slice(w.run, "pretrain")),
         images=images_arg,
         launch=launcher("pretrain"),
@@ -55,7 +55,7 @@ rule train:
         stage="stage1|stage2",
     threads: lambda w: stage_processes(w.stage)
     params:
-        spec=lambda w: quoted_json(stage_spec(w.run, w.stage)),
+        spec=lambda w: json_file(stage_spec(w.run, w.stage)),
         record=record(lambda w: stage_slice(w.run, w.stage)),
         images=images_arg,
         launch=lambda w: launcher(w.stage),
