@@ -1,4 +1,5 @@
-"""The workflow's shape: one training rule over `{stage}` with its processes as `threads`, the threads a job is
+"""The workflow's shape: `snakemake --lint` (both configs) and `snakefmt --check` find nothing, every rule's conda
+environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as `threads`, the threads a job is
 granted never reaching torch's intra-op threads (results would depend on them), and short job commands (long
 JSON values passed as `@FILE`, which the CLI reads in its place)."""
 import json
@@ -7,10 +8,14 @@ import re
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.config import read_mapping
+from test_environment import read_requirements
 
 CONFIGS = {"embedded": [], "published": ["--configfile", "config/phrasecut.yaml"]}
 FILE_OPTIONS = ("--record", "--spec-json", "--config-json")  # the JSON values a job passes as @FILE
@@ -18,6 +23,28 @@ FILE_OPTIONS = ("--record", "--spec-json", "--config-json")  # the JSON values a
 
 def run(repo_dir, *args):
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=repo_dir, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_lint_finds_nothing(repo_dir, config):
+    out = run(repo_dir, "--lint", *CONFIGS[config])
+    assert out.returncode == 0 and "Lints for" not in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+    assert "Congratulations" in out.stdout + out.stderr
+
+
+def test_snakefmt_check_finds_nothing(repo_dir):
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    out = subprocess.run([snakefmt, "--check", "Snakefile", "workflow"], cwd=repo_dir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_conda_env_of_the_rules_has_the_pins_of_requirements(repo_dir):
+    env = yaml.safe_load((repo_dir / "workflow" / "envs" / "mdetr-phrasecut.yaml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert dict(p.lower().split("==") for p in pip_section) == read_requirements(repo_dir / "requirements.txt")
+    assert "python=3.11" in env["dependencies"]
+    deploy = (repo_dir / "workflow" / "envs" / "mdetr-phrasecut.post-deploy.sh").read_text()
+    assert "pip install --no-deps -e ." in deploy  # the package itself, into the rules' environment
 
 
 def dry_run_jobs(repo_dir, *args):
