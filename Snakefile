@@ -32,4 +32,7 @@ rule all:
         ["results/released/table.md"] if RELEASED_RUNS else [],
         expand("results/compare/{run}_vs_released.md", run=RELEASED_RUNS),
         # MDETR's released annotations vs our conversion, when configured (published recipe)
-        expand("results/audit/mdetr_annotations_{split}.json", split=SPLITS if config["dataset"]["mdetr_annotations"] else []),
+        expand(
+            "results/audit/mdetr_annotations_{split}.json",
+            split=SPLITS if config["dataset"]["mdetr_annotations"] else [],
+        ),

@@ -100,7 +100,8 @@ def test_demo_training_stages_launch_two_processes_with_a_local_rendezvous(repo_
     assert out.returncode == 0, out.stderr[-2000:]
     launches = [line for line in out.stdout.splitlines() if " train --stage " in line]
     assert len(launches) == 3
-    assert all(line.split(":", 1)[1].lstrip().startswith("torchrun --standalone --nproc-per-node=2 -m mdetr_phrasecut.cli")
+    torchrun = "torchrun --standalone --nproc-per-node=2 --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+    assert all(line.split(":", 1)[1].lstrip().startswith(f"{torchrun} -m mdetr_phrasecut.cli")
                for line in launches), launches
     assert "srun" not in out.stdout and "scontrol" not in out.stdout
 

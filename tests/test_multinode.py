@@ -23,7 +23,7 @@ STAGE1, STAGE2 = (f"results/runs/demo/{stage}/checkpoint.pth" for stage in ("sta
 STEPS, EVERY = 16, 4  # stage 1: one epoch of 16 steps, batch 1 per process, checkpoint_last.pth every 4 steps
 STEPS2 = 8  # stage 2: one epoch of 8 steps, batch 1 per process
 # The names the workflow's rules give (workflow/rules/train.smk), in one place: a stage's log, its rule.
-TRAIN_LOG, TRAIN_RULE = "results/logs/{stage}_demo.log", "{stage}"
+TRAIN_LOG, TRAIN_RULE = "results/logs/{stage}_demo.log", "train"
 INPUTS = ("results/downloads/demo_pretrained/demo_pretrained.pth", "results/main/coco/finetune_phrasecut_train.json",
           "results/main/coco/finetune_phrasecut_miniv.json")
 
@@ -154,7 +154,7 @@ SIGNAL = "--signal=USR1@300"  # Slurm's time-limit warning, 300 s before the lim
 def warn_before_time_limit(workspace, stage):
     """Submit `stage` with SIGNAL, as README says: the profile's `set-resources`, the job's `slurm_extra`."""
     profile = workspace / "slurm" / "config.yaml"
-    extra = {"set-resources": {TRAIN_RULE.format(stage=stage): {"slurm_extra": f"'{SIGNAL}'"}}}
+    extra = {"set-resources": {TRAIN_RULE: {"slurm_extra": f"'{SIGNAL}'"}}}
     profile.write_text(profile.read_text() + yaml.safe_dump(extra))
 
 
@@ -241,6 +241,7 @@ def scontrol_path(tmp_path):
                         '  "hostnames gpu09") echo gpu09;;\n'
                         '  "node gpu07") echo "NodeName=gpu07 Arch=x86_64"; echo "   NodeAddr=10.1.0.7 NodeHostName=gpu07";;\n'
                         '  "node gpu09") echo "NodeName=gpu09 Arch=x86_64";;\n'
+                        '  "job 7") echo "JobId=7 JobName=train"; echo "   Requeue=1 Restarts=2 BatchFlag=1";;\n'
                         '  *) echo "scontrol: fatal: Could not establish a configuration source" >&2; exit 1;;\nesac\n')
     scontrol.chmod(0o755)
     return f"{tmp_path}{os.pathsep}{os.environ['PATH']}"
@@ -278,6 +279,6 @@ def test_launcher_meets_at_the_first_nodes_slurm_address(scontrol_path, monkeypa
                                               "train", "--stage", "stage1"])
     assert torchrun_args(args, STEP) == [
         "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-endpoint=10.1.0.7:20007",
-        "--rdzv-id=7", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "-m", "mdetr_phrasecut.cli",
+        "--rdzv-id=7-2", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "-m", "mdetr_phrasecut.cli",
         "--record", "{}", "train", "--stage", "stage1"]
     assert torchrun_args(args, {**STEP, "MASTER_PORT": "29611"})[3] == "--rdzv-endpoint=10.1.0.7:29611"

@@ -324,15 +324,15 @@ def test_seeds_train_and_evaluate_as_their_own_jobs_and_reach_the_table(repo_dir
     assert out.returncode == 0, out.stderr[-2000:]
     for seed in (3, 5):
         for stage in ("stage1", "stage2"):
-            spec = re.search(rf"train --stage {stage} --spec-json '([^']*)' .* --out-dir results/runs/demo_seed{seed}/",
-                             out.stdout)
-            assert json.loads(spec[1])["train"]["seed"] == seed
+            spec = re.search(rf"train --stage {stage} --spec-json @(\S+) .* --out-dir results/runs/demo_seed{seed}/",
+                             out.stdout)  # the CLI reads the value from the file
+            assert json.loads((repo_dir / spec[1]).read_text())["train"]["seed"] == seed
         assert f"--out-dir results/runs/demo_seed{seed}/test" in out.stdout
     table = next(line for line in out.stdout.splitlines() if " table --metrics " in line)
     assert "--metrics results/runs/demo_seed3/test/metrics.json --runs-json" in table
     seeds = json.loads(re.search(r"--seeds-json '([^']*)'", table)[1])
     assert seeds == {"demo_seed3": [f"results/runs/demo_seed{s}/test/metrics.json" for s in (3, 5)]}
-    record = json.loads(re.search(r"--record '([^']*)'", table)[1])  # the audit walks every seed from the table
+    record = json.loads((repo_dir / re.search(r"--record @(\S+)", table)[1]).read_text())  # the audit walks every seed
     assert {f"results/runs/demo_seed{s}/test/metrics.json" for s in (3, 5)} <= set(record["inputs"])
     assert {f"results/benchmarks/stage2_demo_seed{s}.tsv" for s in (3, 5)} <= set(record["inputs"])
 

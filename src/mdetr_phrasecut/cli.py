@@ -4,7 +4,8 @@ Each subcommand lives in its own module exposing `add_arguments(parser)` (typed 
 `main(args)`; modules are imported lazily so `--help` stays fast. Any bad input -- a usage error, a bad value,
 an output that would overwrite an input -- is one line on stderr and exit status 2. With `--record`, a
 successful run also writes a provenance record next to each output (see `provenance.py`); the workflow's rules
-always pass it.
+always pass it. An argument `@FILE` stands for FILE's lines, one argument each (the workflow passes its long JSON
+values so: `--record @.snakemake/args/<hash>.json`).
 """
 import argparse
 import contextlib
@@ -42,7 +43,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser(selected=None):
     """(the parser, the parser of subcommand `selected` or None)."""
-    parser = Parser(prog="mdetr-phrasecut", description=__doc__.splitlines()[0])
+    parser = Parser(prog="mdetr-phrasecut", description=__doc__.splitlines()[0], fromfile_prefix_chars="@")
     parser.add_argument("--record", type=json_object, metavar="JSON",
                         help='{"outputs": [...], "inputs": [...], "config": {...}}: on success, write a provenance '
                              "record next to each output (config: the slice that made them, nested as in the file)")

@@ -1,14 +1,18 @@
 # Config validation and helpers shared by the rules: paths, per-stage specs, Slurm resources, launchers.
+import hashlib
 import json
 import re
 import shlex
 from pathlib import Path
 
 from mdetr_phrasecut.config import run_model, run_train, validate_config
+from mdetr_phrasecut.engine.launch_signals import TORCHRUN_SIGNALS
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.evaluation.table import check_order
+from mdetr_phrasecut.io import atomic_write_text
 
 REPO = Path(workflow.basedir).resolve()
+CONDA_ENV = "../envs/mdetr-phrasecut.yaml"  # every rule's (`--use-conda`), relative to workflow/rules/
 validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
 
 # The one ordered list of runs (config order): the {run} wildcard of every rule and the rows of both tables.
@@ -30,6 +34,7 @@ if len(TRAININGS) != sum(map(len, map(run_trainings, RUNS))):
 SPLITS = sorted({config["dataset"][k] for k in ("train_split", "val_split", "test_split")})
 SYNTH_SECTIONS = {"main": "synth", "pretrain": "pretrain_synth"}  # corpus -> config section
 
+
 wildcard_constraints:
     run="|".join(map(re.escape, dict.fromkeys(RUNS + list(TRAININGS)))),
     corpus="main|pretrain",
@@ -49,14 +54,31 @@ def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
+def json_file(obj):
+    """`@FILE` holding the JSON of `obj`, for an option of `mdetr-phrasecut` (argparse reads the value from FILE in
+    its place), so the job's command stays short. FILE is named by the hash of its content: a changed value is a
+    changed param, and re-runs the job."""
+    text = json.dumps(obj, sort_keys=True)
+    path = Path(".snakemake", "args", f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json")
+    if not path.exists():
+        atomic_write_text(path, f"{text}\n")
+    return f"@{path}"
+
+
 def table_runs(runs, results, names=None):
     """The table of `runs` (in RUNS order) from their metrics under `results`: (metrics.json paths, --runs-json
     entries), one list in one order; `names`: {run: the training its row shows} (default: the run). Checked with
     the table's own check as the DAG is built, so a mismatch fails before any job runs, not after all training."""
     names = names or {}
     metrics = [f"{results}/{names.get(run, run)}/test/metrics.json" for run in runs]
-    rows = [{"run": names.get(run, run), "label": config["runs"][run]["label"],
-             "published": config["runs"][run]["published"]} for run in runs]
+    rows = [
+        {
+            "run": names.get(run, run),
+            "label": config["runs"][run]["label"],
+            "published": config["runs"][run]["published"],
+        }
+        for run in runs
+    ]
     check_order([row["run"] for row in rows], metrics)
     return metrics, rows
 
@@ -66,13 +88,13 @@ def record(config_slice):
     and `config_slice(wildcards)` (nested as in the config file, so `audit` can compare it)."""
 
     def params(wildcards, input, output):
-        return quoted_json({"outputs": list(output), "inputs": list(input), "config": config_slice(wildcards)})
+        return json_file({"outputs": list(output), "inputs": list(input), "config": config_slice(wildcards)})
 
     return params
 
 
 def download_path(name):
-    """Where a `downloads` entry lands; an extracted archive's folder is this path + ".unpacked"."""
+    """Where a `downloads` entry lands; an extracted archive's folder is this path with ".unpacked" appended."""
     entry = config["downloads"][name]
     if entry["dest"]:
         return f"results/{entry['dest']}"
@@ -85,19 +107,24 @@ def download_args(name):
     expand = lambda url: url.replace("{repo}", str(REPO))
     args = ["--url", expand(entry["url"]), "--archive-dir", "results/downloads/archives"]
     for mirror in entry["mirrors"]:
-        args += ["--mirror-member", expand(mirror["url"]), mirror["member"]] if isinstance(mirror, dict) else \
-            ["--mirror", expand(mirror)]
+        args += (
+            ["--mirror-member", expand(mirror["url"]), mirror["member"]]
+            if isinstance(mirror, dict)
+            else ["--mirror", expand(mirror)]
+        )
     args += ["--kind", entry["kind"]] if entry["kind"] else []
     args += ["--sha256", entry["sha256"]] if entry["sha256"] else ["--allow-unverified"]
     if entry["extract"]:
-        args += ["--extract-to", download_path(name) + ".unpacked"]
+        args += ["--extract-to", f"{download_path(name)}.unpacked"]
     return " ".join(map(shlex.quote, args))
 
 
 def synth_args(section):
     s = config["dataset"][section]
-    return (f"--seed {s['seed']} --train-images {s['train_images']} --val-images {s['val_images']} "
-            f"--test-images {s['test_images']} --min-size {s['min_size']} --max-size {s['max_size']}")
+    return (
+        f"--seed {s['seed']} --train-images {s['train_images']} --val-images {s['val_images']} "
+        f"--test-images {s['test_images']} --min-size {s['min_size']} --max-size {s['max_size']}"
+    )
 
 
 def run_of(name):
@@ -116,8 +143,11 @@ def stage_spec(name, stage):
 
 def stage_slice(name, stage):
     """The config a stage's artifacts come from, nested as in the config file."""
-    return {"model": config["model"], "train": {stage: config["train"][stage]},
-            "runs": {run_of(name): config["runs"][run_of(name)]}}
+    return {
+        "model": config["model"],
+        "train": {stage: config["train"][stage]},
+        "runs": {run_of(name): config["runs"][run_of(name)]},
+    }
 
 
 def stage_resources(stage):
@@ -144,16 +174,158 @@ def slurm_resources(stage):
     return res
 
 
+def stage_processes(stage):
+    """The training processes of a stage on each node (torchrun's --nproc-per-node): the job's `threads`."""
+    r = stage_resources(stage)
+    return r["gpus_per_node"] or r["tasks_per_node"]
+
+
+def train_resources(stages):
+    """The `resources` over `{stage}`: every key `slurm_resources` sets for any of `stages`, each resolved
+    from the job's stage (None, unset, where that stage sets no such key)."""
+    keys = dict.fromkeys(key for stage in stages for key in slurm_resources(stage))
+    return {key: lambda w, key=key: slurm_resources(w.stage).get(key) for key in keys}
+
+
 def launcher(stage):
     """How a training stage starts: one process; torchrun with a local rendezvous on one machine (or node); or
     `mdetr-phrasecut launch` on every allocated node (one srun task per node), which finds the first node's
-    address through `scontrol` and runs torchrun there (see engine/distributed.py)."""
+    address through `scontrol` and runs torchrun there (see engine/distributed.py). Each process computes with its
+    share of the job's `threads` (engine/distributed.py, `share_threads_among_local_processes`)."""
     r = stage_resources(stage)
-    procs = r["gpus_per_node"] or r["tasks_per_node"]
+    procs = stage_processes(stage)
     if r["nodes"] == 1:
-        return "mdetr-phrasecut" if procs == 1 else f"torchrun --standalone --nproc-per-node={procs} -m mdetr_phrasecut.cli"
+        return (
+            "mdetr-phrasecut"
+            if procs == 1
+            else f"torchrun --standalone --nproc-per-node={procs} --signals-to-handle={TORCHRUN_SIGNALS} "
+            "-m mdetr_phrasecut.cli"
+        )
     # --nodes: Snakemake's job step strips SLURM_* from the environment, so srun would default to one node;
     # --kill-on-bad-exit: a node's torchrun that fails (or is lost) ends the step on every node at once
     n = r["nodes"]
-    return (f"srun --nodes={n} --ntasks-per-node=1 --kill-on-bad-exit=1 mdetr-phrasecut launch --nnodes={n} "
-            f"--nproc-per-node={procs} --")
+    return (
+        f"srun --nodes={n} --ntasks-per-node=1 --kill-on-bad-exit=1 mdetr-phrasecut launch --nnodes={n} "
+        f"--nproc-per-node={procs} --"
+    )
+
+
+# Paths and arguments of the data, training, evaluation and table rules.
+ORIGINAL_FILES = ["image_data_split.json", "name_att_rel_count.json", *(f"refer_{s}.json" for s in SPLITS)]
+TEST = config["dataset"]["test_split"]
+
+
+def original(name, corpus="main"):
+    """An original PhraseCut file: written by `synth`, or the download entry named in dataset.originals."""
+    if config["dataset"]["source"] == "synth":
+        return f"{data_dir(corpus)}/{name}"
+    return download_path(config["dataset"]["originals"][name])
+
+
+def images_dir(corpus="main"):
+    """The folder a rule depends on for the images (an extracted download, or synth's images/)."""
+    if config["dataset"]["source"] == "synth":
+        return f"{data_dir(corpus)}/images"
+    return f"{download_path(config['dataset']['images'])}.unpacked"
+
+
+def images_arg(wildcards, input):
+    """The folder of {image_id}.jpg handed to the subcommands."""
+    if config["dataset"]["source"] == "synth":
+        return input.images
+    return f"{input.images}/{config['dataset']['images_subdir']}"
+
+
+def train_inputs(corpus="main"):
+    split = config["dataset"]
+    return dict(
+        train=f"{coco_dir(corpus)}/finetune_phrasecut_{split['train_split']}.json",
+        val=f"{coco_dir(corpus)}/finetune_phrasecut_{split['val_split']}.json",
+        images=images_dir(corpus),
+    )
+
+
+def train_init(wildcards):
+    """What a stage starts from: stage 1 the run's pre-trained checkpoint, stage 2 the run's stage 1."""
+    if wildcards.stage == "stage1":
+        return download_path(config["runs"][run_of(wildcards.run)]["pretrained"])
+    return f"results/runs/{wildcards.run}/stage1/checkpoint.pth"
+
+
+def evaluate_inputs(ckpt):
+    return dict(
+        ckpt=ckpt,
+        coco=f"{coco_dir()}/finetune_phrasecut_{TEST}.json",
+        refer=original(f"refer_{TEST}.json"),
+        split=original("image_data_split.json"),
+        counts=original("name_att_rel_count.json"),
+        images=images_dir(),
+    )
+
+
+EVALUATE_PARAMS = dict(
+    spec=lambda w: json_file(stage_spec(w.run, "stage2")),
+    record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
+    out_dir=lambda w, output: Path(output.metrics).parent,
+    root=lambda w, input: Path(input.refer).parent,
+    images=images_arg,
+    split=TEST,
+    threshold=config["evaluate"]["threshold"],
+    size=config["evaluate"]["size"],
+    max_size=config["evaluate"]["max_size"],
+    batch_size=config["evaluate"]["batch_size"],
+    workers=config["evaluate"]["workers"],
+    ema="" if config["evaluate"]["use_ema"] else "--no-ema",
+    dataset=shlex.quote(config["dataset"]["name"]),
+)
+EVALUATE_THREADS = config["evaluate"]["workers"]  # its scoring processes (the model runs before them)
+
+# Bootstrap intervals and verdicts of the tables, cost per table row (statistics.smk, evaluate.smk).
+STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit {unit}".format(**config["statistics"])
+COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of results/table.md
+# {row's training: metrics.json of every seed} of the runs with seeds (the table's --seeds-json)
+SEED_METRICS = {
+    ROW_TRAINING[run]: [f"results/runs/{t}/test/metrics.json" for t in run_trainings(run)]
+    for run in RUNS
+    if config["runs"][run]["seeds"]
+}
+
+
+def table_statistics_inputs(runs, kind):
+    """A table rule's inputs beyond the metrics, in the order of `runs`: per-phrase results (intervals); for
+    our runs (kind "runs", not "released"), the benchmark files of every training (cost) and the metrics of
+    every seed of the runs that have seeds."""
+    if kind == "released":
+        return {"per_task": expand("results/released/{run}/test/per_task.json", run=runs)}
+    trainings = [t for run in runs for t in run_trainings(run)]
+    return {
+        "per_task": [f"results/runs/{ROW_TRAINING[run]}/test/per_task.json" for run in runs],
+        "benchmarks": expand("results/benchmarks/{stage}_{run}.tsv", run=trainings, stage=COST_STAGES),
+        "seeds": [path for paths in SEED_METRICS.values() for path in paths],
+    }
+
+
+def table_statistics_args(wildcards, input):
+    """`table` flags: the bootstrap's; for our runs, the benchmark files with the GPUs each stage's job holds
+    and the metrics of every seed."""
+    args = f"--per-task {' '.join(map(shlex.quote, input.per_task))} {STATISTICS_ARGS}"
+    if hasattr(input, "benchmarks"):
+        gpus = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
+        args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(gpus)}"
+        args += f" --seeds-json {quoted_json(SEED_METRICS)}" if SEED_METRICS else ""
+    return args
+
+
+def table_params(rows):
+    return dict(
+        runs=quoted_json(rows),
+        dataset=shlex.quote(config["dataset"]["name"]),
+        record=record(
+            lambda w: {
+                "dataset": {"name": config["dataset"]["name"]},
+                "runs": {run_of(row["run"]): config["runs"][run_of(row["run"])] for row in rows},
+                "statistics": config["statistics"],
+            }
+        ),
+        statistics=table_statistics_args,
+    )

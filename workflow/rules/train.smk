@@ -1,14 +1,10 @@
 # Stage 1 fine-tunes the detector from a pre-trained checkpoint; stage 2 freezes it and trains the smallconv
 # mask head. `pretrain` makes the embedded demo's stage-0 checkpoint (MDETR's detection objective, from scratch).
-
-
-def train_inputs(corpus="main"):
-    split = config["dataset"]
-    return dict(
-        train=f"{coco_dir(corpus)}/finetune_phrasecut_{split['train_split']}.json",
-        val=f"{coco_dir(corpus)}/finetune_phrasecut_{split['val_split']}.json",
-        images=images_dir(corpus),
-    )
+# Helpers: common.smk.
+TRAIN_SHELL = (
+    "{params.launch} --record {params.record} train --stage {params.stage} --spec-json {params.spec} "
+    "--coco-dir {params.coco_dir:q} --images {params.images:q} {params.init} --out-dir {params.out_dir:q} 2> {log}"
+)
 
 
 rule pretrain:
@@ -18,68 +14,59 @@ rule pretrain:
     output:
         ckpt=ensure("results/pretrain/{run}/checkpoint.pth", non_empty=True),
         log_csv="results/pretrain/{run}/log.csv",
-    params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "pretrain")),
-        record=record(lambda w: stage_slice(w.run, "pretrain")),
-        images=images_arg,
-        launch=launcher("pretrain"),
-    resources:
-        **slurm_resources("pretrain"),
-    benchmark:
-        "results/benchmarks/pretrain_{run}.tsv"
     log:
         "results/logs/pretrain_{run}.log",
+    benchmark:
+        "results/benchmarks/pretrain_{run}.tsv"
+    conda:
+        CONDA_ENV
+    threads: stage_processes("pretrain")
+    resources:
+        **slurm_resources("pretrain"),
+    params:
+        stage="pretrain",
+        spec=lambda w: json_file(stage_spec(w.run, "pretrain")),
+        record=record(lambda w: stage_slice(w.run, "pretrain")),
+        coco_dir=lambda w, input: Path(input.train).parent,
+        images=images_arg,
+        init="",
+        out_dir=lambda w, output: Path(output.ckpt).parent,
+        launch=launcher("pretrain"),
     shell:
-        "{params.launch} --record {params.record} train --stage pretrain --spec-json {params.spec} --coco-dir " + coco_dir("pretrain") + " "
-        "--images {params.images:q} --out-dir results/pretrain/{wildcards.run} 2> {log}"
+        TRAIN_SHELL
 
 
-rule stage1:
-    """Detector fine-tuning (`load` semantics: weights only, EMA preferred)."""
+rule train:
+    """Stage 1: detector fine-tuning (`load` semantics: weights only, EMA preferred). Stage 2: the frozen stage-1
+    detector (EMA weights, strict) + smallconv mask head."""
     input:
         **train_inputs(),
-        init=lambda w: download_path(config["runs"][run_of(w.run)]["pretrained"]),
+        init=train_init,
     output:
-        ckpt=ensure("results/runs/{run}/stage1/checkpoint.pth", non_empty=True),
-        log_csv="results/runs/{run}/stage1/log.csv",
-    params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "stage1")),
-        record=record(lambda w: stage_slice(w.run, "stage1")),
-        images=images_arg,
-        launch=launcher("stage1"),
-    resources:
-        **slurm_resources("stage1"),
-    benchmark:
-        "results/benchmarks/stage1_{run}.tsv"
+        ckpt=ensure("results/runs/{run}/{stage}/checkpoint.pth", non_empty=True),
+        log_csv="results/runs/{run}/{stage}/log.csv",
     log:
-        "results/logs/stage1_{run}.log",
-    shell:
-        "{params.launch} --record {params.record} train --stage stage1 --spec-json {params.spec} --coco-dir " + coco_dir() + " "
-        "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage1 2> {log}"
-
-
-rule stage2:
-    """Frozen stage-1 detector (EMA weights, strict) + smallconv mask head."""
-    input:
-        **train_inputs(),
-        init="results/runs/{run}/stage1/checkpoint.pth",
-    output:
-        ckpt=ensure("results/runs/{run}/stage2/checkpoint.pth", non_empty=True),
-        log_csv="results/runs/{run}/stage2/log.csv",
-    params:
-        spec=lambda w: quoted_json(stage_spec(w.run, "stage2")),
-        record=record(lambda w: stage_slice(w.run, "stage2")),
-        images=images_arg,
-        launch=launcher("stage2"),
-    resources:
-        **slurm_resources("stage2"),
+        "results/logs/{stage}_{run}.log",
     benchmark:
-        "results/benchmarks/stage2_{run}.tsv"
-    log:
-        "results/logs/stage2_{run}.log",
+        "results/benchmarks/{stage}_{run}.tsv"
+    wildcard_constraints:
+        stage="stage1|stage2",
+    conda:
+        CONDA_ENV
+    threads: lambda w: stage_processes(w.stage)
+    resources:
+        **train_resources(("stage1", "stage2")),
+    params:
+        stage="{stage}",
+        spec=lambda w: json_file(stage_spec(w.run, w.stage)),
+        record=record(lambda w: stage_slice(w.run, w.stage)),
+        coco_dir=lambda w, input: Path(input.train).parent,
+        images=images_arg,
+        init=lambda w, input: f"--init {shlex.quote(input.init)}",
+        out_dir=lambda w, output: Path(output.ckpt).parent,
+        launch=lambda w: launcher(w.stage),
     shell:
-        "{params.launch} --record {params.record} train --stage stage2 --spec-json {params.spec} --coco-dir " + coco_dir() + " "
-        "--images {params.images:q} --init {input.init:q} --out-dir results/runs/{wildcards.run}/stage2 2> {log}"
+        TRAIN_SHELL
 
 
 rule stage0:
@@ -89,9 +76,11 @@ rule stage0:
         "results/pretrain/{run}/checkpoint.pth",
     output:
         "results/pretrain/{run}/stage0.pth",
-    params:
-        record=record(lambda w: {}),
     log:
         "results/logs/stage0_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        record=record(lambda w: {}),
     shell:
         "mdetr-phrasecut --record {params.record} export-checkpoint --checkpoint {input:q} --out {output:q} 2> {log}"

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import InputError
+from .launch_signals import TORCHRUN_SIGNALS
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,14 @@ def first_slurm_host(nodelist: str) -> str:
     if not hosts:
         raise InputError(f"node list {nodelist!r}: `scontrol show hostnames` listed no host")
     return hosts[0]
+
+
+def job_restarts(job: str) -> int:
+    """How often Slurm has requeued `job` (`Restarts` of `scontrol show job`)."""
+    found = re.search(r"\bRestarts=(\d+)", _scontrol(f"job {job}", "job", job))
+    if not found:
+        raise InputError(f"job {job}: `scontrol show job {job}` gives no Restarts")
+    return int(found.group(1))
 
 
 def node_address(node: str) -> str:
@@ -100,12 +109,23 @@ def die_with_launcher():
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def share_threads_among_local_processes():
+    """Give each of torchrun's processes on a node its share of the node's intra-op threads (torch's count, from
+    MKL_NUM_THREADS/OMP_NUM_THREADS, which Snakemake sets to a job's `threads`: the processes per node), so that two
+    processes on one node compute as one process on each of two nodes; torchrun itself sets OMP_NUM_THREADS=1 only
+    where it is unset, and torch follows MKL's. A process started alone keeps every thread."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, torch.get_num_threads() // local))
+
+
 def init_distributed(device: str = "auto") -> tuple:
-    """Join the process group described by the environment (nccl on GPU, gloo on CPU).
+    """Join the process group described by the environment (nccl on GPU, gloo on CPU), with this process's share
+    of the node's intra-op threads.
 
     Returns (DistEnv, torch.device). `device` is "auto", "cpu" or "cuda".
     """
     die_with_launcher()
+    share_threads_among_local_processes()
     denv = env_from_environ()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     torch_device = torch.device("cuda", denv.local_rank) if use_cuda else torch.device("cpu")
@@ -125,14 +145,11 @@ def add_arguments(parser):
     parser.add_argument("cli_args", nargs=argparse.REMAINDER, help="-- then the `mdetr-phrasecut` arguments")
 
 
-# torchrun's default plus SIGUSR1 (Slurm's time-limit warning), which would otherwise kill torchrun and with it
-# its workers (die_with_launcher) before they save; torchrun hands these on to its workers and waits for them
-TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
-
 
 def torchrun_args(args, environ: Optional[Mapping[str, str]] = None) -> list:
     """torchrun's arguments for this `srun` task: all nodes meet at the first node's NodeAddr, port from
-    `slurm_port`, rendezvous id the job id; the stop signals go on to the workers. Any missing piece is one
+    `slurm_port`, rendezvous id the job id and its restart count (a requeued job keeps its id and must not meet
+    in a rendezvous its earlier run left); the stop signals go on to the workers. Any missing piece is one
     InputError line."""
     env = os.environ if environ is None else environ
     missing = [k for k in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_NODES") if not env.get(k)]
@@ -147,7 +164,7 @@ def torchrun_args(args, environ: Optional[Mapping[str, str]] = None) -> list:
         raise InputError("launch: no `mdetr-phrasecut` arguments after --")
     address = node_address(first_slurm_host(env["SLURM_STEP_NODELIST"]))
     return [f"--nnodes={args.nnodes}", f"--nproc-per-node={args.nproc_per_node}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={address}:{slurm_port(env)}", f"--rdzv-id={env['SLURM_JOB_ID']}",
+            f"--rdzv-endpoint={address}:{slurm_port(env)}", f"--rdzv-id={env['SLURM_JOB_ID']}-{job_restarts(env['SLURM_JOB_ID'])}",
             f"--signals-to-handle={TORCHRUN_SIGNALS}", "-m", "mdetr_phrasecut.cli", *rest]
 
 
