@@ -1,7 +1,8 @@
 """The workflow's shape: `snakemake --lint` (both configs) and `snakefmt --check` find nothing, every rule's conda
-environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as `threads`, the threads a job is
-granted never reaching torch's intra-op threads (results would depend on them), and short job commands (long
-JSON values passed as `@FILE`, which the CLI reads in its place)."""
+environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as
+`threads`, each local training process taking its share of a job's threads (results would depend on them
+otherwise), every file a data job reads among its inputs, and short job commands (long JSON values passed as
+`@FILE`, which the CLI reads in its place)."""
 import json
 import os
 import re
@@ -126,3 +127,14 @@ def test_an_argument_file_stands_for_its_lines_and_a_missing_one_is_one_line(tmp
     assert cli.main(["--record", f"@{tmp_path / 'gone.json'}", "audit", "results/table.md"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "gone.json" in err
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_jobs_reading_an_originals_folder_wait_for_its_image_split(repo_dir, config):
+    """convert and audit_annotations read `--root`'s image_data_split.json as well as its refer file: both are
+    inputs, else a job may start before the split file is downloaded (as audit_annotations once did)."""
+    jobs = [(rule, fields) for rule, fields, _ in dry_run_jobs(repo_dir, "all", *CONFIGS[config])
+            if rule in ("convert", "audit_annotations")]
+    assert {rule for rule, _ in jobs} >= ({"convert", "audit_annotations"} if config == "published" else {"convert"})
+    for rule, fields in jobs:
+        assert "image_data_split.json" in fields["input"] and "refer_" in fields["input"], (rule, fields["input"])

@@ -75,6 +75,7 @@ rule audit_annotations:
     input:
         mdetr=lambda w: f"{download_path(config['dataset']['mdetr_annotations'])}.unpacked",
         refer=lambda w: original(f"refer_{w.split}.json"),
+        split=lambda w: original("image_data_split.json"),
     output:
         "results/audit/mdetr_annotations_{split}.json",
     log:
