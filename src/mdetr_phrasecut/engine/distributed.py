@@ -163,8 +163,9 @@ def torchrun_args(args, environ: Optional[Mapping[str, str]] = None) -> list:
     if not rest:
         raise InputError("launch: no `mdetr-phrasecut` arguments after --")
     address = node_address(first_slurm_host(env["SLURM_STEP_NODELIST"]))
+    job = env["SLURM_JOB_ID"]
     return [f"--nnodes={args.nnodes}", f"--nproc-per-node={args.nproc_per_node}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={address}:{slurm_port(env)}", f"--rdzv-id={env['SLURM_JOB_ID']}-{job_restarts(env['SLURM_JOB_ID'])}",
+            f"--rdzv-endpoint={address}:{slurm_port(env)}", f"--rdzv-id={job}-{job_restarts(job)}",
             f"--signals-to-handle={TORCHRUN_SIGNALS}", "-m", "mdetr_phrasecut.cli", *rest]
 
 
