@@ -16,6 +16,7 @@ import sys
 from . import io
 from .arguments import declared_paths, json_object
 from .errors import InputError
+from .lifetime import die_with_launcher
 
 COMMANDS = {
     "synth": ("mdetr_phrasecut.data.synth", "write a synthetic dataset in the original PhraseCut format"),
@@ -64,6 +65,7 @@ def _selected(argv):
 
 
 def main(argv=None):
+    die_with_launcher(os.getppid())  # first: a torchrun worker whose launcher is gone must not start training
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser, sub = build_parser(_selected(argv))
