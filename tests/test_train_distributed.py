@@ -4,7 +4,6 @@ import json
 import os
 import socket
 import stat
-import sys
 from collections import Counter
 
 import pandas as pd
