@@ -179,11 +179,15 @@ def atomic_write_json(path, obj, indent=None):
 
 
 def atomic_torch_save(obj, path):
-    """torch.save through a temp file, so a checkpoint is never half-written."""
+    """torch.save through a temp file, so a checkpoint is never half-written; through an open file, so the zip's
+    archive name is torch's fixed `archive/` rather than the temp file's random name, and the same object gives
+    the same bytes (and sha256) on every run."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def open_image(path, what="image"):
