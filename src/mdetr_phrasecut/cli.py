@@ -32,6 +32,7 @@ COMMANDS = {
     "predict": ("mdetr_phrasecut.predict", "segment one phrase in one image"),
     "audit": ("mdetr_phrasecut.provenance", "verify the provenance chain behind an artifact"),
     "launch": ("mdetr_phrasecut.engine.distributed", "start torchrun on every node of a Slurm job (one srun task each)"),
+    "unlock": ("mdetr_phrasecut.unlock", "after a killed Snakemake, remove its lock when no Snakemake runs here"),
 }
 
 

@@ -36,7 +36,7 @@ def alive(pid: int) -> bool:
     return True
 
 
-def _command_line(pid: int):
+def command_line(pid: int):
     """The arguments of process `pid` (None where /proc cannot tell)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -46,7 +46,7 @@ def _command_line(pid: int):
 
 def is_launcher(pid: int) -> bool:
     """Whether process `pid` is a torchrun agent (where /proc cannot tell: whether it is not init)."""
-    args = _command_line(pid)
+    args = command_line(pid)
     if args is None:
         return pid != 1
     return any(Path(a).name in LAUNCHER_NAMES or a in LAUNCHER_MODULES for a in args)
@@ -62,6 +62,6 @@ def die_with_launcher(parent: int):
         return
     if not is_launcher(parent):
         print(f"error: this torchrun worker's launcher is gone (its parent is now process {parent}, "
-              f"{' '.join(_command_line(parent) or ['?']).strip()!r}); exiting", file=sys.stderr, flush=True)
+              f"{' '.join(command_line(parent) or ['?']).strip()!r}); exiting", file=sys.stderr, flush=True)
         os._exit(1)
     die_with_parent(parent)
