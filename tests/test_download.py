@@ -378,9 +378,24 @@ def test_existing_unverified_page_is_refetched_not_kept(tmp_path, caplog):
         url = hosts.drive.add("BIG", REFER)
         dest.write_bytes(hosts.drive.scan_page("BIG").encode())  # what a fooled download once saved
         fetch(url, dest, sha256=None, allow_unverified=True)
-    assert dest.read_bytes() == REFER
-    said = "existing file removed: got an HTML page: Google Drive virus-scan warning"
+    assert dest.read_bytes() == REFER and os.listdir(tmp_path) == ["refer_train.json"]  # the page is gone now
+    said = "existing file set aside as refer_train.json.rejected: got an HTML page: Google Drive virus-scan warning"
     assert any(said in w for w in warnings(caplog))
+
+
+def test_an_existing_file_of_the_wrong_kind_is_set_aside_until_a_verified_one_replaces_it(tmp_path):
+    """A `.pth` that is not a checkpoint is not used, nor deleted while every source is down: it waits as
+    `.rejected`, named in the error line, and goes only once the verified file is in place."""
+    dest, rejected = tmp_path / "checkpoint.pth", tmp_path / "checkpoint.pth.rejected"
+    odd, good = b"not a checkpoint, but someone's bytes", _zip({"data.pkl": DATA})
+    dest.write_bytes(odd)
+    with pytest.raises(InputError) as err:
+        fetch(refused_url(), dest, sha256=sha(good))
+    assert rejected.read_bytes() == odd and sorted(os.listdir(tmp_path)) == ["checkpoint.pth.rejected"]
+    assert "\n" not in str(err.value) and f"kept as {rejected}" in str(err.value)
+    with serve({"/checkpoint.pth": good}) as server:
+        fetch(server.url("/checkpoint.pth"), dest, sha256=sha(good))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pth"] and dest.read_bytes() == good
 
 
 def test_out_that_is_a_folder_or_under_a_file_is_one_line(tmp_path, capsys):

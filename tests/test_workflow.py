@@ -79,12 +79,22 @@ def audit(workspace: Path, target="results/table.md"):
                           text=True)
 
 
+DEMO_STAGES = {"stage1": {"checkpoint_every_steps": 1}}  # test_chaos.py kills stage 1 after a mid-epoch checkpoint
+_DEMO = []  # the one demo run of the session (test_chaos.py compares its killed runs with it)
+
+
+def demo_run(tmp_path_factory) -> Path:
+    """The embedded workflow run locally to results/table.md (and the audit), once per test session."""
+    if not _DEMO:
+        workspace = make_workspace(tmp_path_factory.mktemp("demo"), **DEMO_STAGES)
+        snakemake(workspace, "all")
+        _DEMO.append(workspace)
+    return _DEMO[0]
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The embedded workflow run locally to results/table.md (and the audit)."""
-    workspace = make_workspace(tmp_path_factory.mktemp("demo"))
-    snakemake(workspace, "all")
-    return workspace
+    return demo_run(tmp_path_factory)
 
 
 def test_demo_ends_in_a_table_from_measured_metrics(demo):

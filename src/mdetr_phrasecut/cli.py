@@ -16,6 +16,7 @@ import sys
 from . import io
 from .arguments import declared_paths, json_object
 from .errors import InputError
+from .lifetime import die_with_launcher
 
 COMMANDS = {
     "synth": ("mdetr_phrasecut.data.synth", "write a synthetic dataset in the original PhraseCut format"),
@@ -31,6 +32,7 @@ COMMANDS = {
     "predict": ("mdetr_phrasecut.predict", "segment one phrase in one image"),
     "audit": ("mdetr_phrasecut.provenance", "verify the provenance chain behind an artifact"),
     "launch": ("mdetr_phrasecut.engine.distributed", "start torchrun on every node of a Slurm job (one srun task each)"),
+    "unlock": ("mdetr_phrasecut.unlock", "after a killed Snakemake, remove its lock when no Snakemake runs here"),
 }
 
 
@@ -64,6 +66,7 @@ def _selected(argv):
 
 
 def main(argv=None):
+    die_with_launcher(os.getppid())  # first: a torchrun worker whose launcher is gone must not start training
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser, sub = build_parser(_selected(argv))

@@ -81,7 +81,9 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
     """Fetch `url` (or, failing that, each of `mirrors` in turn: URLs or `Source`s) into `dest`; return `dest`.
 
     The file must look like `kind` (default: from `dest`'s name) and match `sha256` (hex). An existing `dest`
-    that does is kept as is; one that does not stays in place until a verified replacement is renamed onto it.
+    that does is kept as is; one with another checksum stays in place until a verified replacement is renamed onto
+    it; one that is not a `kind` file at all (a page) is set aside as `dest.rejected`, removed only once a verified
+    file is in place.
     Transfer failures are retried `retries` times per source, resuming the part file; a page or wrong bytes
     moves on to the next source at once. `sha256=None` needs `allow_unverified=True` and logs the hash.
     Member mirrors fetch their archive into `archive_dir` (default: `dest`'s folder).
@@ -100,7 +102,8 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
     kind = kind or kind_of(dest)
     if kind is not None and kind not in KINDS:
         raise InputError(f"{url}: kind of {dest} must be one of {', '.join(KINDS)}, got {kind!r}")
-    if dest.exists() and _existing_is_good(dest, sha256, kind):
+    rejected = dest.with_name(dest.name + ".rejected")
+    if dest.exists() and _existing_is_good(dest, sha256, kind, rejected):
         return dest
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -114,23 +117,26 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
         failure = _try_source(source, part, kind, sha256, dest, options)
         if failure is None:
             os.replace(part, dest)
+            rejected.unlink(missing_ok=True)
             for other in parts:  # what other sources left for a resume
                 other.unlink(missing_ok=True)
                 shutil.rmtree(f"{other}.hf", ignore_errors=True)
             return dest
         log.warning("%s: %s%s", source, failure, "; trying the next source" if i + 1 < len(sources) else "")
         failures.append(f"{source}: {failure}")
+    kept = f" (the file found there before is kept as {rejected})" if rejected.exists() else ""
     if len(sources) == 1:
-        raise InputError(f"{url}: download to {dest} failed: {failure}")
-    raise InputError(f"{dest}: no source gave the file: " + "; ".join(failures))
+        raise InputError(f"{url}: download to {dest} failed: {failure}{kept}")
+    raise InputError(f"{dest}: no source gave the file: " + "; ".join(failures) + kept)
 
 
-def _existing_is_good(dest, sha256, kind) -> bool:
-    """Whether an existing `dest` can stay: right kind and checksum (or no checksum, with a warning)."""
+def _existing_is_good(dest, sha256, kind, rejected) -> bool:
+    """Whether an existing `dest` can stay: right kind and checksum (or no checksum, with a warning). One of
+    the wrong kind (a page saved by an earlier, fooled download) is never used: it is moved to `rejected`."""
     problem = check_content(dest, kind)
-    if problem:  # a page saved by an earlier, fooled download: never kept
-        log.warning("%s: existing file removed: %s; fetching it again", dest, problem)
-        dest.unlink()
+    if problem:
+        log.warning("%s: existing file set aside as %s: %s; fetching it again", dest, rejected.name, problem)
+        os.replace(dest, rejected)
         return False
     actual = sha256_file(dest)
     if sha256 is None:

@@ -144,8 +144,7 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
         log = TrainingLog(out_dir if denv.is_main else None, stage)
         if denv.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if resume is not None:
-                log.rewind(position.global_step, position.epoch)
+            log.rewind(position.global_step, position.epoch)  # a fresh start (0, 0) drops a killed run's rows
 
         def save(pos: Position, path: Path = out_dir / LAST):
             save_training_checkpoint(path, denv=denv, model=model, model_ema=ema,
