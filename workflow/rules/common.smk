@@ -15,7 +15,7 @@ from mdetr_phrasecut.io import atomic_write_text
 REPO = Path(workflow.basedir).resolve()
 # Only the download jobs reach the network (they say HF_HUB_OFFLINE=0): every other job, here or submitted, finds
 # what it needs under results/ (the text encoder: a `downloads` entry) or fails saying which entry to add.
-os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.update(HF_HUB_OFFLINE="1")
 CONDA_ENV = "../envs/mdetr-phrasecut.yaml"  # every rule's (`--use-conda`), relative to workflow/rules/
 validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
 
@@ -105,8 +105,8 @@ def download_path(name):
 
 
 def download_rule(name):
-    """The rule of a `downloads` entry: `download_<name>`, a character a rule name cannot hold (`-`) as `_`."""
-    return "download_" + re.sub(r"\W", "_", name)
+    """The name of a `downloads` entry's job, `download_<name>` with `_` for a character names cannot hold (`-`)."""
+    return "download_{}".format(re.sub(r"\W", "_", name))
 
 
 if len(set(map(download_rule, config["downloads"]))) != len(config["downloads"]):

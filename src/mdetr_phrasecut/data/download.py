@@ -492,6 +492,8 @@ def main(args):
         snapshot(args.url, args.out, args.sha256, args.allow_unverified)
         print(args.sha256.lower() if args.sha256 else digest(args.out, deep=True))
         return
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out}: is a folder, expected a file to write (or --kind snapshot)")
     mirrors = [Source(*m) for m in args.mirrors]
     path = download(args.url, args.out, args.sha256, mirrors=mirrors, kind=args.kind, archive_dir=args.archive_dir,
                     retries=args.retries, allow_unverified=args.allow_unverified)
