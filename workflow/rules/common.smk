@@ -204,10 +204,8 @@ def stage_slice(name, stage):
     }
 
 
-HOW_JOBS_RUN = (
-    "resources",
-    "submit_downloads",
-)  # config keys no record holds: where and with what jobs run, not what they compute
+# The config keys no record holds: where and with what the jobs run, not what they compute.
+HOW_JOBS_RUN = ("resources", "submit_downloads")
 
 
 def stage_resources(stage):
