@@ -326,6 +326,43 @@ def test_hf_mirror_through_huggingface_hub_honours_hf_endpoint(tmp_path, monkeyp
         ("HEAD", resolve.replace("main", commit), 200), ("GET", resolve.replace("main", commit), 200)]
 
 
+def test_text_encoder_snapshot_at_a_pinned_revision_loads_offline(tmp_path):
+    """A model repository (the tiny encoder in roberta-base's file layout, plus weights in a format transformers
+    does not need) fetched at its pinned revision into a folder the encoder then loads from."""
+    from mdetr_phrasecut.data.tiny_text_encoder import default_path
+    from mdetr_phrasecut.model.text_encoder import load_text_encoder
+    from mdetr_phrasecut.provenance import digest
+
+    repo, commit = "FacebookAI/roberta-base", "e2da8e2f811d1448a5b465c236feacd80ffbac7b"
+    files = {p.name: p.read_bytes() for p in default_path().iterdir()}
+    with FakeHosts() as hosts:
+        for name, data in {**files, "tf_model.h5": b"not fetched"}.items():
+            hosts.hf.add(repo, name, data, commit=commit)
+        out = tmp_path / "roberta-base"
+        job = cli_download("--url", f"hf://{repo}@{commit}", "--kind", "snapshot", "--allow-unverified",
+                           "--out", out, env=hosts.env())
+        stdout, stderr = job.communicate(timeout=120)
+        assert job.returncode == 0, stderr
+        wrong = cli_download("--url", f"hf://{repo}@{'0' * 40}", "--kind", "snapshot", "--allow-unverified",
+                             "--out", tmp_path / "other", env=hosts.env())
+        _, wrong_err = wrong.communicate(timeout=120)
+    assert sorted(os.listdir(out)) == sorted(files) and stdout.strip() == digest(out, deep=True)
+    assert sorted(os.listdir(tmp_path)) == ["roberta-base"]  # no staging folder left, nothing for the bad revision
+    assert wrong.returncode == 2 and wrong_err.strip().splitlines()[-1].startswith(f"error: hf://{repo}@000")
+    assert load_text_encoder(str(out))[1].config.hidden_size == 64  # a folder: no Hub asked
+
+
+def test_a_hub_name_with_the_hub_offline_is_one_line_naming_the_downloads_entry(monkeypatch):
+    from huggingface_hub import constants
+
+    from mdetr_phrasecut.model.text_encoder import load_text_encoder
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets when imported
+    with pytest.raises(InputError) as err:
+        load_text_encoder("roberta-base")
+    assert "\n" not in str(err.value) and "add a `downloads` entry named 'roberta-base'" in str(err.value)
+
+
 def test_archive_member_mirror_fetches_the_archive_once_for_two_jobs_at_once(tmp_path):
     members = {"VGPhraseCut_v0/refer_val.json": REFER, "VGPhraseCut_v0/refer_test.json": SPLIT}
     archive = _zip(members)

@@ -54,7 +54,7 @@ rule evaluate_released:
 
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
-    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} 2> {log}"
+    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.jobs} {params.statistics} 2> {log}"
 )
 
 
@@ -76,7 +76,7 @@ rule table:
     conda:
         CONDA_ENV
     params:
-        **table_params(TABLE_ROWS),
+        **table_params(TABLE_ROWS, "runs"),
     shell:
         TABLE_SHELL
 
@@ -94,7 +94,7 @@ rule released_table:
     conda:
         CONDA_ENV
     params:
-        **table_params(RELEASED_ROWS),
+        **table_params(RELEASED_ROWS, "released"),
     shell:
         TABLE_SHELL
 
@@ -131,7 +131,7 @@ rule plots:
         split=TEST,
         run_dir=lambda w, input: Path(input.metrics).parent.parent,
         out_dir=lambda w, output: Path(output.examples).parent,
-        record=record(lambda w: {"runs": {run_of(w.run): config["runs"][run_of(w.run)]}}),
+        record=record(lambda w: {}),  # no config key: only its inputs
     shell:
         "mdetr-phrasecut --record {params.record} plots --run-dir {params.run_dir:q} --root {params.root:q} "
         "--images {params.images:q} --split {params.split} --out-dir {params.out_dir:q} 2> {log}"
@@ -149,6 +149,6 @@ rule audit:
     conda:
         CONDA_ENV
     params:
-        config=lambda w: json_file(config),
+        config=lambda w: json_file({k: v for k, v in config.items() if k not in HOW_JOBS_RUN}),
     shell:
         "mdetr-phrasecut audit {input:q} --config-json {params.config} --out {output:q} 2> {log}"
