@@ -53,6 +53,27 @@ rule evaluate_released:
         EVALUATE_SHELL
 
 
+rule recipe_audit:
+    """The released checkpoint's own training args beside our stage-2 config, parameter by parameter."""
+    input:
+        ckpt=lambda w: download_path(config["runs"][w.run]["released"]),
+    output:
+        md="results/audit/recipe_{run}.md",
+        json="results/audit/recipe_{run}.json",
+    log:
+        "results/logs/recipe_audit_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        spec=lambda w: json_file(stage_spec(w.run, "stage2")),
+        world_size=stage_resources("stage2")["nodes"] * stage_processes("stage2"),
+        record=record(lambda w: stage_slice(w.run, "stage2")),
+    shell:
+        "mdetr-phrasecut --record {params.record} recipe-audit --checkpoint {input.ckpt:q} --spec-json {params.spec} "
+        "--stage stage2 --world-size {params.world_size} --run {wildcards.run} --out-md {output.md:q} "
+        "--out-json {output.json:q} 2> {log}"
+
+
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
     "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} 2> {log}"
