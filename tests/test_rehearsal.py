@@ -170,8 +170,12 @@ def release_files(config):
     tiny = {**config, "model": {**config["model"], "text_encoder_type": str(TINY_ENCODER)}}
     for seed, (run, spec) in enumerate(config["runs"].items()):
         files[spec["pretrained"]] = release_artifacts.release_checkpoint(tiny, run, "stage1", seed)
-        files[spec["released"]] = release_artifacts.release_checkpoint(tiny, run, "stage2", seed)
+        files[spec["released"]] = release_artifacts.release_checkpoint(tiny, run, "stage2", seed,
+                                                                       args_differ=ARGS_DIFFER.get(run))
     return files
+
+
+ARGS_DIFFER = {"resnet101": {"ema": True}}  # one released checkpoint trained stage 2 with EMA: the recipe audit flags it
 
 
 def host_requests(hosts):
@@ -228,7 +232,7 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
         serve_release(hosts, published, files)
         (workspace / OVERRIDE).write_text(yaml.safe_dump(settings))
 
-        snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=600)  # one call, `all`
+        first = snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=1500)  # one call, `all`
         requests = host_requests(hosts)
         # the network only in download jobs: every request any host got came while one ran
         windows = download_windows(workspace / "results")
@@ -250,6 +254,13 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
     for spec in published["runs"].values():
         assert spec["released"] in released  # the published checkpoints evaluated, each in its row's provenance
     assert json.loads((results / "audit.json").read_text())["ok"] is True
+    for run in published["runs"]:  # the released checkpoints' own args judge our recipe: the difference flagged
+        recipe = json.loads((results / "audit" / f"recipe_{run}.json").read_text())
+        assert recipe["differences"] == list(ARGS_DIFFER.get(run, {})), run
+        assert "set_loss" in recipe["unknown"] and "positive_map" in recipe["not_recorded"]
+        differ = ", ".join(ARGS_DIFFER.get(run, {})) or "none"
+        assert f"recipe audit {run}: released checkpoint vs our stage2: differ: {differ};" in first.stdout
+    assert "| ema | true | false | **differs** |" in (results / "audit" / "recipe_resnet101.md").read_text()
     splits = {config["dataset"][k] for k in ("train_split", "val_split", "test_split")}
     for split in splits:
         report = json.loads((results / "audit" / f"mdetr_annotations_{split}.json").read_text())

@@ -23,6 +23,7 @@ COMMANDS = {
     "convert": ("mdetr_phrasecut.data.convert", "convert PhraseCut annotations to MDETR's COCO format"),
     "download": ("mdetr_phrasecut.data.download", "fetch a file by URL, resumable and checksum-verified"),
     "audit-annotations": ("mdetr_phrasecut.data.annotations_audit", "compare MDETR's annotations with our conversion"),
+    "recipe-audit": ("mdetr_phrasecut.engine.recipe_audit", "a released checkpoint's training args beside our config"),
     "train": ("mdetr_phrasecut.engine.train", "train stage 1 (detector) or stage 2 (mask head)"),
     "evaluate": ("mdetr_phrasecut.evaluation.evaluate", "run a checkpoint on a split and score it"),
     "table": ("mdetr_phrasecut.evaluation.table", "write results/table.md from measured metrics"),

@@ -334,6 +334,7 @@ EVALUATE_PARAMS = dict(
     size=config["evaluate"]["size"],
     max_size=config["evaluate"]["max_size"],
     batch_size=config["evaluate"]["batch_size"],
+    processes=config["evaluate"]["processes"],
     workers=config["evaluate"]["workers"],
     ema="" if config["evaluate"]["use_ema"] else "--no-ema",
     dataset=shlex.quote(config["dataset"]["name"]),

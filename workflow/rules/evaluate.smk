@@ -4,7 +4,8 @@ EVALUATE_SHELL = (
     "mdetr-phrasecut --record {params.record} evaluate --checkpoint {input.ckpt:q} --spec-json {params.spec} "
     "--coco {input.coco:q} --root {params.root:q} --images {params.images:q} --split {params.split} "
     "--out-dir {params.out_dir:q} --threshold {params.threshold} --size {params.size} --max-size {params.max_size} "
-    "--batch-size {params.batch_size} --workers {params.workers} {params.ema} --dataset {params.dataset} 2> {log}"
+    "--batch-size {params.batch_size} --processes {params.processes} --workers {params.workers} {params.ema} "
+    "--dataset {params.dataset} 2> {log}"
 )
 
 
@@ -50,6 +51,27 @@ rule evaluate_released:
         **EVALUATE_PARAMS,
     shell:
         EVALUATE_SHELL
+
+
+rule recipe_audit:
+    """The released checkpoint's own training args beside our stage-2 config, parameter by parameter."""
+    input:
+        ckpt=lambda w: download_path(config["runs"][w.run]["released"]),
+    output:
+        md="results/audit/recipe_{run}.md",
+        json="results/audit/recipe_{run}.json",
+    log:
+        "results/logs/recipe_audit_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        spec=lambda w: json_file(stage_spec(w.run, "stage2")),
+        world_size=stage_resources("stage2")["nodes"] * stage_processes("stage2"),
+        record=record(lambda w: stage_slice(w.run, "stage2")),
+    shell:
+        "mdetr-phrasecut --record {params.record} recipe-audit --checkpoint {input.ckpt:q} --spec-json {params.spec} "
+        "--stage stage2 --world-size {params.world_size} --run {wildcards.run} --out-md {output.md:q} "
+        "--out-json {output.json:q} 2> {log}"
 
 
 TABLE_SHELL = (

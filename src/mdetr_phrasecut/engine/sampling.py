@@ -61,6 +61,18 @@ def epoch_batches(dataset: Dataset, batch_size: int, denv: DistEnv, seed: int, e
     return batches[:max_steps] if max_steps else batches
 
 
+def release_eval_batches(n: int, processes: int, batch_size: int) -> List[List[int]]:
+    """The release's evaluation batches of `n` items (its main.py: DistributedSampler(shuffle=False), batches of
+    `batch_size`, drop_last=False), every process's, in the order its evaluator gathers them (rank 0's first).
+    Each process takes every `processes`-th item, the first items repeated to even the shares; an item's image
+    is padded to its batch partners' size. `processes` 1: consecutive batches."""
+    batches = []
+    for rank in range(processes):
+        own = list(DistributedSampler(range(n), num_replicas=processes, rank=rank, shuffle=False))
+        batches += [own[i:i + batch_size] for i in range(0, len(own), batch_size)]
+    return batches
+
+
 def start_worker(parent, _worker_id):
     """Data-loader workers die with the process that started them (`parent`, at once rather than at torch's next
     5-second check) and leave SIGTERM / SIGUSR1 to it: Slurm (and `timeout`) signal the whole process group, and a
