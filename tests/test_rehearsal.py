@@ -232,7 +232,8 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
         serve_release(hosts, published, files)
         (workspace / OVERRIDE).write_text(yaml.safe_dump(settings))
 
-        first = snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=1500)  # one call, `all`
+        # one call, `all`
+        first = snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=1500)
         requests = host_requests(hosts)
         # the network only in download jobs: every request any host got came while one ran
         windows = download_windows(workspace / "results")
