@@ -7,7 +7,7 @@ HOST_PYTHON := $(shell command -v python3)
 # Rules call `mdetr-phrasecut`, `snakemake` and `torchrun` from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test slurm-deps clean
+.PHONY: install demo test slurm-deps browser-deps clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(HOST_PYTHON) -m venv $(VENV)
@@ -23,10 +23,15 @@ slurm-deps:
 	@command -v slurmctld >/dev/null && command -v munged >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null)
 
+# Debian's headless Chromium and its driver, for the failure browser's test in a real browser.
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
 demo: install
 	snakemake --workflow-profile workflow/profiles/default --cores $(CORES) all
 
-test: install slurm-deps
+test: install slurm-deps browser-deps
 	python -m pytest -q
 
 clean:

@@ -54,7 +54,8 @@ rule evaluate_released:
 
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
-    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} 2> {log}"
+    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} "
+    "--browsers {input.browsers:q} 2> {log}"
 )
 
 
@@ -67,6 +68,7 @@ rule table:
     input:
         **table_statistics_inputs(RUNS, "runs"),
         metrics=TABLE_METRICS,
+        browsers=[str(Path(m).parent / "browser") for m in TABLE_METRICS],
         plots=expand("results/runs/{run}/plots/examples.png", run=ROW_TRAINING.values()),
     output:
         md=report("results/table.md", caption="../report/table.rst", category="Results"),
@@ -86,6 +88,7 @@ rule released_table:
     input:
         **table_statistics_inputs(RELEASED_RUNS, "released"),
         metrics=RELEASED_METRICS,
+        browsers=[str(Path(m).parent / "browser") for m in RELEASED_METRICS],
     output:
         md=report("results/released/table.md", caption="../report/table.rst", category="Results"),
         csv="results/released/table.csv",
@@ -152,3 +155,92 @@ rule audit:
         config=lambda w: json_file(config),
     shell:
         "mdetr-phrasecut audit {input:q} --config-json {params.config} --out {output:q} 2> {log}"
+
+
+BROWSER_SHELL = (
+    "mdetr-phrasecut --record {params.record} browser --per-task {input.per_task:q} "
+    "--predictions {input.predictions:q} --root {params.root:q} --images {params.images:q} --split {params.split} "
+    "--out-dir {output:q} --title {params.title:q} {params.paired} {params.selection} 2> {log}"
+)
+BROWSER_PARAMS = dict(
+    root=lambda w, input: Path(input.refer).parent,
+    images=images_arg,
+    split=TEST,
+    paired=browser_paired,
+    selection=BROWSER_ARGS,
+    record=record(lambda w: {"runs": {run_of(w.run): config["runs"][run_of(w.run)]}, "browser": config["browser"]}),
+)
+
+
+rule browser:
+    """Failure browser of our evaluation (results/runs/{run}/test/browser/index.html), paired with the released
+    checkpoint's evaluation when the run has one."""
+    input:
+        unpack(browser_inputs("results/runs")),
+    output:
+        report(
+            directory("results/runs/{run}/test/browser"),
+            htmlindex="index.html",
+            caption="../report/browser.rst",
+            category="Failure browser",
+            labels={"run": "{run}", "evaluation": "ours"},
+        ),
+    log:
+        "results/logs/browser_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        **BROWSER_PARAMS,
+        title=lambda w: f"{config['runs'][run_of(w.run)]['label']} ({w.run}): {config['dataset']['name']}, {TEST}",
+    shell:
+        BROWSER_SHELL
+
+
+rule browser_released:
+    """Failure browser of the released checkpoint's evaluation (results/released/{run}/test/browser/index.html)."""
+    input:
+        unpack(browser_inputs("results/released")),
+    output:
+        report(
+            directory("results/released/{run}/test/browser"),
+            htmlindex="index.html",
+            caption="../report/browser.rst",
+            category="Failure browser",
+            labels={"run": "{run}", "evaluation": "released"},
+        ),
+    log:
+        "results/logs/browser_released_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        **BROWSER_PARAMS,
+        title=lambda w: f"{config['runs'][w.run]['label']}, released checkpoint: {config['dataset']['name']}, {TEST}",
+    shell:
+        BROWSER_SHELL
+
+
+rule model_card:
+    """results/runs/{run}/MODEL_CARD.md: the Hugging Face model card of a trained checkpoint (metrics with
+    intervals, recipe, cost, provenance hashes); `export-checkpoint --hub-folder` ships it as README.md."""
+    input:
+        metrics="results/runs/{run}/test/metrics.json",
+        per_task="results/runs/{run}/test/per_task.json",
+        records=expand("results/runs/{{run}}/{stage}/checkpoint.pth.prov.json", stage=("stage1", "stage2")),
+        benchmarks=expand("results/benchmarks/{stage}_{{run}}.tsv", stage=COST_STAGES),
+    output:
+        "results/runs/{run}/MODEL_CARD.md",
+    log:
+        "results/logs/model_card_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        label=lambda w: shlex.quote(config["runs"][run_of(w.run)]["label"]),
+        gpus=quoted_json(COST_GPUS),
+        statistics=STATISTICS_ARGS,
+        record=record(
+            lambda w: {"runs": {run_of(w.run): config["runs"][run_of(w.run)]}, "statistics": config["statistics"]}
+        ),
+    shell:
+        "mdetr-phrasecut --record {params.record} model-card --name {wildcards.run} --label {params.label} "
+        "--metrics {input.metrics:q} --per-task {input.per_task:q} --records {input.records:q} "
+        "--benchmarks {input.benchmarks:q} --gpus-json {params.gpus} --out {output:q} {params.statistics} 2> {log}"
