@@ -135,8 +135,9 @@ def test_both_tables_follow_the_config_order(tmp_path):
         argv = shlex.split(commands[rule][0].split(" 2> ")[0])[1:]
         del argv[argv.index("--record"):argv.index("--record") + 2]
         metrics = argv[argv.index("--metrics") + 1:argv.index("--runs-json")]
-        for path in metrics:  # an evaluation's per_task.json and metrics.json, and the benchmarks of the stages
+        for path in metrics:  # an evaluation's per_task.json and metrics.json, its browser, the stages' benchmarks
             write_evaluation((workspace / path).parent, dataset=argv[argv.index("--dataset") + 1], n=40)
+            (workspace / path).parent.joinpath("browser").mkdir()
         for path in argv[argv.index("--benchmarks") + 1:argv.index("--gpus-json")] if "--benchmarks" in argv else []:
             write_benchmark(workspace / path, 60, 30)
         argv = [str(workspace / a) if a.startswith("results/") else a for a in argv]

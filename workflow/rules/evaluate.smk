@@ -178,13 +178,7 @@ rule browser:
     input:
         unpack(browser_inputs("results/runs")),
     output:
-        report(
-            directory("results/runs/{run}/test/browser"),
-            htmlindex="index.html",
-            caption="../report/browser.rst",
-            category="Failure browser",
-            labels={"run": "{run}", "evaluation": "ours"},
-        ),
+        directory("results/runs/{run}/test/browser"),
     log:
         "results/logs/browser_{run}.log",
     conda:
@@ -201,13 +195,7 @@ rule browser_released:
     input:
         unpack(browser_inputs("results/released")),
     output:
-        report(
-            directory("results/released/{run}/test/browser"),
-            htmlindex="index.html",
-            caption="../report/browser.rst",
-            category="Failure browser",
-            labels={"run": "{run}", "evaluation": "released"},
-        ),
+        directory("results/released/{run}/test/browser"),
     log:
         "results/logs/browser_released_{run}.log",
     conda:
@@ -225,7 +213,7 @@ rule model_card:
     input:
         metrics="results/runs/{run}/test/metrics.json",
         per_task="results/runs/{run}/test/per_task.json",
-        records=expand("results/runs/{{run}}/{stage}/checkpoint.pth.prov.json", stage=("stage1", "stage2")),
+        checkpoints=expand("results/runs/{{run}}/{stage}/checkpoint.pth", stage=("stage1", "stage2")),
         benchmarks=expand("results/benchmarks/{stage}_{{run}}.tsv", stage=COST_STAGES),
     output:
         "results/runs/{run}/MODEL_CARD.md",
@@ -242,5 +230,5 @@ rule model_card:
         ),
     shell:
         "mdetr-phrasecut --record {params.record} model-card --name {wildcards.run} --label {params.label} "
-        "--metrics {input.metrics:q} --per-task {input.per_task:q} --records {input.records:q} "
+        "--metrics {input.metrics:q} --per-task {input.per_task:q} --checkpoints {input.checkpoints:q} "
         "--benchmarks {input.benchmarks:q} --gpus-json {params.gpus} --out {output:q} {params.statistics} 2> {log}"

@@ -57,17 +57,22 @@ def select(task_ids, ious, limits, seed, diffs=None):
     return chosen
 
 
-def thumbnail(image, gt, pred, size):
-    """The image scaled to `size` px on its longer side (never up), masks overlaid: PIL RGB image."""
+def thumbnails(image, gt, preds, size):
+    """The image scaled to `size` px on its longer side (never up), with the ground truth and each of `preds`
+    overlaid: one PIL RGB image per prediction (the image and the ground truth are scaled once)."""
     from PIL import Image
 
     scale = min(1.0, size / max(image.size))
     shape = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    small = np.asarray(image.resize(shape, Image.BILINEAR), dtype=np.float64) / 255
-    gt, pred = (np.asarray(Image.fromarray(m).resize(shape, Image.NEAREST)) for m in (gt, pred))
-    for region, color in ((pred & ~gt, PRED_COLOR), (gt & ~pred, GT_COLOR), (pred & gt, BOTH_COLOR)):
-        small[region] = small[region] * (1 - color[3]) + np.array(color[:3]) * color[3]
-    return Image.fromarray(np.round(small * 255).astype(np.uint8))
+    small = np.asarray(image.resize(shape, Image.BILINEAR), dtype=np.float32) / 255
+    gt, *preds = (np.asarray(Image.fromarray(m).resize(shape, Image.NEAREST)) for m in (gt, *preds))
+    out = []
+    for pred in preds:
+        tinted = small.copy()
+        for region, color in ((pred & ~gt, PRED_COLOR), (gt & ~pred, GT_COLOR), (pred & gt, BOTH_COLOR)):
+            tinted[region] = tinted[region] * (1 - color[3]) + np.array(color[:3], dtype=np.float32) * color[3]
+        out.append(Image.fromarray(np.round(tinted * 255).astype(np.uint8)))
+    return out
 
 
 def _css(color):
@@ -131,8 +136,8 @@ def write_browser(per_task, predictions, root, images_dir, split, out_dir, limit
     try:
         (built / "thumbs").mkdir()
         for n, (_, image, gt, preds) in enumerate(iter_examples(list(chosen), records, sources, images_dir)):
-            for suffix, pred in zip(("", ".paired"), preds):
-                thumbnail(image, gt, pred, size).save(built / "thumbs" / f"{n}{suffix}.jpg", quality=85)
+            for suffix, thumb in zip(("", ".paired"), thumbnails(image, gt, preds, size)):
+                thumb.save(built / "thumbs" / f"{n}{suffix}.jpg", quality=85)
         (built / "index.html").write_text(render_page(data), encoding="utf-8")
         _replace_folder(built, out_dir)
     finally:

@@ -12,6 +12,7 @@ from ..arguments import IN_FILE, OUT_FILE, json_object, text
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from ..io import atomic_write_text
+from ..provenance import record_path
 from .cost import cost_text, costs
 from .statistics import METRICS, add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task
 from .table import load_metrics
@@ -30,11 +31,13 @@ CITATION = """@inproceedings{kamath2021mdetr,
 METRIC_TYPES = {"miou": "mean_iou", "cum_iou": "cum_iou"}  # else precision_at_{t}
 
 
-def read_records(paths):
-    """{stage: provenance record} of training stages' checkpoints (see provenance.py), the stage named by the
-    record's config slice (`train: {stage: ...}`)."""
+def read_records(checkpoints):
+    """{stage: provenance record} of training stages' checkpoints (`record_path`, see provenance.py), the stage
+    named by the record's config slice (`train: {stage: ...}`)."""
     records = {}
-    for path in paths:
+    for path in map(record_path, checkpoints):
+        if not path.is_file():
+            raise InputError(f"{path}: provenance record not found (the checkpoint was not written with --record)")
         record = load_json(path)
         for key in ("outputs", "inputs", "config"):
             if not isinstance(record, dict) or key not in record:
@@ -145,11 +148,11 @@ interval over {options['resamples']:,} resamples of the test {options['unit']}s 
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
-def write_card(name, label, metrics_path, per_task_path, record_paths, out, options, benchmarks=(), gpus=None):
-    """Write the model card `out` of training `name`; record_paths: the stages' checkpoint.pth.prov.json."""
+def write_card(name, label, metrics_path, per_task_path, checkpoints, out, options, benchmarks=(), gpus=None):
+    """Write the model card `out` of training `name`; checkpoints: the training stages', in order."""
     metrics = load_metrics(metrics_path)
     stats = intervals(load_per_task(per_task_path), subsets=("all",), **options)["all"]
-    records = read_records(record_paths)
+    records = read_records(checkpoints)
     cost = cost_text(costs(benchmarks, [name], gpus or {})[name]) if benchmarks else "not measured"
     atomic_write_text(out, render(name, label, metrics, stats, options, records, cost))
 
@@ -159,8 +162,8 @@ def add_arguments(parser):
     parser.add_argument("--label", required=True, type=text, help="the run's label, e.g. ResNet-101")
     parser.add_argument("--metrics", required=True, type=IN_FILE, help="results/runs/{run}/test/metrics.json")
     parser.add_argument("--per-task", required=True, type=IN_FILE, help="per_task.json beside it")
-    parser.add_argument("--records", nargs="+", required=True, type=IN_FILE,
-                        help="the stages' checkpoint.pth.prov.json, in training order (stage1, stage2)")
+    parser.add_argument("--checkpoints", nargs="+", required=True, type=IN_FILE,
+                        help="the stages' checkpoint.pth, in training order; their provenance records are read")
     parser.add_argument("--benchmarks", nargs="+", type=IN_FILE, default=(),
                         help="results/benchmarks/{stage}_{run}.tsv: the cost")
     parser.add_argument("--gpus-json", type=json_object, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
@@ -169,5 +172,5 @@ def add_arguments(parser):
 
 
 def main(args):
-    write_card(args.name, args.label, args.metrics, args.per_task, args.records, args.out, bootstrap_options(args),
+    write_card(args.name, args.label, args.metrics, args.per_task, args.checkpoints, args.out, bootstrap_options(args),
                args.benchmarks, args.gpus_json)
