@@ -185,7 +185,7 @@ rule browser:
         CONDA_ENV
     params:
         **BROWSER_PARAMS,
-        title=lambda w: f"{config['runs'][run_of(w.run)]['label']} ({w.run}): {config['dataset']['name']}, {TEST}",
+        title=lambda w: f"{config['runs'][run_of(w.run)]['label']}, run {w.run}: {config['dataset']['name']}, {TEST}",
     shell:
         BROWSER_SHELL
 
