@@ -229,6 +229,10 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
     for spec in published["runs"].values():
         assert spec["released"] in released  # the published checkpoints evaluated, each in its row's provenance
     assert json.loads((results / "audit.json").read_text())["ok"] is True
+    for run in published["runs"]:  # our failure browser pairs each run with its released checkpoint's evaluation
+        page = (results / "runs" / run / "test" / "browser" / "index.html").read_text()
+        assert '"labels":["ours","released"]' in page and (results / "released" / run / "test" / "browser").is_dir()
+        assert (results / "runs" / run / "MODEL_CARD.md").is_file()
     splits = {config["dataset"][k] for k in ("train_split", "val_split", "test_split")}
     for split in splits:
         report = json.loads((results / "audit" / f"mdetr_annotations_{split}.json").read_text())

@@ -7,6 +7,7 @@ stages' `checkpoint.pth.prov.json` records), the training cost (the rules' bench
 --hub-folder` copies it as the folder's README.md.
 """
 import json
+import os
 
 from ..arguments import IN_FILE, OUT_FILE, json_object, text
 from ..data.phrasecut_format import load_json
@@ -45,6 +46,9 @@ def read_records(checkpoints):
         stages = list(record["config"].get("train") or {})
         if len(stages) != 1 or stages[0] in records:
             raise InputError(f"{path}: config.train must name the one stage the record is of, got {stages}")
+        for kind in ("outputs", "inputs"):  # paths relative to the record's folder -> relative to here
+            for entry in record[kind]:
+                entry["path"] = os.path.normpath(os.path.relpath(path.parent / entry["path"]))
         records[stages[0]] = record
     return records
 
@@ -97,7 +101,7 @@ def render(name, label, metrics, stats, options, records, cost):
     rows = "\n".join(f"| {title} | {interval_text(100 * stats[key]['value'], 100 * stats[key]['lo'], 100 * stats[key]['hi'])} |"
                      for key, title, *_ in METRICS)
     body = f"""
-# {label} ({name}): MDETR for referring-expression segmentation
+# {label}: MDETR for referring-expression segmentation (training `{name}`)
 
 MDETR (Kamath et al., 2021) fine-tuned for PhraseCut: given an image and a phrase, the mask of the region the
 phrase refers to. Trained and evaluated by the mdetr-phrasecut workflow (Snakemake + PyTorch), recipe below.
@@ -111,9 +115,9 @@ phrase refers to. Trained and evaluated by the mdetr-phrasecut workflow (Snakema
 
 ## Uses
 
-Segment the region of an image a short English phrase names (`mdetr-phrasecut predict`). Research use; the
-model inherits the biases of Visual Genome / PhraseCut and fails often on rare categories and small regions
-(see the failure browser of its evaluation).
+Segment the region of an image a short English phrase names (`mdetr-phrasecut predict`). Research use. Trained
+on PhraseCut, a model inherits the biases of Visual Genome's images and phrases, and fails most on rare
+categories and small regions: the failure browser of its evaluation shows where.
 
 ## Training details
 
