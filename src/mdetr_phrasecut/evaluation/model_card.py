@@ -46,9 +46,11 @@ def read_records(checkpoints):
         stages = list(record["config"].get("train") or {})
         if len(stages) != 1 or stages[0] in records:
             raise InputError(f"{path}: config.train must name the one stage the record is of, got {stages}")
-        for kind in ("outputs", "inputs"):  # paths relative to the record's folder -> relative to here
+        for kind in ("outputs", "inputs"):  # relative to the record's folder -> to here (absolute when outside)
             for entry in record[kind]:
-                entry["path"] = os.path.normpath(os.path.relpath(path.parent / entry["path"]))
+                absolute = os.path.normpath(os.path.abspath(path.parent / entry["path"]))
+                here = os.path.relpath(absolute)
+                entry["path"] = absolute if here.startswith("..") else here
         records[stages[0]] = record
     return records
 
