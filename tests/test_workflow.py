@@ -160,6 +160,7 @@ def test_failure_browser_in_chromium(demo):
         shown = [float(c.get_attribute("data-iou")) for c in cards]
         assert shown == sorted(shown) and shown[0] == round(ious.min(), 2) and shown[-1] == round(ious.max(), 2)
         assert len(driver.find_elements("css selector", "#rest tr.row")) == len(ious) - 6
+        assert driver.execute_script("return [...document.images].every(i => i.complete && i.naturalWidth > 0)")
         subset = "t_stuff" if per_task.members[:, SUBSETS.index("t_stuff")].any() else "t_obj"
         column = per_task.members[:, SUBSETS.index(subset)]
         Select(driver.find_element("id", "subset")).select_by_value(str(SUBSETS.index(subset)))
