@@ -7,7 +7,7 @@ HOST_PYTHON := $(shell command -v python3)
 # Rules call `mdetr-phrasecut`, `snakemake` and `torchrun` from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test slurm-deps clean
+.PHONY: install demo test slurm-deps browser-deps clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(HOST_PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ slurm-deps:
 	@command -v slurmctld >/dev/null && command -v munged >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null)
 
+# Debian's headless Chromium and its driver, for the failure browser's test in a real browser.
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
 # A run killed before (kill -9, a lost terminal) left its lock and temp folders: `unlock` clears them unless a
 # Snakemake is still running here. Snakemake's temp folders go to .snakemake/tmp, where a killed run's are found.
 SNAKEMAKE_TMP := $(CURDIR)/.snakemake/tmp
@@ -31,7 +36,7 @@ demo: install
 	mdetr-phrasecut unlock --tmpdir $(SNAKEMAKE_TMP) -- --workflow-profile workflow/profiles/default --cores $(CORES)
 	TMPDIR=$(SNAKEMAKE_TMP) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) all
 
-test: install slurm-deps
+test: install slurm-deps browser-deps
 	python -m pytest -q
 
 clean:

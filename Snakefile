@@ -28,6 +28,8 @@ rule all:
         "results/table.md",
         "results/audit.json",
         "results/subsets.md",
+        # every trained checkpoint's model card; the failure browsers come with the tables that link them
+        expand("results/runs/{run}/MODEL_CARD.md", run=TRAININGS),
         # the published checkpoints evaluated here, when the runs have them (published recipe), and ours vs theirs
         ["results/released/table.md"] if RELEASED_RUNS else [],
         expand("results/compare/{run}_vs_released.md", run=RELEASED_RUNS),

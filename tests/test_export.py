@@ -74,3 +74,20 @@ def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_b
     load_weights(tmp_path / "s0.pth", lambda _: (stage1,))  # strict
     key = next(k for k in stage1.state_dict() if k.endswith("running_mean"))
     assert torch.allclose(stage1.state_dict()[key], pretrain.state_dict()[key], atol=1e-2)
+
+
+def test_hub_folder_needs_the_trained_config_and_a_new_folder(tiny_roberta_dir, tmp_path, capsys):
+    """`--hub-folder` takes the model config from the checkpoint `train` wrote; a bare one, or an existing folder,
+    is one line and no folder (the round trip through predict: tests/test_workflow.py)."""
+    save_checkpoint(tmp_path / "bare.pth", small(tiny_roberta_dir), epoch=1)
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "bare.pth"), "--hub-folder", str(tmp_path / "hub")]) == 2
+    assert "args.train is missing" in capsys.readouterr().err and not (tmp_path / "hub").exists()
+    model_cfg = small_config(tiny_roberta_dir)
+    save_checkpoint(tmp_path / "trained.pth", small(tiny_roberta_dir), epoch=1,
+                    args={"stage": "stage1", "train": {**model_cfg, "lr": 1e-4}})
+    (tmp_path / "taken").mkdir()
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "trained.pth"), "--hub-folder", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "trained.pth"), "--hub-folder", str(tmp_path / "hub")]) == 0
+    assert __import__("json").loads((tmp_path / "hub" / "config.json").read_text()) == model_cfg
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -136,8 +136,9 @@ def test_both_tables_follow_the_config_order(tmp_path):
         argv = shlex.split(commands[rule][0].split(" 2> ")[0])[1:]
         del argv[argv.index("--record"):argv.index("--record") + 2]
         metrics = argv[argv.index("--metrics") + 1:argv.index("--runs-json")]
-        for path in metrics:  # an evaluation's per_task.json and metrics.json, and the benchmarks of the stages
+        for path in metrics:  # an evaluation's per_task.json and metrics.json, its browser, the stages' benchmarks
             write_evaluation((workspace / path).parent, dataset=argv[argv.index("--dataset") + 1], n=40)
+            (workspace / path).parent.joinpath("browser").mkdir()
         for path in argv[argv.index("--benchmarks") + 1:argv.index("--gpus-json")] if "--benchmarks" in argv else []:
             write_benchmark(workspace / path, 60, 30)
         argv = [str(workspace / a) if a.startswith("results/") else a for a in argv]
@@ -262,6 +263,10 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
         differ = ", ".join(ARGS_DIFFER.get(run, {})) or "none"
         assert f"recipe audit {run}: released checkpoint vs our stage2: differ: {differ};" in first.stdout
     assert "| ema | true | false | **differs** |" in (results / "audit" / "recipe_resnet101.md").read_text()
+    for run in published["runs"]:  # our failure browser pairs each run with its released checkpoint's evaluation
+        page = (results / "runs" / run / "test" / "browser" / "index.html").read_text()
+        assert '"labels":["ours","released"]' in page and (results / "released" / run / "test" / "browser").is_dir()
+        assert (results / "runs" / run / "MODEL_CARD.md").is_file()
     splits = {config["dataset"][k] for k in ("train_split", "val_split", "test_split")}
     for split in splits:
         report = json.loads((results / "audit" / f"mdetr_annotations_{split}.json").read_text())

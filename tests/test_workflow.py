@@ -5,6 +5,7 @@ Each run works in a copy of the repository's workflow files with a CI-sized vers
 (a small synthetic set, a few training steps per stage).
 """
 import copy
+import contextlib
 import json
 import os
 import re
@@ -49,6 +50,7 @@ def make_workspace(path: Path, **stage_overrides) -> Path:
         config["train"][stage].update({"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 4, "num_workers": 0,
                                        **stage_overrides.get(stage, {})})
     config["evaluate"].update(workers=1)
+    config["browser"] = {"worst": 2, "best": 2, "random": 2}  # fewer thumbnails than phrases: some rows without
     (path / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
     return path
 
@@ -62,6 +64,24 @@ def snakemake(workspace: Path, *args, env=None, check=True, timeout=900, configf
     if check:
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     return run
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's headless Chromium through chromedriver (`make test` installs both), logging network events."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 def audit(workspace: Path, target="results/table.md"):
@@ -116,8 +136,72 @@ def test_demo_table_has_intervals_and_cost_and_subsets_report(demo):
 def test_html_report_holds_the_table_and_plots(demo):
     snakemake(demo, "--report", "report.html")
     report = (demo / "report.html").read_text(errors="replace")
-    for name in ("table.md", "precision_iou.png", "subset_miou.png", "training_curves.png", "examples.png"):
+    for name in ("table.md", "precision_iou.png", "subset_miou.png", "training_curves.png", "examples.png",
+                 "results/runs/demo/test/browser/index.html"):  # the failure browser: a link in the table's caption
         assert name in report
+
+
+def test_failure_browser_in_chromium(demo):
+    """The page `make demo` writes, in headless Chromium from file://: one card per thumbnail, worst IoU first, a
+    subset filter, the rest as rows; no request leaves file://."""
+    from selenium.webdriver.support.ui import Select
+
+    from mdetr_phrasecut.evaluation.statistics import load_per_task
+    from mdetr_phrasecut.evaluation.subsets import SUBSETS
+
+    page = demo / "results" / "runs" / "demo" / "test" / "browser" / "index.html"
+    per_task = load_per_task(page.parent.parent / "per_task.json")
+    assert "failure browser](runs/demo/test/browser/index.html)" in (demo / "results" / "table.md").read_text()
+    ious = per_task.columns[:, 1] * 100
+    with chromium() as driver:
+        driver.get(page.as_uri())
+        cards = driver.find_elements("css selector", "#cards .card")
+        assert len(cards) == 6 < len(ious)  # worst 2 + best 2 + random 2 (tiny.yaml's browser section)
+        shown = [float(c.get_attribute("data-iou")) for c in cards]
+        assert shown == sorted(shown) and shown[0] == round(ious.min(), 2) and shown[-1] == round(ious.max(), 2)
+        assert len(driver.find_elements("css selector", "#rest tr.row")) == len(ious) - 6
+        assert driver.execute_script("return [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        subset = "t_stuff" if per_task.members[:, SUBSETS.index("t_stuff")].any() else "t_obj"
+        column = per_task.members[:, SUBSETS.index(subset)]
+        Select(driver.find_element("id", "subset")).select_by_value(str(SUBSETS.index(subset)))
+        tasks = [e.get_attribute("data-task") for e in driver.find_elements("css selector", ".card, tr.row")]
+        assert sorted(tasks) == sorted(t for t, member in zip(per_task.task_ids, column) if member)
+        driver.save_screenshot(str(demo / "browser.png"))
+        requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
+    assert page.as_uri() in urls and all(url.startswith("file://") for url in urls), urls
+    assert (demo / "browser.png").stat().st_size > 10_000
+
+
+def test_model_card_and_hub_folder_round_trip_through_predict(demo, tmp_path):
+    """MODEL_CARD.md's metadata holds the measured metrics; the exported Hub folder predicts as the checkpoint."""
+    from huggingface_hub import ModelCard
+
+    run = demo / "results" / "runs" / "demo"
+    card = ModelCard.load(run / "MODEL_CARD.md")
+    metrics = json.loads((run / "test" / "metrics.json").read_text())
+    miou = next(r for r in card.data.eval_results if r.metric_type == "mean_iou")
+    assert miou.metric_value == round(100 * metrics["subsets"]["all"]["mean_mask_iou"], 2)
+    assert card.data.license == "apache-2.0" and metrics["checkpoint_sha256"] in card.text
+    lo, hi = card.data.confidence_intervals["percent"]["miou"]
+    assert lo <= miou.metric_value <= hi
+    hub = tmp_path / "hub"
+    from mdetr_phrasecut.cli import main as mdetr  # in this process: no interpreter start per command
+
+    assert mdetr(["export-checkpoint", "--checkpoint", str(run / "stage2" / "checkpoint.pth"), "--hub-folder",
+                  str(hub), "--card", str(run / "MODEL_CARD.md")]) == 0
+    assert sorted(p.name for p in hub.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert (hub / "README.md").read_text() == (run / "MODEL_CARD.md").read_text()
+    image = next((demo / "results" / "main" / "phrasecut" / "images").glob("*.jpg"))
+    masks = []
+    for checkpoint, config in ((run / "stage2" / "checkpoint.pth", demo / "config" / "tiny.yaml"),
+                               (hub / "model.safetensors", hub / "config.json")):
+        out = tmp_path / checkpoint.stem
+        assert mdetr(["predict", "--checkpoint", str(checkpoint), "--config", str(config), "--image", str(image),
+                      "--phrase", "circle", "--out-mask", f"{out}.png", "--out-overlay", f"{out}_overlay.png",
+                      "--size", "128", "--max-size", "160", "--device", "cpu"]) == 0
+        masks.append(Path(f"{out}.png").read_bytes())
+    assert masks[0] == masks[1]
 
 
 def test_every_artifact_has_provenance(demo):
@@ -128,7 +212,7 @@ def test_every_artifact_has_provenance(demo):
     assert {"torch", "snakemake"} <= set(record["packages"]) and record["command"][0] == "mdetr-phrasecut"
 
 
-AFTER_STAGE2 = {"stage2", "evaluate", "plots", "subsets", "table", "audit"}
+AFTER_STAGE2 = {"stage2", "evaluate", "plots", "subsets", "browser", "model_card", "table", "audit"}
 AFTER_STAGE1 = {"stage1", *AFTER_STAGE2}
 PUBLISHED = {"miou": 50.0, "p50": 50.0, "p70": 30.0, "p90": 10.0}
 # One config key changed alone in the finished demo -> the jobs Snakemake plans (a training by its stage). `audit`
@@ -143,8 +227,9 @@ CHANGES = {
     "train.stage1.lr": (1.0e-4, AFTER_STAGE1),
     "train.stage2.lr": (2.0e-3, AFTER_STAGE2),
     "train.pretrain.epochs": (7, {"audit"}),  # the demo's stage 0 is a download, not trained here
-    "evaluate.threshold": (0.5, {"evaluate", "plots", "subsets", "table", "audit"}),
-    "statistics.resamples": (200, {"subsets", "table", "audit"}),
+    "evaluate.threshold": (0.5, {"evaluate", "plots", "subsets", "browser", "model_card", "table", "audit"}),
+    "statistics.resamples": (200, {"subsets", "model_card", "table", "audit"}),
+    "browser.worst": (3, {"browser", "table", "audit"}),
     "resources.stage1.runtime": (99, set()),
     "resources.evaluate.mem_mb": (9000, set()),
     "resources.default.tasks_per_node": (1, AFTER_STAGE1),  # processes per node: the effective batch

@@ -29,6 +29,8 @@ COMMANDS = {
     "table": ("mdetr_phrasecut.evaluation.table", "write results/table.md from measured metrics"),
     "compare": ("mdetr_phrasecut.evaluation.compare", "subsets side by side with intervals, or two evaluations paired"),
     "plots": ("mdetr_phrasecut.evaluation.plots", "draw metric, training-curve and prediction plots"),
+    "browser": ("mdetr_phrasecut.evaluation.browser", "a static page of every phrase's IoU, masks and subsets"),
+    "model-card": ("mdetr_phrasecut.evaluation.model_card", "a Hugging Face model card of a trained checkpoint"),
     "export-checkpoint": ("mdetr_phrasecut.model.export", "keep a checkpoint's (EMA) weights only, in float16"),
     "predict": ("mdetr_phrasecut.predict", "segment one phrase in one image"),
     "audit": ("mdetr_phrasecut.provenance", "verify the provenance chain behind an artifact"),

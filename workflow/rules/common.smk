@@ -344,6 +344,7 @@ EVALUATE_THREADS = config["evaluate"]["workers"]  # its scoring processes (the m
 # Bootstrap intervals and verdicts of the tables, cost per table row (statistics.smk, evaluate.smk).
 STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit {unit}".format(**config["statistics"])
 COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of results/table.md
+COST_GPUS = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
 # {row's training: metrics.json of every seed} of the runs with seeds (the table's --seeds-json)
 SEED_METRICS = {
     ROW_TRAINING[run]: [f"results/runs/{t}/test/metrics.json" for t in run_trainings(run)]
@@ -379,8 +380,7 @@ def table_job_args(wildcards, input):
     stage's job holds (how its jobs ran, like `resources`: no reason to re-run the table)."""
     args = f"--per-task {' '.join(map(shlex.quote, input.per_task))}"
     if hasattr(input, "benchmarks"):
-        gpus = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
-        args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(gpus)}"
+        args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(COST_GPUS)}"
     return args
 
 
@@ -402,4 +402,41 @@ def table_params(rows, kind):
         ),
         statistics=table_statistics_args(kind),
         jobs=table_job_args,
+    )
+
+
+# The failure browser of an evaluation and the model card of a training (evaluate.smk).
+BROWSER_ARGS = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in config["browser"].items())
+
+
+def browser_inputs(results):
+    """The browser of an evaluation under `results` ("results/runs" or "results/released"): its per-phrase results
+    and masks, the split's phrases and images; for our run of a run with a released checkpoint, the released
+    evaluation too (the pair `compare --paired` reads)."""
+
+    def inputs(wildcards):
+        files = dict(
+            per_task=f"{results}/{wildcards.run}/test/per_task.json",
+            predictions=f"{results}/{wildcards.run}/test/predictions.npz",
+            refer=original(f"refer_{TEST}.json"),
+            split=original("image_data_split.json"),
+            images=images_dir(),
+        )
+        released = config["runs"][run_of(wildcards.run)]["released"] if results == "results/runs" else None
+        if released:
+            files.update(
+                paired_per_task=f"results/released/{run_of(wildcards.run)}/test/per_task.json",
+                paired_predictions=f"results/released/{run_of(wildcards.run)}/test/predictions.npz",
+            )
+        return files
+
+    return inputs
+
+
+def browser_paired(wildcards, input):
+    if not hasattr(input, "paired_per_task"):
+        return ""
+    return (
+        f"--paired-per-task {shlex.quote(input.paired_per_task)} "
+        f"--paired-predictions {shlex.quote(input.paired_predictions)} --labels ours released"
     )

@@ -76,7 +76,8 @@ rule recipe_audit:
 
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
-    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.jobs} {params.statistics} 2> {log}"
+    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.jobs} {params.statistics} "
+    "--browsers {input.browsers:q} 2> {log}"
 )
 
 
@@ -89,6 +90,7 @@ rule table:
     input:
         **table_statistics_inputs(RUNS, "runs"),
         metrics=TABLE_METRICS,
+        browsers=[str(Path(m).parent / "browser") for m in TABLE_METRICS],
         plots=expand("results/runs/{run}/plots/examples.png", run=ROW_TRAINING.values()),
     output:
         md=report("results/table.md", caption="../report/table.rst", category="Results"),
@@ -108,6 +110,7 @@ rule released_table:
     input:
         **table_statistics_inputs(RELEASED_RUNS, "released"),
         metrics=RELEASED_METRICS,
+        browsers=[str(Path(m).parent / "browser") for m in RELEASED_METRICS],
     output:
         md=report("results/released/table.md", caption="../report/table.rst", category="Results"),
         csv="results/released/table.csv",
@@ -174,3 +177,77 @@ rule audit:
         config=lambda w: json_file({k: v for k, v in config.items() if k not in HOW_JOBS_RUN}),
     shell:
         "mdetr-phrasecut audit {input:q} --config-json {params.config} --out {output:q} 2> {log}"
+
+
+BROWSER_SHELL = (
+    "mdetr-phrasecut --record {params.record} browser --per-task {input.per_task:q} "
+    "--predictions {input.predictions:q} --root {params.root:q} --images {params.images:q} --split {params.split} "
+    "--out-dir {output:q} --title {params.title:q} {params.paired} {params.selection} 2> {log}"
+)
+BROWSER_PARAMS = dict(
+    root=lambda w, input: Path(input.refer).parent,
+    images=images_arg,
+    split=TEST,
+    paired=browser_paired,
+    selection=BROWSER_ARGS,
+    record=record(lambda w: {"browser": config["browser"]}),
+)
+
+
+rule browser:
+    """Failure browser of our evaluation (results/runs/{run}/test/browser/index.html), paired with the released
+    checkpoint's evaluation when the run has one."""
+    input:
+        unpack(browser_inputs("results/runs")),
+    output:
+        directory("results/runs/{run}/test/browser"),
+    log:
+        "results/logs/browser_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        **BROWSER_PARAMS,
+        title=lambda w: f"run {w.run}: {config['dataset']['name']}, {TEST}",
+    shell:
+        BROWSER_SHELL
+
+
+rule browser_released:
+    """Failure browser of the released checkpoint's evaluation (results/released/{run}/test/browser/index.html)."""
+    input:
+        unpack(browser_inputs("results/released")),
+    output:
+        directory("results/released/{run}/test/browser"),
+    log:
+        "results/logs/browser_released_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        **BROWSER_PARAMS,
+        title=lambda w: f"run {w.run}, released checkpoint: {config['dataset']['name']}, {TEST}",
+    shell:
+        BROWSER_SHELL
+
+
+rule model_card:
+    """results/runs/{run}/MODEL_CARD.md: the Hugging Face model card of a trained checkpoint (metrics with
+    intervals, recipe, cost, provenance hashes); `export-checkpoint --hub-folder` ships it as README.md."""
+    input:
+        metrics="results/runs/{run}/test/metrics.json",
+        per_task="results/runs/{run}/test/per_task.json",
+        checkpoints=expand("results/runs/{{run}}/{stage}/checkpoint.pth", stage=("stage1", "stage2")),
+        benchmarks=expand("results/benchmarks/{stage}_{{run}}.tsv", stage=COST_STAGES),
+    output:
+        "results/runs/{run}/MODEL_CARD.md",
+    log:
+        "results/logs/model_card_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        gpus=quoted_json(COST_GPUS),
+        statistics=STATISTICS_ARGS,
+        record=record(lambda w: {"statistics": config["statistics"]}),
+    shell:
+        "mdetr-phrasecut --record {params.record} model-card --name {wildcards.run} "
+        "--metrics {input.metrics:q} --per-task {input.per_task:q} --checkpoints {input.checkpoints:q} "
+        "--benchmarks {input.benchmarks:q} --gpus-json {params.gpus} --out {output:q} {params.statistics} 2> {log}"

@@ -244,28 +244,37 @@ def plot_examples(examples, path):
     _save(fig, path)
 
 
-def load_examples(task_ids, per_task, predictions_path, root, images_dir, split):
-    """(image, phrase, predicted mask, ground-truth mask, IoU) of each task id, in the given order."""
-    image_info = load_image_split(root)
-    records = {r["task_id"]: r for r in load_refer(root, split, image_info) if r["task_id"] in task_ids}
-    masks = {t: np.asarray(m) for t, m, _ in read_predictions(predictions_path, packed=True) if t in task_ids}
-    examples = []
+def iter_examples(task_ids, records, predictions_paths, images_dir):
+    """(record, image, ground-truth mask, [predicted mask of each predictions file]) of each task id, in the given
+    order, one at a time (masks stay packed until then); records: {task_id: refer record}."""
+    wanted = set(task_ids)
+    masks = [{t: m for t, m, _ in read_predictions(path, packed=True) if t in wanted} for path in predictions_paths]
     for task_id in task_ids:
         if task_id not in records:
-            raise InputError(f"refer_{split}.json: task_id {task_id}: not in the split (listed in per_task.json)")
-        if task_id not in masks:
-            raise InputError(f"{predictions_path}: task_id {task_id}: no prediction (listed in per_task.json)")
-        record, pred = records[task_id], masks[task_id]
+            raise InputError(f"refer file: task_id {task_id}: not in the split (listed in per_task.json)")
+        missing = next((path for path, found in zip(predictions_paths, masks) if task_id not in found), None)
+        if missing is not None:
+            raise InputError(f"{missing}: task_id {task_id}: no prediction (listed in per_task.json)")
+        record = records[task_id]
         image_file = Path(images_dir) / f"{record['image_id']}.jpg"
         if not image_file.is_file():
             raise InputError(f"{image_file}: task_id {task_id}: image file is missing")
-        image = np.asarray(open_image(image_file, f"task_id {task_id}: image"))
-        if pred.shape != image.shape[:2]:
-            raise InputError(f"{predictions_path}: task_id {task_id}: mask shape {pred.shape} differs from the image "
-                             f"size (H, W) = {image.shape[:2]}")
-        gt = rasterize_polygons(record["Polygons"], image.shape[1], image.shape[0])
-        examples.append((image, record["phrase"], pred, gt, per_task[task_id]["mask_iou"]))
-    return examples
+        image = open_image(image_file, f"task_id {task_id}: image")
+        preds = [np.asarray(found[task_id]) for found in masks]
+        for path, pred in zip(predictions_paths, preds):
+            if pred.shape != (image.height, image.width):
+                raise InputError(f"{path}: task_id {task_id}: mask shape {pred.shape} differs from the image size "
+                                 f"(H, W) = {(image.height, image.width)}")
+        yield record, image, rasterize_polygons(record["Polygons"], image.width, image.height), preds
+
+
+def load_examples(task_ids, per_task, predictions_path, root, images_dir, split):
+    """(image, phrase, predicted mask, ground-truth mask, IoU) of each task id, in the given order."""
+    image_info = load_image_split(root)
+    wanted = set(task_ids)
+    records = {r["task_id"]: r for r in load_refer(root, split, image_info) if r["task_id"] in wanted}
+    return [(np.asarray(image), record["phrase"], pred, gt, per_task[record["task_id"]]["mask_iou"])
+            for record, image, gt, (pred,) in iter_examples(task_ids, records, [predictions_path], images_dir)]
 
 
 def write_plots(run_dir, root, images_dir, out_dir, split="test", num_examples=12):

@@ -8,7 +8,8 @@ never mistaken for one measured on another dataset or split. The CSV holds the s
 With `--per-task`, every number carries its bootstrap interval (`53.1 [52.4, 53.8]`, see statistics.py) and a
 Verdict column says whether each published value lies inside it; with `--benchmarks`, a Cost column gives the
 measured wall time, CPU- and GPU-hours of the row's stages; with `--seeds-json`, a row trained with several
-seeds shows the mean ± std over them beside its own (first seed's) value and interval.
+seeds shows the mean ± std over them beside its own (first seed's) value and interval; with `--browsers`, each
+row links to its evaluation's failure browser (`browser`).
 """
 import json
 import math
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
-from ..arguments import IN_FILE, OUT_FILE, json_object
+from ..arguments import IN_DIR, IN_FILE, OUT_FILE, json_object
 from ..io import atomic_path, atomic_write_text
 from .cost import cost_text, costs
 from .statistics import (add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task,
@@ -187,6 +188,17 @@ def add_seeds(rows, seeds):
         row["seeds"] = len(paths)
 
 
+def add_browsers(rows, browsers):
+    """`browser`: the index.html of each row's failure browser, a folder beside its metrics.json."""
+    if len(browsers) != len(rows):
+        raise InputError(f"--browsers: {len(browsers)} folders given for {len(rows)} runs")
+    for row, folder in zip(rows, map(Path, browsers)):
+        if folder.parent != Path(row["metrics"]).parent:
+            raise InputError(f"{folder}: expected the browser beside {row['metrics']}; give --browsers in the order "
+                             "of --metrics")
+        row["browser"] = str(folder / "index.html")
+
+
 def add_costs(rows, benchmark_paths, gpus, owners=None):
     """Wall time (`wall_s`), CPU-hours and GPU-hours of each row's stages, from the rules' benchmark files;
     owners: {training: row's run} for the trainings of other seeds, which count towards their row."""
@@ -229,6 +241,9 @@ def render_markdown(rows, dataset, out_dir):
         cells = [row["label"]] + [_cell(row, key) for key, _, _ in columns]
         cells += [row["verdict"] or "-"] if with_intervals else []
         cells += [str(row["num_phrases"]), str(row["missing"]), f"[{link}]({link})"]
+        if "browser" in row:
+            browser = Path(os.path.relpath(row["browser"], out_dir)).as_posix()
+            cells[-1] += f", [failure browser]({browser})"
         cells += [row["cost"]] if with_cost else []
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -264,14 +279,16 @@ def render_markdown(rows, dataset, out_dir):
 
 
 def write_table(metrics_paths, runs, dataset, out, csv=None, per_task_paths=None, options=None,
-                benchmark_paths=None, gpus=None, seeds=None):
+                benchmark_paths=None, gpus=None, seeds=None, browsers=None):
     """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows. With
     `per_task_paths`: intervals and verdicts (bootstrap `options`: {resamples, level, seed, unit}); with
     `benchmark_paths`: costs (`gpus`: {stage: GPUs its job holds}); with `seeds` (see add_seeds): mean ± std
-    over seeds, and the costs of all seeds."""
+    over seeds, and the costs of all seeds; with `browsers`: links to each row's failure browser."""
     import pandas as pd
 
     rows = table_rows(runs, metrics_paths, dataset)
+    if browsers:
+        add_browsers(rows, browsers)
     if per_task_paths:
         add_intervals(rows, per_task_paths, options)
     seeds = seeds or {}
@@ -303,8 +320,10 @@ def add_arguments(parser):
     parser.add_argument("--gpus-json", type=json_object, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
     parser.add_argument("--seeds-json", type=json_object, default={},
                         help='{"run_seed0": ["results/runs/run_seed0/test/metrics.json", ...]}: every seed of a row')
+    parser.add_argument("--browsers", nargs="+", type=IN_DIR,
+                        help="results/runs/{run}/test/browser, in the order of --metrics: a link per row")
 
 
 def main(args):
     write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv, args.per_task,
-                bootstrap_options(args), args.benchmarks, args.gpus_json, args.seeds_json)
+                bootstrap_options(args), args.benchmarks, args.gpus_json, args.seeds_json, args.browsers)

@@ -63,14 +63,8 @@ def _looks_like(path: Path) -> str:
     return "a text file"
 
 
-def read_checkpoint(path) -> dict:
-    """The checkpoint dict at `path`, on CPU: torch.load with weights_only (the release's argparse.Namespace
-    `args` allowed), then checked: a dict whose `model` (and `model_ema`, when present) are state dicts of
-    finite tensors. Anything else is one InputError saying what the file is."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} not found")
-    note_input(path)
+def _torch_load(path: Path):
+    """torch.load, weights only; bytes that are no checkpoint are one InputError saying what they are."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -80,6 +74,18 @@ def read_checkpoint(path) -> dict:
         raise InputError(f"checkpoint {path} cannot be read: it is {what}, not a checkpoint") from None
     except Exception:  # torch raises many types for foreign bytes (IndexError, KeyError, UnicodeDecodeError, ...)
         raise InputError(f"checkpoint {path} cannot be read: it is {_looks_like(path)}, not a checkpoint") from None
+    return ckpt
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint dict at `path`, on CPU: torch.load with weights_only (the release's argparse.Namespace
+    `args` allowed; a `.safetensors` file gives {"model": its tensors}), then checked: a dict whose `model` (and
+    `model_ema`, when present) are state dicts of finite tensors. Anything else is one InputError saying what the file is."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} not found")
+    note_input(path)
+    ckpt = {"model": read_safetensors(path)} if path.suffix == ".safetensors" else _torch_load(path)
     if not isinstance(ckpt, dict):
         raise InputError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a checkpoint dict with a 'model' entry")
     if "model" not in ckpt:
@@ -94,6 +100,17 @@ def read_checkpoint(path) -> dict:
         if bad is not None:
             raise InputError(f"checkpoint {path}: '{key}' has non-finite weights (first: {bad})")
     return ckpt
+
+
+def read_safetensors(path) -> dict:
+    """The state dict of a `.safetensors` file (`export-checkpoint --hub-folder`), as a checkpoint's `model`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise InputError(f"checkpoint {path} cannot be read: not a safetensors file ({e})") from None
 
 
 def select_weights(ckpt: dict, prefer_ema: bool = True) -> tuple:
