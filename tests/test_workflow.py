@@ -21,7 +21,7 @@ from mdetr_phrasecut.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources", "src/mdetr_phrasecut/assets", "slurm")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources", "src/mdetr_phrasecut/assets", "slurm", "profiles")
 
 
 def copy_workflow(path: Path) -> Path:
