@@ -33,8 +33,8 @@ def add_arguments(parser):
                         help="PNG, the mask and kept boxes drawn over the image")
     parser.add_argument("--threshold", type=PROBABILITY, default=defaults["threshold"],
                         help="keep queries with score above this (default: the schema's evaluate.threshold)")
-    parser.add_argument("--size", type=POSITIVE_INT,
-                        help=f"shorter side fed to the model (default: the config's evaluate.size, else {defaults['size']})")
+    parser.add_argument("--size", type=POSITIVE_INT, help="shorter side fed to the model (default: the config's "
+                        f"evaluate.size, else {defaults['size']})")
     parser.add_argument("--max-size", type=POSITIVE_INT, help="cap on the longer side fed to the model (default: "
                         f"the config's evaluate.max_size, else {defaults['max_size']})")
     parser.add_argument("--no-ema", action="store_true", help="use the checkpoint's `model` weights, not `model_ema`")
