@@ -250,8 +250,8 @@ def test_workflow_runs_through_slurm(cluster, tmp_path):
     assert not any(gres in call for call in calls if "rule_train" not in call), calls
     for log in (slurm_logs / "rule_train").rglob("*.log"):
         job = cluster.run("scontrol", "show", "job", "--details", log.stem).stdout
-        allocated = f"GRES=gpu:{GPUS_PER_NODE}(IDX:0-{GPUS_PER_NODE - 1})"
-        assert f"TresPerNode=gres:gpu:{GPUS_PER_NODE}" in job and allocated in job, job
+        # asked for per node, and allocated (JOB_GRES: what the finished job held)
+        assert f"TresPerNode=gres:gpu:{GPUS_PER_NODE}" in job and f"JOB_GRES=gpu:{GPUS_PER_NODE}" in job, job
     for stage in ("stage1", "stage2"):
-        ranks = re.findall(r"rank (\d) of (\d) on node", (workspace / f"results/logs/{stage}_demo.log").read_text())
+        ranks = re.findall(r"rank (\d) of (\d) on node", (workspace / f"results/logs/{stage}_demo.log").read_text(errors="replace"))
         assert sorted(ranks) == [("0", str(GPUS_PER_NODE)), ("1", str(GPUS_PER_NODE))], ranks
