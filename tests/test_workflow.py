@@ -253,5 +253,6 @@ def test_workflow_runs_through_slurm(cluster, tmp_path):
         # asked for per node, and allocated (JOB_GRES: what the finished job held)
         assert f"TresPerNode=gres:gpu:{GPUS_PER_NODE}" in job and f"JOB_GRES=gpu:{GPUS_PER_NODE}" in job, job
     for stage in ("stage1", "stage2"):
-        ranks = re.findall(r"rank (\d) of (\d) on node", (workspace / f"results/logs/{stage}_demo.log").read_text(errors="replace"))
+        log = (workspace / f"results/logs/{stage}_demo.log").read_text(errors="replace")
+        ranks = re.findall(r"rank (\d) of (\d) on node", log)
         assert sorted(ranks) == [("0", str(GPUS_PER_NODE)), ("1", str(GPUS_PER_NODE))], ranks
