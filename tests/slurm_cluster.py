@@ -10,7 +10,8 @@
 Everything (key, socket, state, spool, logs) lives under the given folder; the daemons run as root
 (SlurmUser=root) on free ports, without systemd, cgroups or accounting. Several nodes share the host as
 Slurm allows: each `NodeName` has its own slurmd port, `NodeAddr=127.0.0.1` and the real host name
-(`slurmd -N <name>`, per-node spool, PID and log files through `%n`); each node offers all the host's CPUs.
+(`slurmd -N <name>`, per-node spool, PID and log files through `%n`); each node offers all the host's CPUs and
+GPUS_PER_NODE fake GPUs (a GRES: `--gres=gpu:N` is scheduled per node, no device behind it).
 `Cluster.env` is the environment clients need: SLURM_CONF, plus `srun` and `scontrol` wrappers first on PATH
 that restore SLURM_CONF, because jobs do not inherit it (and Snakemake's job-step executor strips SLURM_*
 variables before its inner `srun`); on a real cluster they find /etc/slurm/slurm.conf, which a test must
@@ -31,6 +32,11 @@ import pytest
 
 BINARIES = ("munged", "slurmctld", "slurmd", "slurmstepd", "sbatch", "srun", "squeue", "sinfo", "scancel")
 PARTITION = "debug"
+# Every node declares GPUS_PER_NODE GPUs as a GRES, backed by empty files (<root>/dev/gpuN): Slurm 22.05 drops a
+# count-only GPU ("Removing file-less GPU gpu:(null) from final GRES list", so the node registers with 0 < 2 and is
+# drained INVAL); with files it schedules them (slurmd logs "... is not a valid character or block device" once,
+# harmless without cgroups) and a job step gets SLURM_GPUS_ON_NODE. No GPU is behind them: torch sees none.
+GPUS_PER_NODE = 2
 SLURMD_TIMEOUT_S = 5  # a node whose slurmd stopped answering is DOWN (its jobs NODE_FAIL) after this long
 
 
@@ -165,10 +171,12 @@ def _slurm_conf(root: Path, nodes, cpus: int) -> str:
         "MailProg=/bin/true",
         "ReturnToService=2",  # a node whose slurmd comes back is usable again
         f"SlurmdTimeout={SLURMD_TIMEOUT_S}",
-        "MinJobAge=300",  # finished jobs stay visible to `squeue` (Snakemake's status command) for 5 min
+        # finished jobs stay visible to `squeue` (Snakemake's status command) and `scontrol show job` for an hour
+        "MinJobAge=3600",
         "SlurmdParameters=config_overrides",  # trust the node line below, whatever the hardware detection says
+        "GresTypes=gpu",
         *(f"NodeName={node} NodeAddr=127.0.0.1 NodeHostname={host} Port={_free_port()} CPUs={cpus} "
-          f"RealMemory={_memory_mb() // len(nodes)} State=UNKNOWN" for node in nodes),
+          f"RealMemory={_memory_mb() // len(nodes)} Gres=gpu:{GPUS_PER_NODE} State=UNKNOWN" for node in nodes),
         f"PartitionName={PARTITION} Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE State=UP",
         "",
     ])
@@ -204,10 +212,13 @@ def start_cluster(tmpdir, nodes=("localhost",)) -> Cluster:
     if os.geteuid() != 0:
         pytest.fail("the Slurm test cluster runs its daemons as root", pytrace=False)
     root = Path(tmpdir).resolve()
-    for sub in ("munge", "state", "spool", "log", "bin"):
+    for sub in ("munge", "state", "spool", "log", "bin", "dev"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     conf = root / "slurm.conf"
     conf.write_text(_slurm_conf(root, nodes, os.cpu_count()))
+    for gpu in range(GPUS_PER_NODE):
+        (root / "dev" / f"gpu{gpu}").touch()
+    (root / "gres.conf").write_text(f"Name=gpu File={root / 'dev'}/gpu[0-{GPUS_PER_NODE - 1}]\n")  # beside slurm.conf
     for client in ("srun", "scontrol"):  # called inside jobs, which do not inherit SLURM_CONF
         wrapper = root / "bin" / client
         wrapper.write_text(f'#!/bin/sh\nSLURM_CONF="{conf}" exec "{shutil.which(client)}" "$@"\n')

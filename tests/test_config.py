@@ -152,7 +152,7 @@ def test_build_returns_the_stage_model_criterion_and_post_processors(tiny_robert
     ("compare", "statistics", {"resamples": 1234, "level": 0.8, "seed": 7, "unit": "image"}),
     ("table", "statistics", {"resamples": 1234, "level": 0.8, "seed": 7, "unit": "image"}),
     ("evaluate", "evaluate", {"threshold": 0.42, "size": 640, "max_size": 999, "batch_size": 3, "workers": 5}),
-    ("predict", "evaluate", {"threshold": 0.42, "size": 640, "max_size": 999}),
+    ("predict", "evaluate", {"threshold": 0.42}),  # its size: the --config's evaluate section's (test_predict.py)
 ])
 def test_cli_defaults_are_read_from_the_schema(monkeypatch, command, section, options):
     """The schema is the one home of these defaults: change them there and the subcommand's defaults follow."""

@@ -1,7 +1,10 @@
-"""Docs that run: every command quoted in README.md (```bash blocks), in the Snakefile's and the configs' comments
-is executed here, so a quoted command cannot rot.
+"""Docs that run: every command quoted in README.md and docs/*.md (```bash blocks), in the Snakefile's and the
+configs' comments is executed here, so a quoted command cannot rot.
 
-- `snakemake ...`: as quoted plus `-n` (a dry run: it would train), in a copy of the workflow; it must plan jobs;
+- `snakemake ...`: parsed by Snakemake's own parser from the repository root (profiles loaded as there): it names a
+  target, gets the default workflow profile's rerun-incomplete and rerun triggers; then as quoted plus `-n` (a dry
+  run: it would train), in a copy of the workflow; it must plan jobs (a forced one, not `all`, with `--forcerun`;
+  one node per job with config/one_node.yaml);
 - `make T`: `make -n T`; `source .venv/bin/activate`: the venv `make install` creates;
 - `mdetr-phrasecut SUB ...`, `python benchmarks/X.py ...`: `--help`, which must list every option the command and
   its comment quote; repository paths they name must exist;
@@ -9,6 +12,8 @@ is executed here, so a quoted command cannot rot.
   embedded config's download entry names;
 - `python -m pytest ARGS`: its tests/ paths name test modules (or tests in them).
 A quoted command of any other kind fails the test until it is covered here.
+Config keys quoted in README.md and docs/*.md (`resources.<stage>.partition`, `statistics.unit: image`,
+`{train: {stage1: ...}}`) must be keys of the config schema.
 """
 import os
 import re
@@ -28,6 +33,10 @@ from mdetr_phrasecut import cli
 REPO = Path(__file__).resolve().parents[1]
 COMMENTED = ["Snakefile", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "config").glob("*.yaml")),
              *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "workflow" / "profiles").glob("*/config.yaml"))]
+SRC = REPO / "src" / "mdetr_phrasecut"
+SCHEMA = yaml.safe_load((SRC / "assets" / "config.schema.yaml").read_text())
+DOCS = ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
+FILE_NAME = re.compile(r"\.(py|smk|md|json|yaml|csv|tsv|pth|png)$")
 PATH_ARG = re.compile(r"^(config|benchmarks|resources|src|tests|workflow)/")
 
 
@@ -37,15 +46,16 @@ def split_command(line):
     return [shlex.split(part) for part in code.split("&&")], comment
 
 
-def readme_commands():
-    """(where, block number, words, comment) of every command line in README's ```bash blocks."""
-    text = (REPO / "README.md").read_text()
-    for number, block in enumerate(re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)):
-        for line in block.replace("\\\n", " ").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                words, comment = split_command(line)
-                for w in words:
-                    yield "README.md", number, w, comment
+def doc_commands():
+    """(where, block number, words, comment) of every command line in the ```bash blocks of README and docs/."""
+    for name in DOCS:
+        text = (REPO / name).read_text()
+        for number, block in enumerate(re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    words, comment = split_command(line)
+                    for w in words:
+                        yield name, number, w, comment
 
 
 def comment_commands():
@@ -59,7 +69,7 @@ def comment_commands():
                     yield name, number, w, comment
 
 
-COMMANDS = list(readme_commands()) + list(comment_commands())
+COMMANDS = list(doc_commands()) + list(comment_commands())
 
 
 def quoted_options(words, comment):
@@ -121,6 +131,7 @@ def test_every_quoted_command_runs(workspace, capsys):
         tool = words[0]
         if tool == "snakemake":
             last_dry_run[(where, block)] = dry_runs[tuple(words)]
+            check_plan(context, words, dry_runs[tuple(words)])
         elif tool == "make":
             run = subprocess.run(["make", "-n", *words[1:]], cwd=REPO, capture_output=True, text=True)
             assert run.returncode == 0 and run.stdout.strip(), context + run.stderr
@@ -145,7 +156,108 @@ def test_every_quoted_command_runs(workspace, capsys):
         else:
             pytest.fail(f"{context}: no way to run this quoted command here; cover it in {Path(__file__).name}")
         ran.append(context)
-    assert sum(c.startswith("README.md") for c in ran) >= 15 and any(c.startswith("Snakefile") for c in ran)
+    assert sum(c.split(",")[0] in DOCS for c in ran) >= 15 and any(c.startswith("Snakefile") for c in ran)
+
+
+def check_plan(context, words, dry_run_out):
+    """What a dry run plans is what the command means: `--forcerun X` forces X and runs the target, not `all`;
+    config/one_node.yaml puts every job on one node (torchrun there, never `srun --nodes=N`)."""
+    planned = set(re.findall(r"^(?:local)?rule (\w+):", dry_run_out, re.M))
+    if "--forcerun" in words:
+        assert "reason: Forced execution" in dry_run_out, f"{context}: nothing forced"
+        assert "all" in words or "all" not in planned, f"{context}: plans `all`: its target was swallowed"
+    if "config/one_node.yaml" in words:
+        nodes = set(re.findall(r"\bnodes=(\d+)", dry_run_out))
+        assert nodes == {"1"} and "srun" not in dry_run_out, f"{context}: a job on more than one node: {nodes}"
+        assert "torchrun --standalone --nproc-per-node=8 " in dry_run_out, context
+
+
+def snakemake_commands():
+    """{words: where} of every quoted snakemake command."""
+    found = {}
+    for where, block, words, _ in COMMANDS:
+        if words[0] == "snakemake":
+            found.setdefault(tuple(words), f"{where}, block/line {block}")
+    return found
+
+
+def test_every_quoted_snakemake_command_names_its_target_and_gets_the_workflow_profile(monkeypatch):
+    """Parsed as Snakemake parses it, from the repository root: a target (not swallowed by `--forcerun` or
+    `--configfile`, which take every word after them), config files that exist, and the default workflow profile's
+    rerun-incomplete and rerun triggers, also beside `--profile slurm`."""
+    from snakemake.cli import parse_args
+
+    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["rerun-incomplete"] is True
+    monkeypatch.chdir(REPO)
+    commands = snakemake_commands()
+    for words, where in commands.items():
+        context = f"{where}: {shlex.join(words)}"
+        args = parse_args(list(words[1:]))[1]
+        assert args.targets, f"{context}: no target"
+        assert all((REPO / f).is_file() for f in args.configfile or []), f"{context}: {args.configfile}"
+        assert args.rerun_incomplete, f"{context}: no rerun-incomplete"
+        triggers = {t.name.lower().replace("_", "-") for t in args.rerun_triggers}
+        assert triggers == set(profile["rerun-triggers"]), f"{context}: {triggers}"
+    assert any("--profile" in words for words in commands) and any("--forcerun" in words for words in commands)
+
+
+def schema_has(node, parts, schema):
+    """Whether the dotted config path `parts` is a key of `node` (a schema node); a placeholder (`<stage>`,
+    `{run}`, `*`, `X`) stands for any key. A run's `model` and `train` overrides are the top-level sections'."""
+    while "$ref" in node or "allOf" in node:
+        node = {**{k: v for k, v in node.items() if k not in ("$ref", "allOf")},
+                **(schema["definitions"][node["$ref"].split("/")[-1]] if "$ref" in node else node["allOf"][0])}
+    if not parts:
+        return True
+    key, rest = parts[0], parts[1:]
+    props = node.get("properties", {})
+    if re.fullmatch(r"<\w+>|\{\w+\}|\*|[A-Z]", key):
+        children = list(props.values()) + [v for v in [node.get("additionalProperties")] if isinstance(v, dict)]
+        return any(schema_has(child, rest, schema) for child in children)
+    if key in props:
+        return schema_has(props[key], rest, schema)
+    extra = node.get("additionalProperties")
+    return isinstance(extra, dict) and schema_has(extra, rest, schema)
+
+
+def quoted_config_keys(text):
+    """Config paths quoted in markdown: `a.b.c` or `a.b: value` (first key a top-level section; a Python module
+    path `model.positive_map.f` is not one) and flow mappings `{section: {...}}` / `section: {...}`."""
+    sections = set(SCHEMA["properties"])
+    for span in re.findall(r"`([^`\n]+)`", text):
+        dotted = re.fullmatch(r"([a-z_]+(?:\.(?:[\w*]+|<\w+>|\{\w+\}))+)(?::\s.*)?", span)
+        if dotted and dotted[1].split(".")[0] in sections and not FILE_NAME.search(dotted[1]):
+            parts = dotted[1].split(".")
+            is_module = any((SRC / Path(*parts[:i])).with_suffix(".py").exists() for i in range(1, len(parts) + 1))
+            if not is_module:
+                yield span, parts
+        elif ":" in span:
+            try:
+                value = yaml.safe_load(span)
+            except yaml.YAMLError:
+                continue
+            if isinstance(value, dict) and value and set(value) <= sections:
+                yield from ((span, path) for path in mapping_paths(value))
+
+
+def mapping_paths(mapping, prefix=()):
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value and not (prefix[-1:] == ("published",)):
+            yield from mapping_paths(value, (*prefix, str(key)))
+        else:
+            yield [*prefix, str(key)]
+
+
+def test_every_config_key_quoted_in_the_docs_is_a_key_of_the_schema():
+    checked = []
+    for name in DOCS:
+        for span, parts in quoted_config_keys((REPO / name).read_text()):
+            if parts[0] == "runs" and len(parts) > 2 and parts[2] in ("model", "train"):
+                parts = [parts[2], *parts[3:]]  # a run's overrides of the top-level section
+            assert schema_has(SCHEMA, parts, SCHEMA), f"{name}: `{span}`: {'.'.join(parts)} is no key of the schema"
+            checked.append(span)
+    assert len(checked) >= 10 and "resources.<stage>.partition" in checked, checked
 
 
 def test_every_path_in_the_architecture_doc_exists():

@@ -97,3 +97,55 @@ def test_heads_follow_the_checkpoint_not_the_config(setup):
     (root / "workflow_config.yaml").write_text(yaml.safe_dump(cfg))
     assert run_predict(root, "--threshold", "0.0", config="workflow_config.yaml") == 0
     assert (np.array(Image.open(root / "mask.png")) == 255).any()
+
+
+def predict_args(root, config, *extra, checkpoint="ckpt.pth"):
+    return ["predict", "--checkpoint", str(root / checkpoint), "--config", str(root / config), "--image",
+            str(root / "image.jpg"), "--phrase", "red circle", "--out-mask", str(root / "mask.png"), "--out-overlay",
+            str(root / "overlay.png"), "--device", "cpu", *extra]
+
+
+def test_a_workflow_config_gives_the_runs_model_and_its_evaluation_size(setup, capsys, monkeypatch):
+    """`--config` a workflow config, `--run NAME`: that run's model (its overrides of the model section) and the
+    evaluate section's image size, not a default model at 800/1333."""
+    import mdetr_phrasecut.predict as module
+
+    root, _, _ = setup
+    model = {k: v for k, v in yaml.safe_load((root / "config.yaml").read_text())["model"].items()
+             if k not in ("masks", "contrastive_align_loss")}
+    (root / "workflow.yaml").write_text(yaml.safe_dump({
+        "dataset": {"name": "x", "source": "synth"}, "downloads": {"p": {"url": "file:///p.pth", "sha256": None}},
+        "model": {**model, "num_queries": 9},
+        "runs": {"other": {"label": "O", "pretrained": "p"},
+                 "this": {"label": "T", "pretrained": "p", "model": {"num_queries": 4}}},
+        "evaluate": {"size": SIZE, "max_size": MAX_SIZE}}))
+    sizes = []
+    monkeypatch.setattr(module, "predict", lambda *a: sizes.append(a[4:6]) or predict(*a))
+    assert cli(predict_args(root, "workflow.yaml", "--run", "this")) == 0
+    assert sizes == [(SIZE, MAX_SIZE)]
+    capsys.readouterr()
+    assert cli(predict_args(root, "workflow.yaml", "--run", "other")) == 2
+    assert "query_embed.weight [4, 128] vs [9, 128]" in capsys.readouterr().err  # the top-level model: 9 queries
+    assert cli(predict_args(root, "workflow.yaml")) == 2
+    assert "runs: other, this: name the run to build with --run" in capsys.readouterr().err
+    assert cli(predict_args(root, "config.yaml", "--run", "this")) == 2
+    assert "is no workflow config" in capsys.readouterr().err
+
+
+def test_a_detector_checkpoint_warns_once_and_its_mask_is_the_union_of_its_boxes(setup, capsys, tiny_roberta_dir):
+    root, _, image = setup
+    cfg = {**yaml.safe_load((root / "config.json").read_text()), "masks": False}
+    torch.manual_seed(1)
+    detector = build_model({**cfg, "text_encoder_type": str(tiny_roberta_dir)}).eval()
+    save_checkpoint(root / "detector.pth", detector, None, epoch=0, args=cfg)
+    assert cli(predict_args(root, "config.json", "--threshold", "0.0", "--size", str(SIZE), "--max-size",
+                            str(MAX_SIZE), checkpoint="detector.pth")) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: {root / 'detector.pth'} is a detector without mask head: the mask is the union of the "
+                   "kept boxes"], err
+    post = {"bbox": PostProcess(), "phrasecut": PostProcessPhrasecut(0.0)}
+    boxes = predict(detector, post, image, "red circle", SIZE, MAX_SIZE)["boxes"]
+    union = np.zeros((90, 120), bool)
+    for x, y, w, h in boxes.tolist():
+        union[int(y):int(y + h), int(x):int(x + w)] = True
+    assert union.any() and np.array_equal(np.array(Image.open(root / "mask.png")) == 255, union)

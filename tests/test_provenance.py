@@ -223,3 +223,31 @@ def test_record_naming_what_the_step_never_wrote_is_one_line(chain, capsys, spec
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --record") and named in err[0], err
     assert not (chain / "never.txt.prov.json").exists()
+
+
+def test_the_shipped_stage0_checkpoint_passes_audit_and_its_left_out_inputs_are_named(tmp_path, capsys):
+    """resources/: the demo's stage-0 checkpoint and the records of its export and training, under the names they
+    are shipped with. The training checkpoint it was exported from and the synthetic data it was trained on are not
+    shipped (`"shipped": false` in the records that name them): reported as such, their recorded sha256 standing;
+    what is shipped is checked as any artifact."""
+    repo = Path(__file__).resolve().parents[1]
+    assert cli.main(["audit", str(repo / "resources" / "demo_pretrained.pth")]) == 0
+    report = capsys.readouterr().out.splitlines()
+    assert report[0].startswith("ok ") and "demo_pretrained.pth " in report[0]
+    assert [line.split()[:2] for line in report[1:-1]] == [["not", "shipped"]] * 4 and "consistent" in report[-1]
+
+    bundle = tmp_path / "resources"
+    os.mkdir(bundle)
+    for f in (repo / "resources").iterdir():
+        os.symlink(f, bundle / f.name)
+    record = bundle / "demo_pretrained.pth.prov.json"
+    rec = json.loads(record.read_text())
+    del rec["inputs"][0]["shipped"]  # an absent input its record does not declare left out
+    os.unlink(record)
+    record.write_text(json.dumps(rec))
+    assert cli.main(["audit", str(bundle / "demo_pretrained.pth")]) == 2
+    assert "demo_pretrained.pretrain.pth: missing: file not found" in capsys.readouterr().err
+    os.unlink(bundle / "demo_pretrained.pth")
+    (bundle / "demo_pretrained.pth").write_bytes(b"not the checkpoint")
+    assert cli.main(["audit", str(bundle / "demo_pretrained.pth")]) == 2
+    assert "demo_pretrained.pth: altered" in capsys.readouterr().err

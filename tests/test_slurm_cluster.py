@@ -41,3 +41,16 @@ def test_two_node_cluster_runs_one_task_on_each_node(tmp_path):
                          timeout=60)
         assert sorted(result.stdout.splitlines()) == ["0 n1 n1", "1 n2 n1"]
         two.wait_idle()  # fails unless both nodes return to idle once the step has completed
+
+
+def test_gpus_are_a_gres_scheduled_per_node(cluster):
+    """Each node declares GPUS_PER_NODE GPUs (Slurm 22.05 keeps only GPUs with device files: fake ones here): a
+    step that asks for them gets them (SLURM_GPUS_ON_NODE, the job's GRES), one that asks for more is refused."""
+    from slurm_cluster import GPUS_PER_NODE
+
+    result = cluster.run("srun", f"--gres=gpu:{GPUS_PER_NODE}", "sh", "-c",
+                         'echo "$SLURM_GPUS_ON_NODE"; scontrol show job "$SLURM_JOB_ID"', timeout=60)
+    gpus, job = result.stdout.split("\n", 1)
+    assert gpus == str(GPUS_PER_NODE) and f"TresPerNode=gres:gpu:{GPUS_PER_NODE}" in job, result.stdout
+    refused = cluster.run("srun", f"--gres=gpu:{GPUS_PER_NODE + 1}", "true", check=False, timeout=60)
+    assert refused.returncode != 0 and "Requested node configuration is not available" in refused.stderr

@@ -23,7 +23,7 @@ from mdetr_phrasecut.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources", "src/mdetr_phrasecut/assets", "slurm")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources", "src/mdetr_phrasecut/assets", "slurm", "profiles")
 
 
 def copy_workflow(path: Path) -> Path:
@@ -376,12 +376,33 @@ def test_killed_training_job_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_workflow_runs_through_slurm(cluster, tmp_path):
-    """`snakemake --profile slurm` from the repo root, every job submitted to a real Slurm cluster."""
+    """`snakemake --profile slurm` from the repo root, every job submitted to a real Slurm cluster. The training
+    stages ask for GPUs (`resources.<stage>.gpus_per_node: 2`, the test cluster's fake GPUs): each job is submitted
+    with its GRES per node, Slurm allocates it, and torchrun starts one process per GPU (gloo on CPU, no GPU)."""
+    from slurm_cluster import GPUS_PER_NODE
+
     workspace = make_workspace(tmp_path)
-    run = snakemake(workspace, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1",
+    tiny = workspace / "config" / "tiny.yaml"
+    config = yaml.safe_load(tiny.read_text())
+    config["resources"].update({stage: {"gpus_per_node": GPUS_PER_NODE} for stage in ("stage1", "stage2")})
+    tiny.write_text(yaml.safe_dump(config))
+    run = snakemake(workspace, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1", "--verbose",
                     "results/table.md", env=cluster.env, timeout=1200)
     assert (workspace / "results" / "table.md").is_file(), run.stdout[-3000:]
     slurm_logs = workspace / ".snakemake" / "slurm_logs"  # rule_<name>/[<wildcards>/]<job id>.log
     submitted = {p.relative_to(slurm_logs).parts[0] for p in slurm_logs.rglob("*.log")}
     assert submitted >= {"rule_synth", "rule_train", "rule_evaluate", "rule_table"}
     assert audit(workspace).returncode == 0
+
+    gres = f"--gres=gpu:{GPUS_PER_NODE}"
+    calls = re.findall(r"sbatch call: (.*)", run.stdout + run.stderr)
+    assert sorted(gres in call for call in calls if "rule_train" in call) == [True, True], calls
+    assert not any(gres in call for call in calls if "rule_train" not in call), calls
+    for log in (slurm_logs / "rule_train").rglob("*.log"):
+        job = cluster.run("scontrol", "show", "job", "--details", log.stem).stdout
+        # asked for per node, and allocated (JOB_GRES: what the finished job held)
+        assert f"TresPerNode=gres:gpu:{GPUS_PER_NODE}" in job and f"JOB_GRES=gpu:{GPUS_PER_NODE}" in job, job
+    for stage in ("stage1", "stage2"):
+        log = (workspace / f"results/logs/{stage}_demo.log").read_text(errors="replace")
+        ranks = re.findall(r"rank (\d) of (\d) on node", log)
+        assert sorted(ranks) == [("0", str(GPUS_PER_NODE)), ("1", str(GPUS_PER_NODE))], ranks

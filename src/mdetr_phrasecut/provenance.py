@@ -242,6 +242,7 @@ class Artifact:
     sha256: str | None = None
     record: str | None = None
     problems: list = field(default_factory=list)
+    shipped: bool = True  # False: absent, and the record that names it says it is not shipped beside it
 
 
 def _config_differences(recorded, current, prefix=""):
@@ -279,7 +280,7 @@ def walk(target, config=None, deep=False) -> list[Artifact]:
         art = seen.get(path)
         if art is None:
             art = seen[path] = Artifact(str(path))
-            inspect(path, art)
+            inspect(path, art, expected)
         if expected is None or art.sha256 is None:
             return art
         if art.sha256 != expected["sha256"]:
@@ -295,9 +296,11 @@ def walk(target, config=None, deep=False) -> list[Artifact]:
                 f"{consumer.path} used it when it had a provenance record, now gone")))
         return art
 
-    def inspect(path: Path, art: Artifact):
+    def inspect(path: Path, art: Artifact, expected):
         rec_file = record_path(path)
-        if not os.path.exists(path):
+        if not os.path.exists(path) and (expected or {}).get("shipped") is False:
+            art.shipped = False  # a shipped artifact's record (resources/) names an input left out: its sha256 stands
+        elif not os.path.exists(path):
             art.problems.append(Problem(art.path, "missing", "file not found"))
         else:
             art.sha256 = digest(path, deep)
@@ -362,7 +365,7 @@ def _load_config(value):
 def main(args):
     artifacts = walk(args.target, _load_config(args.config_json), args.deep)
     for art in artifacts:
-        status = ", ".join(sorted({p.kind for p in art.problems})) or "ok"
+        status = ", ".join(sorted({p.kind for p in art.problems})) or ("ok" if art.shipped else "not shipped")
         print(f"{status:<16} {art.path}  sha256 {(art.sha256 or '-')[:12]}  record {art.record or '-'}")
         for p in art.problems:
             print(f"{'':<16}   {p.kind}: {p.detail}")

@@ -225,6 +225,9 @@ def slurm_resources(stage):
     }
     if r["gpus_per_node"]:
         res["gres"] = f"gpu:{r['gpus_per_node']}"  # per node (the plugin's `gpu` would count the whole job)
+        # else the plugin adds --ntasks-per-gpu=<tasks>: a task (and its cpus_per_task) per GPU, which Slurm refuses
+        # ("Requested node configuration is not available") where a node has fewer than GPUs x cpus_per_task CPUs
+        res["tasks_per_gpu"] = 0
     if r["partition"]:
         res["slurm_partition"] = r["partition"]
     if r["nodes"] > 1:
