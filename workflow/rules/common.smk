@@ -168,13 +168,16 @@ def run_of(name):
     return TRAININGS.get(name, (name, None))[0]
 
 
-def stage_spec(name, stage):
+def stage_spec(name, stage, downloaded=True):
     """The JSON handed to `train`: the run's model and stage sections, the training's seed (also Snakemake's
-    params, so a change of either re-runs that stage and what depends on it, nothing upstream)."""
+    params, so a change of either re-runs that stage and what depends on it, nothing upstream). The text encoder
+    as the folder its `downloads` entry lands in (what a job loads), or with `downloaded=False` by the name the
+    config gives it (what a released checkpoint's args name)."""
     run, seed = TRAININGS.get(name, (name, None))
     splits = {k: config["dataset"][k] for k in ("train_split", "val_split")}
     train = {**run_train(config, run, stage), **splits, **({} if seed is None else {"seed": seed})}
-    return {"model": {**run_model(config, run), **text_encoder_download(run)}, "train": train}
+    model = {**run_model(config, run), **(text_encoder_download(run) if downloaded else {})}
+    return {"model": model, "train": train}
 
 
 def text_encoder_download(run):

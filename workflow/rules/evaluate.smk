@@ -65,7 +65,7 @@ rule recipe_audit:
     conda:
         CONDA_ENV
     params:
-        spec=lambda w: json_file(stage_spec(w.run, "stage2")),
+        spec=lambda w: json_file(stage_spec(w.run, "stage2", downloaded=False)),
         world_size=stage_resources("stage2")["nodes"] * stage_processes("stage2"),
         record=record(lambda w: stage_slice(w.run, "stage2")),
     shell:
