@@ -394,6 +394,6 @@ def test_too_long_captions_are_refused_without_tokenizing_the_others(mini_coco, 
     real_call = type(tokenizer).__call__
     monkeypatch.setattr(type(tokenizer), "__call__", lambda self, text, *a, **k: seen.append(text) or
                         real_call(self, text, *a, **k))
-    one_line_error(lambda: PhraseCutDetection(mini_coco, index, None, True, tokenizer), str(tmp_path / "i"),
+    one_line_error(lambda: PhraseCutDetection(mini_coco, index, None, True, tokenizer), str(path),
                    coco["images"][3]["task_id"], "tokens")
     assert seen == [[coco["images"][3]["caption"]]]

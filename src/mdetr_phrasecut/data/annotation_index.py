@@ -262,6 +262,11 @@ class AnnotationIndex:
         o = self.arrays[f"{name}_offsets"]
         return self.arrays[f"{name}_bytes"][o[i]:o[i + 1]].tobytes().decode("utf-8")
 
+    def where(self, i) -> str:
+        """Phrase i's record, as bad-input messages name it: the COCO file, image id and task id."""
+        info = self.image(i)
+        return f"{self.source or self.meta.get('source')}: image id {info['id']} task_id {info['task_id']}"
+
     def caption_bytes(self) -> np.ndarray:
         """The UTF-8 length of every caption."""
         return np.diff(self.arrays["caption_offsets"])

@@ -44,9 +44,8 @@ def check_caption_lengths(tokenizer, index: AnnotationIndex):
         suspects = np.flatnonzero(index.caption_bytes() + tokenizer.num_special_tokens_to_add() > limit)
     else:
         suspects = np.arange(len(index))
-    infos = [index.image(int(i)) for i in suspects]
-    check_phrase_lengths(tokenizer, [info["caption"] for info in infos],
-                         lambda k: f"{index.folder}: image id {infos[k]['id']} task_id {infos[k]['task_id']}")
+    check_phrase_lengths(tokenizer, [index.string("caption", i) for i in suspects],
+                         lambda k: index.where(suspects[k]))
 
 
 class PhraseCutDetection(torch.utils.data.Dataset):
