@@ -16,7 +16,7 @@ memory per 10,000 items is copy-on-read (pytorch/pytorch#13246); USS also counts
 the mapped index that worker alone has read, shared as soon as another process reads them. Last line: one JSON
 object; ratios are new / old.
 
-    python benchmarks/data_memory.py                    # 2,000 phrases, 300 items per worker
+    python benchmarks/data_memory.py                    # 1,000 phrases, 200 items per worker
     python benchmarks/data_memory.py --phrases 310000 --items 10000   # PhraseCut's training split
 """
 import argparse
@@ -167,8 +167,8 @@ def run_child(args, coco, index):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--phrases", type=int, default=2000)
-    ap.add_argument("--items", type=int, default=300, help="items each of the 2 workers reads")
+    ap.add_argument("--phrases", type=int, default=1000)
+    ap.add_argument("--items", type=int, default=200, help="items each of the 2 workers reads")
     ap.add_argument("--warmup", type=int, default=100,
                     help="items read before a worker's first memory reading (and between readings)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
