@@ -11,7 +11,7 @@ Synthetic JPEGs (quality 90, textured) of PhraseCut's typical sizes (Visual Geno
   the baseline; ``tensor_item``: `decode_jpeg` + the same resize + normalisation on the uint8 tensor (boxes
   and masks left out), what a tensor pipeline would cost at least.
 
-`workers_per_gpu` = ceil(--gpu-rate / item rate per core): 53 img/s is the step rate measured so far for one
+`workers_per_gpu` = ceil(--headroom x --gpu-rate / item rate per core): 53 img/s is the step rate measured so far for one
 H100 at batch 8 in fp32. Rates are per CPU second of this process (one thread), not wall time. Last line: one JSON object (`ratio`: tensor_item / item rate).
 
     python benchmarks/data_throughput.py              # 12 images, 2 passes
@@ -78,6 +78,7 @@ def main():
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--gpu-rate", type=float, default=53.0, help="images/s one GPU trains (default: H100, fp32)")
+    ap.add_argument("--headroom", type=float, default=1.5, help="loader capacity / GPU rate to provision")
     args = ap.parse_args()
 
     import torch
@@ -118,7 +119,8 @@ def main():
     print(json.dumps({
         "images": args.images, "mean_size": [round(float(np.mean([s[k] for s in sizes]))) for k in (0, 1)],
         "images_per_s_per_core": {k: round(v, 1) for k, v in rates.items()},
-        "gpu_rate": args.gpu_rate, "workers_per_gpu": math.ceil(args.gpu_rate / rates["item"]),
+        "gpu_rate": args.gpu_rate, "headroom": args.headroom,
+        "workers_per_gpu": math.ceil(args.headroom * args.gpu_rate / rates["item"]),
         "ratio": round(rates["tensor_item"] / rates["item"], 3),
         "decode_ratio": round(rates["decode_torchvision"] / rates["decode_pil"], 3),
     }))
