@@ -23,8 +23,13 @@ slurm-deps:
 	@command -v slurmctld >/dev/null && command -v munged >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null)
 
+# A run killed before (kill -9, a lost terminal) left its lock and temp folders: `unlock` clears them unless a
+# Snakemake is still running here. Snakemake's temp folders go to .snakemake/tmp, where a killed run's are found.
+SNAKEMAKE_TMP := $(CURDIR)/.snakemake/tmp
 demo: install
-	snakemake --workflow-profile workflow/profiles/default --cores $(CORES) all
+	mkdir -p $(SNAKEMAKE_TMP)
+	mdetr-phrasecut unlock --tmpdir $(SNAKEMAKE_TMP) -- --workflow-profile workflow/profiles/default --cores $(CORES)
+	TMPDIR=$(SNAKEMAKE_TMP) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) all
 
 test: install slurm-deps
 	python -m pytest -q

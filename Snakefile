@@ -31,6 +31,8 @@ rule all:
         # the published checkpoints evaluated here, when the runs have them (published recipe), and ours vs theirs
         ["results/released/table.md"] if RELEASED_RUNS else [],
         expand("results/compare/{run}_vs_released.md", run=RELEASED_RUNS),
+        # the released checkpoints' own training args beside our recipe (docs/fidelity.md)
+        expand("results/audit/recipe_{run}.json", run=RELEASED_RUNS),
         # MDETR's released annotations vs our conversion, when configured (published recipe)
         expand(
             "results/audit/mdetr_annotations_{split}.json",

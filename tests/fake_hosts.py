@@ -16,8 +16,9 @@ What each one does, as the real host does it (2026):
   form (hidden id, export, confirm=t, uuid) leads to the bytes. A dead id is 404 (an HTML page); a file
   over its quota is the HTML "Too many users have viewed or downloaded this file recently" page.
 - Stanford (nlp.stanford.edu): static files.
-- Hugging Face Hub: HEAD/GET `/datasets/OWNER/REPO/resolve/REV/PATH` with X-Repo-Commit, ETag and
-  Content-Length, as `huggingface_hub.hf_hub_download` needs (no Xet headers: plain HTTP transfer);
+- Hugging Face Hub: HEAD/GET `/datasets/OWNER/REPO/resolve/REV/PATH` (a model: `/OWNER/REPO/resolve/...`) with
+  X-Repo-Commit, ETag and Content-Length, as `huggingface_hub.hf_hub_download` needs (no Xet headers: plain HTTP
+  transfer); `/api/models/OWNER/REPO/tree/REV` (datasets likewise), the file list `snapshot_download` reads;
   unknown repo / revision / file: 404 with the Hub's X-Error-Code.
 Every file answer honours Range (206, 416) and Content-Length; `fault=http_server.Fault(...)` makes
 one file's byte answers (GET, not HEAD) fail (truncated, corrupt, an error status, slow) like http_server.serve's.
@@ -28,6 +29,7 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 import urllib.parse
 import uuid
 from http.server import ThreadingHTTPServer
@@ -75,6 +77,7 @@ class Host(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Dispatch)
         self.base = f"http://127.0.0.1:{self.server_address[1]}"
         self.requests, self.lock, self.counter = [], threading.Lock(), FaultCounter()
+        self.times = []  # time.time() of each request, in the order of `requests`
         self.files, self.faults = {}, {}
 
     def answer(self, handler):
@@ -84,6 +87,7 @@ class Host(ThreadingHTTPServer):
     def note(self, handler, status):
         with self.lock:
             self.requests.append((handler.command, handler.path, handler.headers.get("Range"), status))
+            self.times.append(time.time())
 
     def route(self, handler, path, query):
         """Answer `handler`'s request for `path` (unquoted) with `query` (parsed)."""
@@ -220,9 +224,10 @@ class HfHub(Host):
         super().__init__()
         self.commits = {}  # repo -> its one commit (40 hex digits)
 
-    def add(self, repo, path, data, fault=None):
-        """Serve `data` as `path` of `repo` ("datasets/OWNER/NAME") at revision main; returns its hf:// URL."""
-        self.commits.setdefault(repo, hashlib.sha1(repo.encode()).hexdigest())
+    def add(self, repo, path, data, fault=None, commit=None):
+        """Serve `data` as `path` of `repo` ("datasets/OWNER/NAME", or "OWNER/NAME": a model) at revision main and
+        its one commit (`commit`, default one made from the name); returns its hf:// URL."""
+        self.commits.setdefault(repo, commit or hashlib.sha1(repo.encode()).hexdigest())
         self._put((repo, path), data, fault)
         return f"hf://{repo}/{path}"
 
@@ -230,16 +235,25 @@ class HfHub(Host):
         if path == "/api/agent-harnesses":  # huggingface_hub's best-effort registry fetch (empty here)
             return self.send_page(handler, 200, b'{"standardEnvVars": [], "harnesses": {}}',
                                   content_type="application/json")
-        parts = path.strip("/").split("/", 5)  # datasets/OWNER/NAME/resolve/REV/PATH
-        repo = "/".join(parts[:3])
-        if len(parts) < 6 or parts[3] != "resolve" or repo not in self.commits:
+        api = path.startswith("/api/")  # /api/models/OWNER/NAME/tree/REV, /api/datasets/OWNER/NAME/tree/REV
+        parts = path.removeprefix("/api").strip("/").split("/")
+        if parts[0] == "models" and api:
+            parts = parts[1:]
+        n = 3 if parts[0] in ("datasets", "spaces") else 2  # OWNER/NAME/resolve/REV/PATH for a model
+        repo, verb, rev = "/".join(parts[:n]), parts[n:n + 1], "/".join(parts[n + 1:n + 2])
+        if verb != (["tree"] if api else ["resolve"]) or not rev or repo not in self.commits:
             return self._error(handler, "RepoNotFound", "Repository not found")
         commit = self.commits[repo]
-        if parts[4] not in ("main", commit):
-            return self._error(handler, "RevisionNotFound", f"Invalid rev id: {parts[4]}")
-        key = (repo, parts[5])
+        if rev not in ("main", commit):
+            return self._error(handler, "RevisionNotFound", f"Invalid rev id: {rev}")
+        if api:  # the whole tree, one page: what snapshot_download lists
+            tree = [{"type": "file", "path": p, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                    for (r, p), data in self.files.items() if r == repo]
+            return self.send_page(handler, 200, json.dumps(tree), content_type="application/json")
+        file = "/".join(parts[n + 2:])
+        key = (repo, file)
         if key not in self.files:
-            return self._error(handler, "EntryNotFound", f"{parts[5]} does not exist on \"{parts[4]}\"",
+            return self._error(handler, "EntryNotFound", f"{file} does not exist on \"{rev}\"",
                                [("X-Repo-Commit", commit)])
         etag = hashlib.sha256(self.files[key]).hexdigest()
         return self.send_file(handler, key, [

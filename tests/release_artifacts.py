@@ -65,9 +65,28 @@ def annotations_tarball_4729015() -> bytes:
                          "mdetr_annotations/phrase_cut_unsafe_ids.pkl": pickle.dumps([])})
 
 
-def release_checkpoint(config: dict, run: str, stage: str, seed: int = 0) -> bytes:
+OURS_ONLY = ("stage", "threshold", "positive_map", "scales", "max_size", "max_steps_per_epoch", "checkpoint_every_steps",
+             "bf16", "compile", "train_split", "val_split", "backbone_pretrained", "train_batchnorm", "freeze_detr",
+             "eval_every")  # keys of our stage config the release's main.py has no argument for
+
+
+def training_args(config: dict, run: str, stage: str, **differ) -> argparse.Namespace:
+    """The `args` the release's main.py saves in a checkpoint of `stage`: our resolved config of that stage under
+    its argument names, its bookkeeping (paths, world size), an argument we have no counterpart for (`set_loss`),
+    and `differ` on top (a deliberate difference for the recipe audit to flag)."""
+    cfg = resolve_stage({"model": run_model(config, run), "train": run_train(config, run, stage)}, stage)
+    res = {**config["resources"]["default"], **config["resources"][stage]}
+    args = {k: v for k, v in cfg.items() if k not in OURS_ONLY}
+    args.update(eval_skip=cfg["eval_every"], world_size=res["nodes"] * (res["gpus_per_node"] or res["tasks_per_node"]),
+                frozen_weights="detection/checkpoint.pth" if cfg["freeze_detr"] else None,
+                dataset_config="configs/phrasecut.json", output_dir="phrasecut", set_loss="hungarian", **differ)
+    return argparse.Namespace(**args)
+
+
+def release_checkpoint(config: dict, run: str, stage: str, seed: int = 0, args_differ: dict = None) -> bytes:
     """A published checkpoint of `run` (a validated config): the pre-trained detector (`stage1`, what stage 1
-    starts from) or the PhraseCut segmentation model (`stage2`), random weights, the release's layout."""
+    starts from) or the PhraseCut segmentation model (`stage2`, its `args` from `training_args` with
+    `args_differ`), random weights, the release's layout."""
     torch.manual_seed(seed)
     model_cfg = run_model(config, run)
     model = build_model(resolve_stage({"model": model_cfg, "train": run_train(config, run, stage)}, stage))
@@ -77,10 +96,9 @@ def release_checkpoint(config: dict, run: str, stage: str, seed: int = 0) -> byt
     state[prefix + LEGACY_BUFFER] = torch.arange(text_encoder.config.max_position_embeddings)[None]
     ema = {k: v + 0.01 if v.is_floating_point() else v.clone() for k, v in state.items()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
-    args = argparse.Namespace(backbone=model_cfg["backbone"], hidden_dim=model_cfg.get("hidden_dim", 256),
-                              text_encoder_type="roberta-base", masks=stage == "stage2", dataset_config=(
-                                  "configs/phrasecut.json" if stage == "stage2" else "configs/pretrain.json"),
-                              lr=1e-4, epochs=10, ema=True)
+    args = training_args(config, run, stage, **(args_differ or {})) if stage == "stage2" else argparse.Namespace(
+        backbone=model_cfg["backbone"], hidden_dim=model_cfg.get("hidden_dim", 256), text_encoder_type="roberta-base",
+        masks=False, dataset_config="configs/pretrain.json", lr=1e-4, epochs=10, ema=True)
     buf = io.BytesIO()
     torch.save({"model": state, "model_ema": ema, "optimizer": optimizer.state_dict(), "epoch": 9, "args": args}, buf)
     return buf.getvalue()

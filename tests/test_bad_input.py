@@ -361,8 +361,10 @@ def test_atomic_writes_follow_the_umask_and_clean_up_after_killed_writers(tmp_pa
     out = tmp_path / "metrics.json"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = io.temp_sibling(out).rename(out.parent / f".{out.name}.{io._HOST}.{dead.pid}.abc.tmp")
-    live = io.temp_sibling(out).rename(out.parent / f".{out.name}.{io._HOST}.{os.getppid()}.abc.tmp")
+    stale = out.parent / f".{out.name}.{io._HOST}.{dead.pid}.abc.tmp"  # a killed writer's
+    live = out.parent / f".{out.name}.{io._HOST}.{os.getppid()}.abc.tmp"  # a running writer's
+    for temp in (stale, live):
+        temp.write_text("partial")
     old = os.umask(0o027)
     try:
         io.atomic_write_json(out, {"a": 1})

@@ -326,6 +326,43 @@ def test_hf_mirror_through_huggingface_hub_honours_hf_endpoint(tmp_path, monkeyp
         ("HEAD", resolve.replace("main", commit), 200), ("GET", resolve.replace("main", commit), 200)]
 
 
+def test_text_encoder_snapshot_at_a_pinned_revision_loads_offline(tmp_path):
+    """A model repository (the tiny encoder in roberta-base's file layout, plus weights in a format transformers
+    does not need) fetched at its pinned revision into a folder the encoder then loads from."""
+    from mdetr_phrasecut.data.tiny_text_encoder import default_path
+    from mdetr_phrasecut.model.text_encoder import load_text_encoder
+    from mdetr_phrasecut.provenance import digest
+
+    repo, commit = "FacebookAI/roberta-base", "e2da8e2f811d1448a5b465c236feacd80ffbac7b"
+    files = {p.name: p.read_bytes() for p in default_path().iterdir()}
+    with FakeHosts() as hosts:
+        for name, data in {**files, "tf_model.h5": b"not fetched"}.items():
+            hosts.hf.add(repo, name, data, commit=commit)
+        out = tmp_path / "roberta-base"
+        job = cli_download("--url", f"hf://{repo}@{commit}", "--kind", "snapshot", "--allow-unverified",
+                           "--out", out, env=hosts.env())
+        stdout, stderr = job.communicate(timeout=120)
+        assert job.returncode == 0, stderr
+        wrong = cli_download("--url", f"hf://{repo}@{'0' * 40}", "--kind", "snapshot", "--allow-unverified",
+                             "--out", tmp_path / "other", env=hosts.env())
+        _, wrong_err = wrong.communicate(timeout=120)
+    assert sorted(os.listdir(out)) == sorted(files) and stdout.strip() == digest(out, deep=True)
+    assert sorted(os.listdir(tmp_path)) == ["roberta-base"]  # no staging folder left, nothing for the bad revision
+    assert wrong.returncode == 2 and wrong_err.strip().splitlines()[-1].startswith(f"error: hf://{repo}@000")
+    assert load_text_encoder(str(out))[1].config.hidden_size == 64  # a folder: no Hub asked
+
+
+def test_a_hub_name_with_the_hub_offline_is_one_line_naming_the_downloads_entry(monkeypatch):
+    from huggingface_hub import constants
+
+    from mdetr_phrasecut.model.text_encoder import load_text_encoder
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets when imported
+    with pytest.raises(InputError) as err:
+        load_text_encoder("roberta-base")
+    assert "\n" not in str(err.value) and "add a `downloads` entry named 'roberta-base'" in str(err.value)
+
+
 def test_archive_member_mirror_fetches_the_archive_once_for_two_jobs_at_once(tmp_path):
     members = {"VGPhraseCut_v0/refer_val.json": REFER, "VGPhraseCut_v0/refer_test.json": SPLIT}
     archive = _zip(members)
@@ -378,9 +415,24 @@ def test_existing_unverified_page_is_refetched_not_kept(tmp_path, caplog):
         url = hosts.drive.add("BIG", REFER)
         dest.write_bytes(hosts.drive.scan_page("BIG").encode())  # what a fooled download once saved
         fetch(url, dest, sha256=None, allow_unverified=True)
-    assert dest.read_bytes() == REFER
-    said = "existing file removed: got an HTML page: Google Drive virus-scan warning"
+    assert dest.read_bytes() == REFER and os.listdir(tmp_path) == ["refer_train.json"]  # the page is gone now
+    said = "existing file set aside as refer_train.json.rejected: got an HTML page: Google Drive virus-scan warning"
     assert any(said in w for w in warnings(caplog))
+
+
+def test_an_existing_file_of_the_wrong_kind_is_set_aside_until_a_verified_one_replaces_it(tmp_path):
+    """A `.pth` that is not a checkpoint is not used, nor deleted while every source is down: it waits as
+    `.rejected`, named in the error line, and goes only once the verified file is in place."""
+    dest, rejected = tmp_path / "checkpoint.pth", tmp_path / "checkpoint.pth.rejected"
+    odd, good = b"not a checkpoint, but someone's bytes", _zip({"data.pkl": DATA})
+    dest.write_bytes(odd)
+    with pytest.raises(InputError) as err:
+        fetch(refused_url(), dest, sha256=sha(good))
+    assert rejected.read_bytes() == odd and sorted(os.listdir(tmp_path)) == ["checkpoint.pth.rejected"]
+    assert "\n" not in str(err.value) and f"kept as {rejected}" in str(err.value)
+    with serve({"/checkpoint.pth": good}) as server:
+        fetch(server.url("/checkpoint.pth"), dest, sha256=sha(good))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pth"] and dest.read_bytes() == good
 
 
 def test_out_that_is_a_folder_or_under_a_file_is_one_line(tmp_path, capsys):

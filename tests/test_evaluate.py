@@ -11,6 +11,7 @@ from mdetr_phrasecut.data.phrasecut_format import load_image_split, load_refer
 from mdetr_phrasecut.evaluation.phrasecut_metrics import evaluate_split
 from mdetr_phrasecut.evaluation.predictions import read_predictions
 from mdetr_phrasecut.engine import train as train_mod
+from mdetr_phrasecut.engine.sampling import release_eval_batches
 from mdetr_phrasecut.model.build import build, build_model
 from mdetr_phrasecut.model.checkpoint_file import save_checkpoint
 from test_train import tiny_spec
@@ -41,7 +42,8 @@ def test_evaluate_writes_predictions_and_metrics(reference_dir, mini_coco, spec,
                 "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
                 str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
                 "--images", str(root / "images"), "--split", "test", "--out-dir", str(out), "--size", "64",
-                "--max-size", "96", "--batch-size", "4", "--workers", "1", "--no-ema", "--dataset", "mini"])
+                "--max-size", "96", "--batch-size", "2", "--processes", "2", "--workers", "1", "--no-ema",
+                "--dataset", "mini"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     image_info = load_image_split(root)
@@ -64,6 +66,14 @@ def test_evaluate_writes_predictions_and_metrics(reference_dir, mini_coco, spec,
     assert np.isclose(metrics["subsets"]["all"]["mean_mask_iou"], again.metrics["all"]["mean_mask_iou"])
     per_task = json.loads((out / "per_task.json").read_text())
     assert set(per_task) == set(by_task)
+
+
+def test_release_evaluation_batches_follow_its_distributed_sampler():
+    """2 processes x batch 2, as the release evaluates: rank 0 takes items 0, 2, 4, ..., rank 1 items 1, 3, ...;
+    the first items repeat to even the shares (item 0 shares a batch with item 5 of 7)."""
+    assert release_eval_batches(7, 2, 2) == [[0, 2], [4, 6], [1, 3], [5, 0]]
+    assert release_eval_batches(5, 2, 2) == [[0, 2], [4], [1, 3], [0]]
+    assert release_eval_batches(5, 1, 2) == [[0, 1], [2, 3], [4]]
 
 
 def test_wrong_stage_checkpoint_is_refused(reference_dir, mini_coco, spec, tmp_path, capsys):

@@ -191,3 +191,40 @@ def test_reader_rejects_inconsistent_files(tmp_path):
         list(read_predictions(path))
     with pytest.raises(InputError, match="not found"):
         list(read_predictions(tmp_path / "absent.npz"))
+
+
+def _at_exactly(gt, k, free):
+    """A mask whose IoU with `gt` is exactly `k` (a/(|gt| + b) == k): a pixels of gt plus b of `free` (outside)."""
+    n = int(gt.sum())
+    b = next(b for b in range(100) if (n + b) * k == round((n + b) * k) and round((n + b) * k) <= n)
+    a = round((n + b) * k)
+    mask = np.zeros_like(gt)
+    mask.flat[np.flatnonzero(gt)[:a]] = True
+    mask.flat[np.flatnonzero(free)[:b]] = True
+    return mask
+
+
+@pytest.mark.parametrize("k", ["0.5", "0.7", "0.9"])
+def test_a_phrase_at_exactly_k_does_not_count_for_precision_at_k(k):
+    """The API counts IoU strictly greater than k, for masks and boxes alike."""
+    from mdetr_phrasecut.evaluation.phrasecut_metrics import _draw_boxes, rasterize_polygons
+
+    folder = _require(S0)
+    records, image_info, counts = _split(folder)
+    record = next(r for r in records if len(r["instance_boxes"]) == 1)
+    image = image_info[record["image_id"]]
+    gt = rasterize_polygons(record["Polygons"], image["width"], image["height"])
+    mask = _at_exactly(gt, float(k), ~gt)
+    gt_boxes = np.asarray(record["instance_boxes"], dtype=np.float64)
+    # the drawn GT box plus a disjoint one-row box of as many pixels below it: box IoU exactly 0.5
+    drawn = int(_draw_boxes(gt_boxes, int(np.max(gt_boxes[:, 0] + gt_boxes[:, 2])) + 1,
+                            int(np.max(gt_boxes[:, 1] + gt_boxes[:, 3])) + 1).sum())
+    below = np.max(gt_boxes[:, 1] + gt_boxes[:, 3]) + 5
+    boxes = np.concatenate([gt_boxes, [[0, below, drawn + 1, 2]]])
+    evaluation = evaluate_predictions(records, image_info, counts, [(record["task_id"], mask, boxes)])
+    task = evaluation.per_task[record["task_id"]]
+    assert task["mask_iou"] == float(k) and task["box_iou"] == 0.5
+    metrics = evaluation.metrics["all"]
+    assert metrics["count"] == 1 and metrics["pred_mask_acc"][k] == 0.0
+    assert all(v == 1.0 for t, v in metrics["pred_mask_acc"].items() if float(t) < float(k))
+    assert metrics["pred_box_acc"]["0.5"] == 0.0

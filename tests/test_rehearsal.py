@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import urllib.parse
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = "config/phrasecut.yaml"
 OVERRIDE = "rehearsal.yaml"
 BACKBONES = {"resnet101": "resnet18", "efficientnet_b3": "timm_tf_efficientnet_b0"}
-SMALL_MODEL = dict(hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1, dim_feedforward=128, num_queries=8,
-                   text_encoder_type="src/mdetr_phrasecut/assets/tiny_text_encoder")
+SMALL_MODEL = dict(hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1, dim_feedforward=128, num_queries=8)
+TINY_ENCODER = REPO / "src" / "mdetr_phrasecut" / "assets" / "tiny_text_encoder"  # served as roberta-base
 SHORT = dict(epochs=1, max_steps_per_epoch=2, batch_size=2, num_workers=0, scales=[64], max_size=96)
 ON_THIS_MACHINE = dict(nodes=1, gpus_per_node=0, tasks_per_node=1, cpus_per_task=1, mem_mb=2000, runtime=30)
 NUM_IMAGES = {"train": 8, "val": 4, "test": 4}
@@ -165,14 +166,28 @@ def release_files(config):
     files = {key: originals[name] for name, key in dataset["originals"].items()}
     files[dataset["images"]] = release_artifacts.gqa_images_zip(images)
     files[dataset["mdetr_annotations"]] = release_artifacts.annotations_tarball(annotations)
+    files[config["model"]["text_encoder_type"]] = {p.name: p.read_bytes() for p in TINY_ENCODER.iterdir()}
+    tiny = {**config, "model": {**config["model"], "text_encoder_type": str(TINY_ENCODER)}}
     for seed, (run, spec) in enumerate(config["runs"].items()):
-        files[spec["pretrained"]] = release_artifacts.release_checkpoint(config, run, "stage1", seed)
-        files[spec["released"]] = release_artifacts.release_checkpoint(config, run, "stage2", seed)
+        files[spec["pretrained"]] = release_artifacts.release_checkpoint(tiny, run, "stage1", seed)
+        files[spec["released"]] = release_artifacts.release_checkpoint(tiny, run, "stage2", seed,
+                                                                       args_differ=ARGS_DIFFER.get(run))
     return files
+
+
+ARGS_DIFFER = {"resnet101": {"ema": True}}  # one released checkpoint trained stage 2 with EMA: the recipe audit flags it
 
 
 def host_requests(hosts):
     return [list(host.requests) for host in hosts.hosts]
+
+
+def download_windows(results):
+    """{command: (start, end) in epoch seconds} of every download job, from its provenance records (whole seconds)."""
+    records = [json.loads(path.read_text()) for path in results.rglob("*.prov.json")]
+    seconds = lambda iso: datetime.fromisoformat(iso).timestamp()  # noqa: E731
+    return {tuple(r["command"]): (seconds(r["started"]), seconds(r["finished"])) for r in records
+            if "download" in r["command"]}
 
 
 # Variants, in the same run: the first source of one original serves Drive's quota page, another's Drive id is
@@ -187,6 +202,11 @@ def serve_release(hosts, published, files):
     archives = {}
     for key, entry in published["downloads"].items():
         name = originals.get(key)
+        if entry.get("kind") == "snapshot":  # a Hub repository at its pinned revision: {path: bytes}
+            repo, commit = entry["url"].removeprefix("hf://").split("@")
+            for path, data in files[key].items():
+                hosts.hf.add(repo, path, data, commit=commit)
+            continue
         for i, source in enumerate([entry["url"], *entry.get("mirrors", [])]):
             if isinstance(source, dict):
                 archives.setdefault(source["url"], {})[source["member"]] = files[key]
@@ -212,8 +232,15 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
         serve_release(hosts, published, files)
         (workspace / OVERRIDE).write_text(yaml.safe_dump(settings))
 
-        snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=600)  # one call, `all`
+        # one call, `all`
+        first = snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=1500)
         requests = host_requests(hosts)
+        # the network only in download jobs: every request any host got came while one ran
+        windows = download_windows(workspace / "results")
+        outside = [(host.base, request) for host in hosts.hosts for t, request in zip(host.times, host.requests)
+                   if not any(start - 1 <= t <= end + 1 for start, end in windows.values())]
+        assert len(windows) == len(list((workspace / "results" / "logs").glob("download_*.log")))
+        assert outside == [], outside
         again = snakemake(workspace, env=hosts.env(), configfiles=(PUBLISHED, OVERRIDE), timeout=120)
         assert "Nothing to be done" in again.stdout + again.stderr
         assert host_requests(hosts) == requests  # nothing fetched again
@@ -228,6 +255,13 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
     for spec in published["runs"].values():
         assert spec["released"] in released  # the published checkpoints evaluated, each in its row's provenance
     assert json.loads((results / "audit.json").read_text())["ok"] is True
+    for run in published["runs"]:  # the released checkpoints' own args judge our recipe: the difference flagged
+        recipe = json.loads((results / "audit" / f"recipe_{run}.json").read_text())
+        assert recipe["differences"] == list(ARGS_DIFFER.get(run, {})), run
+        assert "set_loss" in recipe["unknown"] and "positive_map" in recipe["not_recorded"]
+        differ = ", ".join(ARGS_DIFFER.get(run, {})) or "none"
+        assert f"recipe audit {run}: released checkpoint vs our stage2: differ: {differ};" in first.stdout
+    assert "| ema | true | false | **differs** |" in (results / "audit" / "recipe_resnet101.md").read_text()
     splits = {config["dataset"][k] for k in ("train_split", "val_split", "test_split")}
     for split in splits:
         report = json.loads((results / "audit" / f"mdetr_annotations_{split}.json").read_text())
@@ -244,5 +278,12 @@ def test_published_recipe_reaches_both_tables_and_audits_in_one_call(tmp_path):
     assert (workspace / "results" / "downloads" / "archives").is_dir()
     usercontent = [path for _, path, _, _ in requests[hosts.hosts.index(hosts.drive.usercontent)]]
     assert any("confirm=t" in path for path in usercontent)  # above the scan limit: through Drive's form
+    # the text encoder: its pinned revision fetched by its download job, the folder every training job loads
+    encoder = results / "downloads" / "roberta-base" / "roberta-base"
+    assert {p.name for p in encoder.glob("[!.]*")} == {p.name for p in TINY_ENCODER.iterdir()}
+    assert any(p.startswith("/api/models/FacebookAI/roberta-base/tree/e2da8e2") for _, p, _, _ in
+               requests[hosts.hosts.index(hosts.hf)])
+    stage1 = json.loads((results / "runs" / "resnet101" / "stage1" / "checkpoint.pth.prov.json").read_text())
+    assert any(i["path"].endswith("downloads/roberta-base/roberta-base") for i in stage1["inputs"])
     zenodo = [path for _, path, _, _ in requests[hosts.hosts.index(hosts.zenodo)]]
     assert zenodo and not any("4729015" in p for p in zenodo)  # the annotations come from record 5519755

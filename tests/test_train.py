@@ -190,10 +190,12 @@ def test_param_groups_and_schedules(tiny_roberta_dir):
             sched.step()
         return np.array(seen)
 
+    # The release sets the rate after optimizer.step() for the next step: step 0 trains at the base rate,
+    # step k at the factor of step k - 1, so the drop at epoch 2 (step 4) lands on step 5.
     step = lrs("step", 8)
-    assert np.allclose(step[:4], [1.0, 0.5, 2.0]) and np.allclose(step[4:], [0.1, 0.05, 0.2])
+    assert np.allclose(step[:5], [1.0, 0.5, 2.0]) and np.allclose(step[5:], [0.1, 0.05, 0.2])
     warm = lrs("linear_with_warmup", 8)  # 8 steps in all, 2 of warm-up
-    assert np.allclose(warm[:, 2], [0, 1, 2, 5 / 3, 4 / 3, 1, 2 / 3, 1 / 3])
+    assert np.allclose(warm[:, 2], [2, 0, 1, 2, 5 / 3, 4 / 3, 1, 2 / 3])
     assert np.allclose(warm[:, :2], step[:, :2])
 
 
@@ -230,3 +232,17 @@ def test_csv_log_rewinds_to_a_resume_point(tmp_path):
     log.write({"epoch": 0, "step": 3, "loss": 9.0})
     frame = pd.read_csv(tmp_path / "log.csv")
     assert list(frame["step"]) == [0, 1, 2, 3] and frame["loss"].iloc[-1] == 9.0
+
+
+def test_a_fresh_start_rewinds_the_logs_of_a_run_killed_before_its_first_checkpoint(tmp_path, tiny_roberta_dir,
+                                                                                    repeated_batch):
+    """A killed run that saved no checkpoint leaves working logs; the next run starts afresh, and so do its logs."""
+    leftover = CsvLog(tmp_path / "train_log.csv")
+    for step in range(3):
+        leftover.write({"epoch": 0, "step": step, "loss": 9.0, "gone": 1})
+    CsvLog(tmp_path / "val_log.csv").write({"epoch": 0, "loss": 9.0})
+    train_mod.run("pretrain", tiny_spec(tiny_roberta_dir, eval_every=1), None, None, tmp_path,
+                  datasets=(repeated_batch, repeated_batch), progress=False)
+    steps, val = pd.read_csv(tmp_path / "log.csv"), pd.read_csv(tmp_path / "val.csv")
+    assert list(steps["step"]) == [0] and "gone" not in steps and 9.0 not in list(steps["loss"])
+    assert list(val["epoch"]) == [0] and 9.0 not in list(val["loss"])

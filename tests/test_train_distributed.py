@@ -1,15 +1,10 @@
 """Two CPU processes (gloo) x batch 1 train the same weights as one process x batch 2; rank/world come from
-torchrun's or Slurm's environment; a worker dies with its launcher."""
+torchrun's or Slurm's environment (a worker dying with its launcher: test_orphans.py)."""
 import json
 import os
-import signal
 import socket
 import stat
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -121,25 +116,3 @@ def test_rank_and_world_come_from_torchrun_or_slurm(tmp_path, monkeypatch):
              "SLURM_JOB_ID": "123"}
     assert env_from_environ(slurm) == DistEnv(3, 4, 1)
     assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["MASTER_PORT"] == "20123"
-
-
-def test_a_torchrun_worker_dies_with_its_killed_launcher(tmp_path):
-    """kill -9 of the launcher takes its worker along (torchrun puts workers in sessions of their own)."""
-    pid_file = tmp_path / "worker.pid"
-    worker = ("import os, sys, time; from mdetr_phrasecut.engine.distributed import die_with_launcher; "
-              f"die_with_launcher(); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
-    launcher = ("import os, subprocess, sys, time; "
-                f"subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True, "
-                "env={**os.environ, 'TORCHELASTIC_RUN_ID': 'test'}); time.sleep(120)")
-    parent = subprocess.Popen([sys.executable, "-c", launcher])
-    deadline = time.monotonic() + 60
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    worker_pid = int(pid_file.read_text())
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{worker_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc = Path(f"/proc/{worker_pid}/stat")
-    assert not proc.exists() or proc.read_text().split()[2] == "Z", "the worker outlived its launcher"

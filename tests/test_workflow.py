@@ -4,6 +4,7 @@ re-runs, artifact audits and faults (a killed training job, a corrupt download, 
 Each run works in a copy of the repository's workflow files with a CI-sized version of the embedded config
 (a small synthetic set, a few training steps per stage).
 """
+import copy
 import json
 import os
 import re
@@ -63,28 +64,27 @@ def snakemake(workspace: Path, *args, env=None, check=True, timeout=900, configf
     return run
 
 
-def planned_jobs(workspace: Path, *targets, **kw) -> set:
-    """The rules a dry run would execute, a `train` job named by its stage (`stage1`, `stage2`)."""
-    jobs = set()
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", snakemake(workspace, "-n", "--", *targets, **kw).stdout):
-        rule = re.match(r"(?:local)?rule (\w+):", block)
-        if rule:
-            stage = re.search(r"^    wildcards: .*\bstage=(\w+)", block, re.M)
-            jobs.add(stage[1] if rule[1] == "train" else rule[1])
-    return jobs
-
-
 def audit(workspace: Path, target="results/table.md"):
     return subprocess.run([str(BIN / "mdetr-phrasecut"), "audit", target], cwd=workspace, capture_output=True,
                           text=True)
 
 
+DEMO_STAGES = {"stage1": {"checkpoint_every_steps": 1}}  # test_chaos.py kills stage 1 after a mid-epoch checkpoint
+_DEMO = []  # the one demo run of the session (test_chaos.py compares its killed runs with it)
+
+
+def demo_run(tmp_path_factory) -> Path:
+    """The embedded workflow run locally to results/table.md (and the audit), once per test session."""
+    if not _DEMO:
+        workspace = make_workspace(tmp_path_factory.mktemp("demo"), **DEMO_STAGES)
+        snakemake(workspace, "all")
+        _DEMO.append(workspace)
+    return _DEMO[0]
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The embedded workflow run locally to results/table.md (and the audit)."""
-    workspace = make_workspace(tmp_path_factory.mktemp("demo"))
-    snakemake(workspace, "all")
-    return workspace
+    return demo_run(tmp_path_factory)
 
 
 def test_demo_ends_in_a_table_from_measured_metrics(demo):
@@ -128,17 +128,82 @@ def test_every_artifact_has_provenance(demo):
     assert {"torch", "snakemake"} <= set(record["packages"]) and record["command"][0] == "mdetr-phrasecut"
 
 
-def test_changing_a_stage_reruns_it_and_downstream_only(demo):
-    original = (demo / "config" / "tiny.yaml").read_text()
-    config = yaml.safe_load(original)
-    assert planned_jobs(demo, "all") == set()
-    config["train"]["stage2"]["lr"] *= 2
-    (demo / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+AFTER_STAGE2 = {"stage2", "evaluate", "plots", "subsets", "table", "audit"}
+AFTER_STAGE1 = {"stage1", *AFTER_STAGE2}
+PUBLISHED = {"miou": 50.0, "p50": 50.0, "p70": 30.0, "p90": 10.0}
+# One config key changed alone in the finished demo -> the jobs Snakemake plans (a training by its stage). `audit`
+# re-checks every record against the config, so it follows any change but those of HOW_JOBS_RUN (common.smk).
+CHANGES = {
+    "runs.demo.label": ("Another label", {"table", "subsets", "audit"}),
+    "runs.demo.published": (PUBLISHED, {"table", "audit"}),
+    "runs.demo.train.stage2.lr": (2.0e-3, AFTER_STAGE2),
+    "runs.demo.train.stage1.lr": (1.0e-4, AFTER_STAGE1),
+    "runs.demo.model.dropout": (0.2, AFTER_STAGE1),
+    "model.dropout": (0.2, AFTER_STAGE1),
+    "train.stage1.lr": (1.0e-4, AFTER_STAGE1),
+    "train.stage2.lr": (2.0e-3, AFTER_STAGE2),
+    "train.pretrain.epochs": (7, {"audit"}),  # the demo's stage 0 is a download, not trained here
+    "evaluate.threshold": (0.5, {"evaluate", "plots", "subsets", "table", "audit"}),
+    "statistics.resamples": (200, {"subsets", "table", "audit"}),
+    "resources.stage1.runtime": (99, set()),
+    "resources.evaluate.mem_mb": (9000, set()),
+    "resources.default.tasks_per_node": (1, AFTER_STAGE1),  # processes per node: the effective batch
+    "submit_downloads": (True, set()),
+    "downloads.demo_pretrained.mirrors": (["file:///elsewhere/demo_pretrained.pth"], {"audit"}),  # sha256 pinned
+    "downloads.demo_pretrained.sha256": ("0" * 64, {"download_demo_pretrained", *AFTER_STAGE1}),
+    "downloads.unused": ({"url": "https://example.org/unused.pth", "sha256": None}, {"audit"}),
+}
+
+
+def changed(config, key, value):
+    """A copy of `config` with the dotted `key` set to `value` (missing sections made)."""
+    config = copy.deepcopy(config)
+    *parents, last = key.split(".")
+    section = config
+    for name in parents:
+        section = section.setdefault(name, {})
+    section[last] = value
+    return config
+
+
+def test_a_config_change_reruns_exactly_what_depends_on_it(demo):
+    """Snakemake's own plan (its summary) for each key of CHANGES changed alone, all in one process: a run's label
+    reaches only the tables, a stage's settings that stage and what follows, resources nothing."""
+    base = yaml.safe_load((demo / "config" / "tiny.yaml").read_text())
+    files = {key: f"config/change_{i}.yaml" for i, key in enumerate(CHANGES)}
+    for key, (value, _) in CHANGES.items():
+        (demo / files[key]).write_text(yaml.safe_dump(changed(base, key, value)))
     try:
-        assert planned_jobs(demo, "all") == {"stage2", "evaluate", "plots", "subsets", "table", "audit", "all"}
+        run = subprocess.run([sys.executable, str(REPO / "tests" / "dry_run_plans.py"), "all", "config/tiny.yaml",
+                              *files.values()], cwd=demo, env={**os.environ, "HF_HUB_OFFLINE": "0"},
+                             capture_output=True, text=True, timeout=600)
     finally:
-        (demo / "config" / "tiny.yaml").write_text(original)
-    assert planned_jobs(demo, "results/runs/demo/stage1/checkpoint.pth") == set()
+        for path in files.values():
+            (demo / path).unlink()
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.splitlines()[-1])
+    plans = {path: {Path(out).parent.name if rule == "train" else rule for rule, out in found[path]["plan"]}
+             for path in found}
+    assert plans.pop("config/tiny.yaml") == set()
+    assert {key: plans[files[key]] for key in CHANGES} == {key: jobs for key, (_, jobs) in CHANGES.items()}
+    # downloads run where Snakemake runs (no network on compute nodes), unless submit_downloads makes them jobs;
+    # every job inherits the Hub offline from Snakemake (the download rule's command says HF_HUB_OFFLINE=0)
+    assert "download_demo_pretrained" in found["config/tiny.yaml"]["local"]
+    assert "download_demo_pretrained" not in found[files["submit_downloads"]]["local"]
+    assert found["config/tiny.yaml"]["hub_offline"] == "1"
+
+
+@pytest.mark.parametrize("key, value, folders", [("runs.demo.label", "Another label", {"results"}),
+                                                 ("runs.demo.train.stage2.lr", 2.0e-3, {"stage2", "test"})])
+def test_records_hold_only_what_each_artifact_depends_on(demo, tmp_path, key, value, folders):
+    """The audit against a config changed in one key names the artifacts made from it, and no other: a run's label
+    only the table, its own stage-2 settings stage 2 and its evaluation, never stage 1."""
+    config = changed(yaml.safe_load((demo / "config" / "tiny.yaml").read_text()), key, value)
+    subprocess.run([str(BIN / "mdetr-phrasecut"), "audit", "results/table.md", "--config-json", json.dumps(config),
+                    "--out", str(tmp_path / "audit.json")], cwd=demo, capture_output=True, text=True)
+    artifacts = json.loads((tmp_path / "audit.json").read_text())["artifacts"]
+    flagged = {a["path"] for a in artifacts if any(p["kind"] == "different-config" for p in a["problems"])}
+    assert {Path(path).parent.name for path in flagged} == folders, flagged
 
 
 @pytest.mark.parametrize("artifact", ["results/runs/demo/stage1/checkpoint.pth",

@@ -16,6 +16,7 @@ import sys
 from . import io
 from .arguments import declared_paths, json_object
 from .errors import InputError
+from .lifetime import die_with_launcher
 
 COMMANDS = {
     "synth": ("mdetr_phrasecut.data.synth", "write a synthetic dataset in the original PhraseCut format"),
@@ -23,6 +24,7 @@ COMMANDS = {
     "download": ("mdetr_phrasecut.data.download", "fetch a file by URL, resumable and checksum-verified"),
     "index": ("mdetr_phrasecut.data.annotation_index", "pack a COCO annotation file into a memory-mapped index"),
     "audit-annotations": ("mdetr_phrasecut.data.annotations_audit", "compare MDETR's annotations with our conversion"),
+    "recipe-audit": ("mdetr_phrasecut.engine.recipe_audit", "a released checkpoint's training args beside our config"),
     "train": ("mdetr_phrasecut.engine.train", "train stage 1 (detector) or stage 2 (mask head)"),
     "evaluate": ("mdetr_phrasecut.evaluation.evaluate", "run a checkpoint on a split and score it"),
     "table": ("mdetr_phrasecut.evaluation.table", "write results/table.md from measured metrics"),
@@ -32,6 +34,7 @@ COMMANDS = {
     "predict": ("mdetr_phrasecut.predict", "segment one phrase in one image"),
     "audit": ("mdetr_phrasecut.provenance", "verify the provenance chain behind an artifact"),
     "launch": ("mdetr_phrasecut.engine.distributed", "start torchrun on every node of a Slurm job (one srun task each)"),
+    "unlock": ("mdetr_phrasecut.unlock", "after a killed Snakemake, remove its lock when no Snakemake runs here"),
 }
 
 
@@ -65,6 +68,7 @@ def _selected(argv):
 
 
 def main(argv=None):
+    die_with_launcher(os.getppid())  # first: a torchrun worker whose launcher is gone must not start training
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser, sub = build_parser(_selected(argv))

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError
+from .lifetime import alive
 
 _GUARD = contextvars.ContextVar("io_guard", default=None)
 _HOST = socket.gethostname().split(".")[0].replace("/", "_")
@@ -85,16 +86,6 @@ def check_output(path):
         raise InputError(f"{_describe(path)}: is a folder, expected a file path")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def remove_stale_temps(path, suffix=""):
     """Delete temp files of `path` left by killed writers on this host (their process is gone)."""
     path = Path(path)
@@ -104,7 +95,7 @@ def remove_stale_temps(path, suffix=""):
             name = entry.name
             if name.startswith(prefix) and name.endswith(suffix + ".tmp"):
                 pid = name[len(prefix):].split(".", 1)[0]
-                if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path, ignore_errors=True)
                     else:
@@ -188,11 +179,15 @@ def atomic_write_json(path, obj, indent=None):
 
 
 def atomic_torch_save(obj, path):
-    """torch.save through a temp file, so a checkpoint is never half-written."""
+    """torch.save through a temp file, so a checkpoint is never half-written; through an open file, so the zip's
+    archive name is torch's fixed `archive/` rather than the temp file's random name, and the same object gives
+    the same bytes (and sha256) on every run."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def open_image(path, what="image"):

@@ -1,6 +1,7 @@
 # Config validation and helpers shared by the rules: paths, per-stage specs, Slurm resources, launchers.
 import hashlib
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -12,6 +13,9 @@ from mdetr_phrasecut.evaluation.table import check_order
 from mdetr_phrasecut.io import atomic_write_text
 
 REPO = Path(workflow.basedir).resolve()
+# Only the download jobs reach the network (they say HF_HUB_OFFLINE=0): every other job, here or submitted, finds
+# what it needs under results/ (the text encoder: a `downloads` entry) or fails saying which entry to add.
+os.environ.update(HF_HUB_OFFLINE="1")
 CONDA_ENV = "../envs/mdetr-phrasecut.yaml"  # every rule's (`--use-conda`), relative to workflow/rules/
 validate_config(config, ", ".join(map(str, workflow.configfiles)) or "config")
 
@@ -74,8 +78,7 @@ def table_runs(runs, results, names=None):
     rows = [
         {
             "run": names.get(run, run),
-            "label": config["runs"][run]["label"],
-            "published": config["runs"][run]["published"],
+            **shown(run),
         }
         for run in runs
     ]
@@ -98,25 +101,58 @@ def download_path(name):
     entry = config["downloads"][name]
     if entry["dest"]:
         return f"results/{entry['dest']}"
-    return f"results/downloads/{name}/{Path(entry['url'].split('?')[0]).name or name}"
+    return f"results/downloads/{name}/{Path(entry['url'].split('?')[0]).name.split('@')[0] or name}"
+
+
+def download_rule(name):
+    """The name of a `downloads` entry's job, `download_<name>` with `_` for a character names cannot hold (`-`)."""
+    return "download_{}".format(re.sub(r"\W", "_", name))
+
+
+if len(set(map(download_rule, config["downloads"]))) != len(config["downloads"]):
+    raise InputError("downloads: two entries' names differ only in characters other than letters, digits and _")
 
 
 def download_args(name):
-    """`download`'s arguments for a `downloads` entry: its URL, mirrors, kind, checksum and extraction."""
+    """`download`'s arguments for a `downloads` entry: its sources (see `download_sources`), kind, checksum and
+    extraction."""
+    entry = config["downloads"][name]
+    args = ["--archive-dir", "results/downloads/archives"]
+    args += ["--kind", entry["kind"]] if entry["kind"] else []
+    args += ["--sha256", entry["sha256"]] if entry["sha256"] else ["--allow-unverified"]
+    if entry["extract"]:
+        args += ["--extract-to", f"{download_path(name)}.unpacked"]
+    return f"{download_sources(name)} {' '.join(map(shlex.quote, args))}"
+
+
+def download_sources(name):
+    """`--url` and the `--mirror`s of a `downloads` entry. With a sha256 every source gives the same bytes, so they
+    go through a file named by the entry (`@FILE`, one argument a line) rather than the job's params: a source
+    added, replaced or removed re-runs nothing. Without one, they are what the file is, and are params."""
     entry = config["downloads"][name]
     expand = lambda url: url.replace("{repo}", str(REPO))
-    args = ["--url", expand(entry["url"]), "--archive-dir", "results/downloads/archives"]
+    args = ["--url", expand(entry["url"])]
     for mirror in entry["mirrors"]:
         args += (
             ["--mirror-member", expand(mirror["url"]), mirror["member"]]
             if isinstance(mirror, dict)
             else ["--mirror", expand(mirror)]
         )
-    args += ["--kind", entry["kind"]] if entry["kind"] else []
-    args += ["--sha256", entry["sha256"]] if entry["sha256"] else ["--allow-unverified"]
-    if entry["extract"]:
-        args += ["--extract-to", f"{download_path(name)}.unpacked"]
-    return " ".join(map(shlex.quote, args))
+    if not entry["sha256"]:
+        return " ".join(map(shlex.quote, args))
+    path = Path(".snakemake", "args", f"download_{name}.sources")
+    text = "".join(f"{arg}\n" for arg in args)
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(path, text)
+    return f"@{path}"
+
+
+def download_slice(name):
+    """What a download's file depends on, nested as in the config: its checksum, kind and place, and its sources
+    only when it has no checksum (see `download_sources`)."""
+    entry = config["downloads"][name]
+    keys = ("sha256", "kind", "dest", "extract") + (() if entry["sha256"] else ("url", "mirrors"))
+    return {"downloads": {name: {key: entry[key] for key in keys}}}
 
 
 def synth_args(section):
@@ -138,16 +174,38 @@ def stage_spec(name, stage):
     run, seed = TRAININGS.get(name, (name, None))
     splits = {k: config["dataset"][k] for k in ("train_split", "val_split")}
     train = {**run_train(config, run, stage), **splits, **({} if seed is None else {"seed": seed})}
-    return {"model": run_model(config, run), "train": train}
+    return {"model": {**run_model(config, run), **text_encoder_download(run)}, "train": train}
+
+
+def text_encoder_download(run):
+    """{"text_encoder_type": the folder of the `downloads` entry named by the run's text_encoder_type}, or {} when
+    no entry has that name (an asset or a folder; a hub name then fails in the job, the Hub being offline)."""
+    name = run_model(config, run)["text_encoder_type"]
+    return {"text_encoder_type": download_path(name)} if name in config["downloads"] else {}
+
+
+def text_encoder_input(wildcards):
+    """The downloaded text encoder a training or evaluation job loads, if any (see `text_encoder_download`)."""
+    return list(text_encoder_download(run_of(wildcards.run)).values())
 
 
 def stage_slice(name, stage):
-    """The config a stage's artifacts come from, nested as in the config file."""
+    """The config keys `stage_spec` makes a stage's spec of, nested as in the config file (so `audit` can compare
+    them): the splits; the global model and stage sections less the keys the run overrides; under the run, both
+    sections resolved (so a new override of the run is a difference too). Not the run's label, published numbers,
+    seeds or other stages: a change of those leaves the stage as it is."""
+    run = run_of(name)
+    own = config["runs"][run]
     return {
-        "model": config["model"],
-        "train": {stage: config["train"][stage]},
-        "runs": {run_of(name): config["runs"][run_of(name)]},
+        "dataset": {k: config["dataset"][k] for k in ("train_split", "val_split")},
+        "model": {k: v for k, v in config["model"].items() if k not in own["model"]},
+        "train": {stage: {k: v for k, v in config["train"][stage].items() if k not in own["train"].get(stage, {})}},
+        "runs": {run: {"model": run_model(config, run), "train": {stage: run_train(config, run, stage)}}},
     }
+
+
+# The config keys no record holds: where and with what the jobs run, not what they compute.
+HOW_JOBS_RUN = ("resources", "submit_downloads")
 
 
 def stage_resources(stage):
@@ -244,6 +302,7 @@ def train_inputs(corpus="main"):
         train_index=f"{coco_dir(corpus)}/finetune_phrasecut_{split['train_split']}.index",
         val_index=f"{coco_dir(corpus)}/finetune_phrasecut_{split['val_split']}.index",
         images=images_dir(corpus),
+        text_encoder=text_encoder_input,
     )
 
 
@@ -263,6 +322,7 @@ def evaluate_inputs(ckpt):
         split=original("image_data_split.json"),
         counts=original("name_att_rel_count.json"),
         images=images_dir(),
+        text_encoder=text_encoder_input,
     )
 
 
@@ -277,6 +337,7 @@ EVALUATE_PARAMS = dict(
     size=config["evaluate"]["size"],
     max_size=config["evaluate"]["max_size"],
     batch_size=config["evaluate"]["batch_size"],
+    processes=config["evaluate"]["processes"],
     workers=config["evaluate"]["workers"],
     ema="" if config["evaluate"]["use_ema"] else "--no-ema",
     dataset=shlex.quote(config["dataset"]["name"]),
@@ -308,27 +369,40 @@ def table_statistics_inputs(runs, kind):
     }
 
 
-def table_statistics_args(wildcards, input):
-    """`table` flags: the bootstrap's; for our runs, the benchmark files with the GPUs each stage's job holds
-    and the metrics of every seed."""
-    args = f"--per-task {' '.join(map(shlex.quote, input.per_task))} {STATISTICS_ARGS}"
+def table_statistics_args(kind):
+    """`table` flags from the config: the bootstrap's and, for our runs (kind "runs", not "released"), the metrics
+    of every seed. Not made from the job's input, so Snakemake compares them (it leaves out params made from input
+    or output): a change re-runs the table."""
+    seeds = f"--seeds-json {quoted_json(SEED_METRICS)} " if kind == "runs" and SEED_METRICS else ""
+    return f"{seeds}{STATISTICS_ARGS}"
+
+
+def table_job_args(wildcards, input):
+    """`table`'s files, the per-phrase results and, for our runs, the stages' benchmark files with the GPUs each
+    stage's job holds (how its jobs ran, like `resources`: no reason to re-run the table)."""
+    args = f"--per-task {' '.join(map(shlex.quote, input.per_task))}"
     if hasattr(input, "benchmarks"):
         gpus = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
         args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(gpus)}"
-        args += f" --seeds-json {quoted_json(SEED_METRICS)}" if SEED_METRICS else ""
     return args
 
 
-def table_params(rows):
+def shown(run, keys=("label", "published")):
+    """What a table shows of a run beside its metrics, nested as in the config: only the table rules read it."""
+    return {key: config["runs"][run][key] for key in keys}
+
+
+def table_params(rows, kind):
     return dict(
         runs=quoted_json(rows),
         dataset=shlex.quote(config["dataset"]["name"]),
         record=record(
             lambda w: {
                 "dataset": {"name": config["dataset"]["name"]},
-                "runs": {run_of(row["run"]): config["runs"][run_of(row["run"])] for row in rows},
+                "runs": {run: shown(run) for run in map(run_of, (row["run"] for row in rows))},
                 "statistics": config["statistics"],
             }
         ),
-        statistics=table_statistics_args,
+        statistics=table_statistics_args(kind),
+        jobs=table_job_args,
     )

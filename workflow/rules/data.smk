@@ -1,27 +1,34 @@
-# Downloads (checksummed, resumable), the original PhraseCut files (synthetic or downloaded), their
-# conversion to MDETR's COCO format, and the audit of MDETR's released annotations against it.
+# Downloads (checksummed, resumable; docs/downloads.md), the original PhraseCut files (synthetic or downloaded),
+# their conversion to MDETR's COCO format, and the audit of MDETR's released annotations against it.
+# They run where Snakemake runs (compute nodes may have no network), unless `submit_downloads` makes them jobs
+# like the others; every other job has the Hub offline (common.smk).
 for _name in config["downloads"]:
 
     rule:
         name:
-            f"download_{_name}"
+            download_rule(_name)
         output:
             **(
                 {"unpacked": directory(f"{download_path(_name)}.unpacked")}
                 if config["downloads"][_name]["extract"]
                 else {}
             ),
-            archive=ensure(download_path(_name), non_empty=True),
+            archive=(
+                directory(download_path(_name))
+                if config["downloads"][_name]["kind"] == "snapshot"
+                else ensure(download_path(_name), non_empty=True)
+            ),
         log:
             f"results/logs/download_{_name}.log",
+        localrule: not config["submit_downloads"]
         conda:
             CONDA_ENV
         params:
             args=download_args(_name),
-            record=record(lambda w, name=_name: {"downloads": {name: config["downloads"][name]}}),
+            record=record(lambda w, name=_name: download_slice(name)),
         shell:  # stderr to the log and the console (warnings, an unverified file's sha256); stdout as is
-            "{{ mdetr-phrasecut --record {params.record} download {params.args} --out {output.archive:q} "
-            "2>&1 1>&3 3>&- | tee {log:q} >&2 3>&-; }} 3>&1"
+            "{{ HF_HUB_OFFLINE=0 mdetr-phrasecut --record {params.record} download {params.args} "
+            "--out {output.archive:q} 2>&1 1>&3 3>&- | tee {log:q} >&2 3>&-; }} 3>&1"
 
 
 if config["dataset"]["source"] == "synth":

@@ -5,7 +5,8 @@ EVALUATE_SHELL = (
     "--coco {input.coco:q} --index {input.index:q} --root {params.root:q} --images {params.images:q} "
     "--split {params.split} "
     "--out-dir {params.out_dir:q} --threshold {params.threshold} --size {params.size} --max-size {params.max_size} "
-    "--batch-size {params.batch_size} --workers {params.workers} {params.ema} --dataset {params.dataset} 2> {log}"
+    "--batch-size {params.batch_size} --processes {params.processes} --workers {params.workers} {params.ema} "
+    "--dataset {params.dataset} 2> {log}"
 )
 
 
@@ -53,9 +54,30 @@ rule evaluate_released:
         EVALUATE_SHELL
 
 
+rule recipe_audit:
+    """The released checkpoint's own training args beside our stage-2 config, parameter by parameter."""
+    input:
+        ckpt=lambda w: download_path(config["runs"][w.run]["released"]),
+    output:
+        md="results/audit/recipe_{run}.md",
+        json="results/audit/recipe_{run}.json",
+    log:
+        "results/logs/recipe_audit_{run}.log",
+    conda:
+        CONDA_ENV
+    params:
+        spec=lambda w: json_file(stage_spec(w.run, "stage2")),
+        world_size=stage_resources("stage2")["nodes"] * stage_processes("stage2"),
+        record=record(lambda w: stage_slice(w.run, "stage2")),
+    shell:
+        "mdetr-phrasecut --record {params.record} recipe-audit --checkpoint {input.ckpt:q} --spec-json {params.spec} "
+        "--stage stage2 --world-size {params.world_size} --run {wildcards.run} --out-md {output.md:q} "
+        "--out-json {output.json:q} 2> {log}"
+
+
 TABLE_SHELL = (
     "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
-    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.statistics} 2> {log}"
+    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.jobs} {params.statistics} 2> {log}"
 )
 
 
@@ -77,7 +99,7 @@ rule table:
     conda:
         CONDA_ENV
     params:
-        **table_params(TABLE_ROWS),
+        **table_params(TABLE_ROWS, "runs"),
     shell:
         TABLE_SHELL
 
@@ -95,7 +117,7 @@ rule released_table:
     conda:
         CONDA_ENV
     params:
-        **table_params(RELEASED_ROWS),
+        **table_params(RELEASED_ROWS, "released"),
     shell:
         TABLE_SHELL
 
@@ -132,7 +154,7 @@ rule plots:
         split=TEST,
         run_dir=lambda w, input: Path(input.metrics).parent.parent,
         out_dir=lambda w, output: Path(output.examples).parent,
-        record=record(lambda w: {"runs": {run_of(w.run): config["runs"][run_of(w.run)]}}),
+        record=record(lambda w: {}),  # no config key: only its inputs
     shell:
         "mdetr-phrasecut --record {params.record} plots --run-dir {params.run_dir:q} --root {params.root:q} "
         "--images {params.images:q} --split {params.split} --out-dir {params.out_dir:q} 2> {log}"
@@ -150,6 +172,6 @@ rule audit:
     conda:
         CONDA_ENV
     params:
-        config=lambda w: json_file(config),
+        config=lambda w: json_file({k: v for k, v in config.items() if k not in HOW_JOBS_RUN}),
     shell:
         "mdetr-phrasecut audit {input:q} --config-json {params.config} --out {output:q} 2> {log}"

@@ -15,7 +15,7 @@ rule subsets:
         CONDA_ENV
     params:
         labels=" ".join(shlex.quote(config["runs"][r]["label"]) for r in RUNS),
-        record=record(lambda w: {"runs": {r: config["runs"][r] for r in RUNS}, "statistics": config["statistics"]}),
+        record=record(lambda w: {"runs": {r: shown(r, ("label",)) for r in RUNS}, "statistics": config["statistics"]}),
         statistics=STATISTICS_ARGS,
     shell:
         "mdetr-phrasecut --record {params.record} compare --per-task {input.per_task:q} --labels {params.labels} "
@@ -36,7 +36,7 @@ rule compare_released:
     conda:
         CONDA_ENV
     params:
-        record=record(lambda w: {"runs": {w.run: config["runs"][w.run]}, "statistics": config["statistics"]}),
+        record=record(lambda w: {"statistics": config["statistics"]}),
         statistics=STATISTICS_ARGS,
     shell:
         "mdetr-phrasecut --record {params.record} compare --paired --per-task {input.ours:q} {input.released:q} "

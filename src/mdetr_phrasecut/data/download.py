@@ -11,6 +11,10 @@ warning above its scan limit) is followed, with gdown's parser; any other page (
 that source. Every fetched file must look like its `kind` (json, zip, tar, pth: leading bytes) before its sha256 is
 checked; only then does it appear as `DEST`. A failed source is one warning line, and the next one is tried.
 `extract` unpacks a .zip / .tar(.gz) archive into a folder that likewise appears only when complete.
+
+`snapshot` fetches a Hub repository at a pinned revision (`hf://[models/]OWNER/REPO@REVISION`, e.g. a text
+encoder) into a folder through `huggingface_hub.snapshot_download`: the files `transformers` loads a model from
+(configs, tokenizer files, safetensors weights), checked against the sha256 over the folder's files if given.
 """
 import contextlib
 import hashlib
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..arguments import OUT_DIR, OUT_FILE
+from ..arguments import OUT_DIR, PathArg
 from ..errors import InputError
 from ..io import sha256_file
 
@@ -45,6 +49,9 @@ MAGIC["archive"] = MAGIC["zip"] + MAGIC["tar"]
 PAGE_LIMIT = 1 << 20  # bytes of an HTML page read to tell what it is
 HF_URL = re.compile(r"hf://(?P<type>datasets/|spaces/|models/)?(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?"
                     r"/(?P<path>.+)")
+HF_REPO_URL = re.compile(r"hf://(?P<type>datasets/|spaces/|models/)?(?P<repo>[^/@]+/[^/@]+)@(?P<rev>[^/]+)/?")
+HF_REPO_TYPES = {"datasets/": "dataset", "spaces/": "space"}  # else a model
+SNAPSHOT_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")  # what transformers loads, one weights format
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,9 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
     """Fetch `url` (or, failing that, each of `mirrors` in turn: URLs or `Source`s) into `dest`; return `dest`.
 
     The file must look like `kind` (default: from `dest`'s name) and match `sha256` (hex). An existing `dest`
-    that does is kept as is; one that does not stays in place until a verified replacement is renamed onto it.
+    that does is kept as is; one with another checksum stays in place until a verified replacement is renamed onto
+    it; one that is not a `kind` file at all (a page) is set aside as `dest.rejected`, removed only once a verified
+    file is in place.
     Transfer failures are retried `retries` times per source, resuming the part file; a page or wrong bytes
     moves on to the next source at once. `sha256=None` needs `allow_unverified=True` and logs the hash.
     Member mirrors fetch their archive into `archive_dir` (default: `dest`'s folder).
@@ -100,7 +109,8 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
     kind = kind or kind_of(dest)
     if kind is not None and kind not in KINDS:
         raise InputError(f"{url}: kind of {dest} must be one of {', '.join(KINDS)}, got {kind!r}")
-    if dest.exists() and _existing_is_good(dest, sha256, kind):
+    rejected = dest.with_name(dest.name + ".rejected")
+    if dest.exists() and _existing_is_good(dest, sha256, kind, rejected):
         return dest
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -114,23 +124,26 @@ def download(url, dest, sha256, *, mirrors=(), kind=None, archive_dir=None, retr
         failure = _try_source(source, part, kind, sha256, dest, options)
         if failure is None:
             os.replace(part, dest)
+            rejected.unlink(missing_ok=True)
             for other in parts:  # what other sources left for a resume
                 other.unlink(missing_ok=True)
                 shutil.rmtree(f"{other}.hf", ignore_errors=True)
             return dest
         log.warning("%s: %s%s", source, failure, "; trying the next source" if i + 1 < len(sources) else "")
         failures.append(f"{source}: {failure}")
+    kept = f" (the file found there before is kept as {rejected})" if rejected.exists() else ""
     if len(sources) == 1:
-        raise InputError(f"{url}: download to {dest} failed: {failure}")
-    raise InputError(f"{dest}: no source gave the file: " + "; ".join(failures))
+        raise InputError(f"{url}: download to {dest} failed: {failure}{kept}")
+    raise InputError(f"{dest}: no source gave the file: " + "; ".join(failures) + kept)
 
 
-def _existing_is_good(dest, sha256, kind) -> bool:
-    """Whether an existing `dest` can stay: right kind and checksum (or no checksum, with a warning)."""
+def _existing_is_good(dest, sha256, kind, rejected) -> bool:
+    """Whether an existing `dest` can stay: right kind and checksum (or no checksum, with a warning). One of
+    the wrong kind (a page saved by an earlier, fooled download) is never used: it is moved to `rejected`."""
     problem = check_content(dest, kind)
-    if problem:  # a page saved by an earlier, fooled download: never kept
-        log.warning("%s: existing file removed: %s; fetching it again", dest, problem)
-        dest.unlink()
+    if problem:
+        log.warning("%s: existing file set aside as %s: %s; fetching it again", dest, rejected.name, problem)
+        os.replace(dest, rejected)
         return False
     actual = sha256_file(dest)
     if sha256 is None:
@@ -313,7 +326,7 @@ def _fetch_hf(url, part) -> str:
     if not match:
         raise _SourceFailed("not an hf://[datasets/]OWNER/REPO[@REVISION]/PATH URL")
     staging = part.with_name(part.name + ".hf")
-    repo_type = {"datasets/": "dataset", "spaces/": "space"}.get(match["type"], "model")
+    repo_type = HF_REPO_TYPES.get(match["type"], "model")
     try:  # huggingface_hub retries and resumes by itself
         path = hf_hub_download(match["repo"], match["path"], repo_type=repo_type, revision=match["rev"],
                                local_dir=staging, endpoint=os.environ.get("HF_ENDPOINT"))
@@ -322,6 +335,43 @@ def _fetch_hf(url, part) -> str:
     os.replace(path, part)
     shutil.rmtree(staging, ignore_errors=True)
     return sha256_file(part)
+
+
+def snapshot(url, dest, sha256=None, allow_unverified=False) -> Path:
+    """Fetch the Hub repository `hf://[models/|datasets/]OWNER/REPO@REVISION` (its `SNAPSHOT_FILES`) into the folder
+    `dest`, which appears only when complete; `sha256`: over the folder's files (`provenance.digest`)."""
+    from huggingface_hub import snapshot_download
+
+    from ..io import temp_sibling
+    from ..provenance import digest
+
+    match = HF_REPO_URL.fullmatch(url)
+    if not match:
+        raise InputError(f"{url}: a snapshot needs an hf://[models/]OWNER/REPO@REVISION URL (a pinned revision)")
+    if sha256 is None and not allow_unverified:
+        raise InputError(f"{url}: no sha256 given for {dest}; pass a checksum or allow_unverified")
+    dest = Path(dest)
+    if dest.exists():
+        raise InputError(f"{url}: {dest} already exists; remove it to fetch the snapshot again")
+    staging = temp_sibling(dest, directory=True)
+    try:
+        snapshot_download(match["repo"], repo_type=HF_REPO_TYPES.get(match["type"], "model"), revision=match["rev"],
+                          local_dir=staging, allow_patterns=list(SNAPSHOT_FILES),
+                          endpoint=os.environ.get("HF_ENDPOINT"))
+        shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping, not the repo's
+        actual = digest(staging, deep=True)
+        if not any(staging.iterdir()):
+            raise InputError(f"{url}: the snapshot holds none of {', '.join(SNAPSHOT_FILES)}")
+        if sha256 is None:
+            log.warning("%s: %s downloaded UNVERIFIED, sha256 over its files %s", url, dest, actual)
+        elif actual != sha256.lower():
+            raise InputError(f"{url}: sha256 over the files of {dest} is {actual}, expected {sha256}")
+        os.rename(staging, dest)
+    except (OSError, ValueError) as e:  # the Hub's errors (unreachable, no such repo or revision) are OSErrors
+        raise InputError(f"{url}: snapshot to {dest} failed: {_describe(e)}") from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
 
 
 def _fetch_member(source, part, options) -> str:
@@ -424,8 +474,11 @@ def add_arguments(parser):
     parser.add_argument("--mirror-member", dest="mirrors", action="append", nargs=2, metavar=("URL", "MEMBER"),
                         help="a source that is member MEMBER of the zip / tar archive at URL (repeatable)")
     parser.add_argument("--sha256", help="expected sha256 (hex); required unless --allow-unverified")
-    parser.add_argument("--kind", choices=KINDS[:-1], help="what the file must be (default: from --out's name)")
-    parser.add_argument("--out", required=True, type=OUT_FILE, help="destination file")
+    parser.add_argument("--kind", choices=(*KINDS[:-1], "snapshot"),
+                        help="what the file must be (default: from --out's name); snapshot: --url is a Hub repository "
+                             "at a revision, --out the folder it goes to")
+    parser.add_argument("--out", required=True, type=PathArg("out", "any"),
+                        help="destination file (a folder for --kind snapshot)")
     parser.add_argument("--archive-dir", type=OUT_DIR, help="where archives of --mirror-member are cached, shared by "
                                                          "every download naming them (default: --out's folder)")
     parser.add_argument("--extract-to", type=OUT_DIR, help="also unpack the (zip / tar.gz) file into this folder")
@@ -437,6 +490,16 @@ def add_arguments(parser):
 def main(args):
     if args.sha256 is None and not args.allow_unverified:
         raise InputError(f"download {args.url}: --sha256 is required (or pass --allow-unverified)")
+    if args.kind == "snapshot":
+        if args.mirrors or args.extract_to:
+            raise InputError(f"download {args.url}: a snapshot takes no mirrors and no extraction")
+        from ..provenance import digest
+
+        snapshot(args.url, args.out, args.sha256, args.allow_unverified)
+        print(args.sha256.lower() if args.sha256 else digest(args.out, deep=True))
+        return
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out}: is a folder, expected a file to write (or --kind snapshot)")
     mirrors = [Source(*m) for m in args.mirrors]
     path = download(args.url, args.out, args.sha256, mirrors=mirrors, kind=args.kind, archive_dir=args.archive_dir,
                     retries=args.retries, allow_unverified=args.allow_unverified)

@@ -1,10 +1,8 @@
 """Process-group setup for torchrun and Slurm (`srun`) launches, the multi-node launcher (`mdetr-phrasecut
 launch`), and the few collectives training needs."""
 import argparse
-import ctypes
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -94,21 +92,6 @@ def env_from_environ(environ: Optional[Mapping[str, str]] = None) -> DistEnv:
     return DistEnv()
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_launcher():
-    """Under torchrun, have the kernel SIGKILL this process when its launcher dies. torchrun starts each worker in
-    a session of its own, so a launcher killed outright (kill -9, the OOM killer) would otherwise leave its workers
-    training on, writing the very checkpoints a re-run resumes from."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
-        return
-    launcher = os.getppid()
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != launcher:  # it died before the request took effect
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def share_threads_among_local_processes():
     """Give each of torchrun's processes on a node its share of the node's intra-op threads (torch's count, from
     MKL_NUM_THREADS/OMP_NUM_THREADS, which Snakemake sets to a job's `threads`: the processes per node), so that two
@@ -124,7 +107,6 @@ def init_distributed(device: str = "auto") -> tuple:
 
     Returns (DistEnv, torch.device). `device` is "auto", "cpu" or "cuda".
     """
-    die_with_launcher()
     share_threads_among_local_processes()
     denv = env_from_environ()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"

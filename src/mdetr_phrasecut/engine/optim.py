@@ -45,8 +45,15 @@ def _warmup_linear_factor(total_steps: int, warmup_fraction: float) -> Callable[
     return factor
 
 
+def _release_timing(factor: Callable[[int], float]) -> Callable[[int], float]:
+    """The release sets the learning rate after `optimizer.step()` for the next step (its engine.py calls
+    util/optim.py `adjust_learning_rate(curr_step)` after the update): step 0 trains with the base rate and
+    step k with `factor(k - 1)`. LambdaLR trains step k with its lambda at k, hence the shift."""
+    return lambda step: 1.0 if step == 0 else factor(step - 1)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping, steps_per_epoch: int):
-    """A per-step LambdaLR. `schedule`:
+    """A per-step LambdaLR, timed as the release's (see `_release_timing`). `schedule`:
     - "step": every group x0.1 every `lr_drop` epochs;
     - "linear_with_warmup" (the release's default): like "step", except the text encoder, which warms up
       over `fraction_warmup_steps` of all steps and then decays linearly to 0.
@@ -58,7 +65,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping, steps_per_ep
         text = _warmup_linear_factor(steps_per_epoch * cfg["epochs"], cfg["fraction_warmup_steps"])
     else:
         raise ValueError(f"unknown schedule {cfg['schedule']!r}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [step, step, text])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [_release_timing(f) for f in (step, step, text)])
 
 
 def current_lrs(optimizer: torch.optim.Optimizer) -> dict:

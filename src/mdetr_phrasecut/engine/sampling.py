@@ -5,15 +5,18 @@ step; each item's random augmentations depend only on (seed, epoch, index), so t
 the number of data-loader workers, on the process that loads the item, or on where a run was resumed.
 """
 import atexit
+import os
 import random
 import signal
 import weakref
+from functools import partial
 from typing import List
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ..lifetime import die_with_parent
 from .resume_state import STOP_SIGNALS
 from .distributed import DistEnv
 
@@ -58,9 +61,23 @@ def epoch_batches(dataset: Dataset, batch_size: int, denv: DistEnv, seed: int, e
     return batches[:max_steps] if max_steps else batches
 
 
-def ignore_stop_signals(_worker_id):
-    """Data-loader workers leave SIGTERM / SIGUSR1 to the main process: Slurm (and `timeout`) signal the whole
-    process group, and a worker dying of it would kill the main process before it saves its checkpoint."""
+def release_eval_batches(n: int, processes: int, batch_size: int) -> List[List[int]]:
+    """The release's evaluation batches of `n` items (its main.py: DistributedSampler(shuffle=False), batches of
+    `batch_size`, drop_last=False), every process's, in the order its evaluator gathers them (rank 0's first).
+    Each process takes every `processes`-th item, the first items repeated to even the shares; an item's image
+    is padded to its batch partners' size. `processes` 1: consecutive batches."""
+    batches = []
+    for rank in range(processes):
+        own = list(DistributedSampler(range(n), num_replicas=processes, rank=rank, shuffle=False))
+        batches += [own[i:i + batch_size] for i in range(0, len(own), batch_size)]
+    return batches
+
+
+def start_worker(parent, _worker_id):
+    """Data-loader workers die with the process that started them (`parent`, at once rather than at torch's next
+    5-second check) and leave SIGTERM / SIGUSR1 to it: Slurm (and `timeout`) signal the whole process group, and a
+    worker dying of it would kill the main process before it saves its checkpoint."""
+    die_with_parent(parent)
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
@@ -99,7 +116,7 @@ def train_loader(items: SeededItems, batches: List[List[int]], collate_fn, num_w
     items.set_epoch(epoch)
     generator = torch.Generator().manual_seed(items.seed + epoch)
     return WorkerLoader(items, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
-                        generator=generator, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
+                        generator=generator, pin_memory=pin_memory, worker_init_fn=partial(start_worker, os.getpid()))
 
 
 def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num_workers: int,
@@ -113,5 +130,5 @@ def val_loader(dataset: Dataset, batch_size: int, denv: DistEnv, collate_fn, num
     padded = own + list(range(per_process - len(own)))
     loader = WorkerLoader(Subset(dataset, padded), batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
                           num_workers=num_workers, generator=torch.Generator().manual_seed(0),
-                          pin_memory=pin_memory, worker_init_fn=ignore_stop_signals)
+                          pin_memory=pin_memory, worker_init_fn=partial(start_worker, os.getpid()))
     return loader, len(own)

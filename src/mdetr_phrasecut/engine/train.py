@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..io import atomic_path
 from ..model.build import build
 from ..model.checkpoint_file import load_weights, read_checkpoint
-from ..model.ema import ModelEMA
+from ..model.ema import build_ema
 from . import distributed as D
 from .resume_state import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
                             seed_everything)
@@ -116,7 +116,7 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
             datasets = [build_dataset(cfg[f"{s}_split"], coco_dir, images, tokenizer, cfg)
                         for s in ("train", "val")]
         train_set, val_set = datasets
-        ema = ModelEMA(model, cfg["ema_decay"]) if cfg["ema"] else None
+        ema = build_ema(model, cfg)
         items = SeededItems(train_set, cfg["seed"])
         steps_per_epoch = len(epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], 0,
                                             cfg["max_steps_per_epoch"]))
@@ -144,8 +144,7 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
         log = TrainingLog(out_dir if denv.is_main else None, stage)
         if denv.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if resume is not None:
-                log.rewind(position.global_step, position.epoch)
+            log.rewind(position.global_step, position.epoch)  # a fresh start (0, 0) drops a killed run's rows
 
         def save(pos: Position, path: Path = out_dir / LAST):
             save_training_checkpoint(path, denv=denv, model=model, model_ema=ema,

@@ -20,11 +20,16 @@ class CsvLog:
                 self.fields = next(csv.reader(f), None)
 
     def truncate(self, keep_before: int, key: str = "step"):
-        """Drop rows with `key` >= keep_before: the steps a killed run logged after its last checkpoint."""
+        """Drop rows with `key` >= keep_before: the steps a killed run logged after its last checkpoint (all of
+        them for a fresh start, whose first row then sets the columns anew)."""
         if not self.path.exists():
             return
         with self.path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r[key]) < keep_before]
+        if not rows:
+            self.path.unlink()
+            self.fields = None
+            return
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, self.fields)
             writer.writeheader()
@@ -63,7 +68,8 @@ class TrainingLog:
         self.tb = _tensorboard_writer(out_dir / "tensorboard") if out_dir else None
 
     def rewind(self, global_step: int, epoch: int):
-        """Forget what was logged at or after the step (and epoch) a resumed run restarts from."""
+        """Forget what was logged at or after the step (and epoch) a run starts from: a resumed run's restart
+        point, or (0, 0) for a fresh start over the logs of a run killed before its first checkpoint."""
         if self.out_dir:
             self.steps.truncate(global_step, "step")
             self.val.truncate(epoch, "epoch")

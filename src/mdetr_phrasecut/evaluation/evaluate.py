@@ -16,6 +16,7 @@ from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PROBABILITY
 from ..config import load_spec, resolve_stage, schema_defaults
 from ..data.phrasecut_format import PHRASECUT_SPLITS, refer_path
 from ..data.transforms import make_eval_transform
+from ..engine.sampling import release_eval_batches
 from ..io import atomic_write_json, sha256_file
 from ..model.build import build
 from ..model.checkpoint_file import load_weights
@@ -24,34 +25,40 @@ from .predictions import PredictionWriter
 
 
 @torch.no_grad()
-def predict_split(model, postprocessors, dataset, out_path, batch_size, device, num_workers=0):
+def predict_split(model, postprocessors, dataset, out_path, batch_size, device, num_workers=0, processes=1):
     """Write the PhraseCut answer (merged mask, kept boxes) of every phrase of `dataset` to `out_path`, with
-    the stage-2 post-processors of `model.build.build`."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn,
+    the stage-2 post-processors of `model.build.build`, batched as the release's evaluation on `processes`
+    processes of `batch_size` (`engine.sampling.release_eval_batches`, run here one batch after another). An item
+    the release evaluates twice (a repeated one) keeps its last answer, as the release's evaluator does."""
+    batches = release_eval_batches(len(dataset), processes, batch_size)
+    last = {index: b for b, batch in enumerate(batches) for index in batch}
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
                                          num_workers=num_workers)
     model.eval().to(device)
     with PredictionWriter(out_path) as writer:
-        for samples, targets in tqdm(loader, desc="evaluate", unit="batch"):
+        for b, (samples, targets) in enumerate(tqdm(loader, desc="evaluate", unit="batch")):
             outputs = model(samples.to(device), [t["caption"] for t in targets])
             orig_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
             sizes = torch.stack([t["size"] for t in targets]).to(device)
             results = postprocessors["segm"](postprocessors["bbox"](outputs, orig_sizes), outputs, orig_sizes, sizes)
-            for target, answer in zip(targets, postprocessors["phrasecut"](results)):
-                writer.add(target["task_id"], answer["masks"].numpy(), answer["boxes"].numpy())
+            for index, target, answer in zip(batches[b], targets, postprocessors["phrasecut"](results)):
+                if last[index] == b:
+                    writer.add(target["task_id"], answer["masks"].numpy(), answer["boxes"].numpy())
 
 
 def evaluate(checkpoint, spec, coco, index, root, images, split, out_dir, threshold, size, max_size, batch_size,
-             workers, use_ema, device, dataset_name=None):
+             workers, use_ema, device, dataset_name=None, processes=1):
     """Run the stage-2 model of `spec` (`config.resolve_stage`) with `checkpoint`'s weights on `split`, score it;
     writes and returns metrics.json's content."""
     out_dir = Path(out_dir)
     model, _, postprocessors = load_weights(checkpoint, lambda _: build(resolve_stage(spec, "stage2", threshold)),
                                             use_ema, need="segmentation", needed_by="evaluate")
     tokenizer = model.detr.transformer.tokenizer
-    dataset = PhraseCutDetection(images, AnnotationIndex(index, coco), make_eval_transform(size=size, max_size=max_size),
-                                 return_masks=False, tokenizer=tokenizer)
+    dataset = PhraseCutDetection(images, AnnotationIndex(index, coco),
+                                 make_eval_transform(size=size, max_size=max_size), return_masks=False,
+                                 tokenizer=tokenizer)
     predictions = out_dir / "predictions.npz"
-    predict_split(model, postprocessors, dataset, predictions, batch_size, device)
+    predict_split(model, postprocessors, dataset, predictions, batch_size, device, processes=processes)
 
     result = evaluate_split(root, split, predictions, workers)
     split_file = refer_path(root, split)
@@ -88,7 +95,9 @@ def add_arguments(parser):
                         help="keep queries scoring above this (default: the schema's evaluate.threshold)")
     parser.add_argument("--size", type=POSITIVE_INT, default=defaults["size"], help="shorter image side at test time")
     parser.add_argument("--max-size", type=POSITIVE_INT, default=defaults["max_size"])
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=defaults["batch_size"])
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=defaults["batch_size"], help="per process")
+    parser.add_argument("--processes", type=POSITIVE_INT, default=defaults["processes"],
+                        help="batch as the release's evaluation on this many processes (its DistributedSampler)")
     parser.add_argument("--workers", type=POSITIVE_INT, default=defaults["workers"], help="processes scoring phrases")
     parser.add_argument("--no-ema", dest="use_ema", action="store_false", help="use `model`, not `model_ema`")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -97,6 +106,6 @@ def add_arguments(parser):
 def main(args):
     metrics = evaluate(args.checkpoint, load_spec(args.spec_json), args.coco, args.index, args.root, args.images,
                        args.split, args.out_dir, args.threshold, args.size, args.max_size, args.batch_size, args.workers,
-                       args.use_ema, args.device, args.dataset)
+                       args.use_ema, args.device, args.dataset, args.processes)
     overall = metrics["subsets"].get("all", {})
     print(json.dumps({k: overall.get(k) for k in ("mean_mask_iou", "cum_mask_iou", "pred_mask_acc")}))

@@ -12,6 +12,7 @@ Phrases are scored in a process pool over chunks; only per-phrase scalars are ke
 however large the split.
 """
 import multiprocessing
+import os
 from collections import deque
 from itertools import islice
 from typing import NamedTuple
@@ -21,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from ..data.phrasecut_format import load_image_split, load_name_att_rel_count, load_refer
 from ..errors import InputError
+from ..lifetime import die_with_parent
 from .predictions import read_predictions
 from .subsets import SUBSETS, PhraseSubsets
 
@@ -129,6 +131,13 @@ def _init_scorer(subsets):
     _subsets = subsets
 
 
+def _start_scorer(subsets, parent):
+    """A pool's scoring process: dies with `parent`, the process that started the pool (it would otherwise wait
+    for work forever)."""
+    die_with_parent(parent)
+    _init_scorer(subsets)
+
+
 def _score_chunk(chunk):
     return [score_phrase(*job, _subsets) for job in chunk]
 
@@ -147,7 +156,7 @@ def _scored(jobs, subsets, workers, chunk_size):
         for chunk in _chunks(jobs, chunk_size):
             yield from _score_chunk(chunk)
         return
-    with multiprocessing.Pool(workers, initializer=_init_scorer, initargs=(subsets,)) as pool:
+    with multiprocessing.Pool(workers, initializer=_start_scorer, initargs=(subsets, os.getpid())) as pool:
         pending = deque()
         for chunk in _chunks(jobs, chunk_size):
             pending.append(pool.apply_async(_score_chunk, (chunk,)))

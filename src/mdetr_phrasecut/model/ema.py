@@ -35,3 +35,8 @@ class ModelEMA:
     def to(self, *args, **kwargs):
         self.module.to(*args, **kwargs)
         return self
+
+
+def build_ema(model: nn.Module, cfg) -> "ModelEMA | None":
+    """The EMA a stage trains with: `ema_decay` when `ema` is set (the release's --ema, --ema_decay), else None."""
+    return ModelEMA(model, cfg["ema_decay"]) if cfg["ema"] else None

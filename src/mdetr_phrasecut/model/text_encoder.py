@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hf_constants
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -27,7 +28,8 @@ def _quietly(load, *args, **kwargs):
 
 def load_text_encoder(text_encoder_type: str):
     """(tokenizer, encoder) for a hub name such as ``roberta-base``, a local folder or ``asset:NAME`` (a folder
-    shipped in the package, e.g. ``asset:tiny_text_encoder``).
+    shipped in the package, e.g. ``asset:tiny_text_encoder``). A hub name with the Hub offline (``HF_HUB_OFFLINE``:
+    every workflow job but the downloads) is one error line naming the `downloads` entry to add.
 
     A folder with weights loads them; a folder with only ``config.json`` (plus tokenizer files) builds a randomly
     initialised encoder of that architecture, for when a checkpoint supplies the weights. The encoder keeps its
@@ -36,6 +38,10 @@ def load_text_encoder(text_encoder_type: str):
     if text_encoder_type.startswith(ASSET_PREFIX):  # in the package's assets, wherever it is installed
         text_encoder_type = str(ASSETS / text_encoder_type.removeprefix(ASSET_PREFIX))
     folder = Path(text_encoder_type).expanduser()
+    if not folder.is_dir() and hf_constants.is_offline_mode():  # the workflow's jobs: only downloads go online
+        raise InputError(f"text_encoder_type {text_encoder_type!r}: no such folder, and the Hub is offline here "
+                         f"(HF_HUB_OFFLINE=1): add a `downloads` entry named {text_encoder_type!r} (an hf:// "
+                         "snapshot) and let its download job fetch it (docs/downloads.md)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(text_encoder_type)
         if folder.is_dir() and not any((folder / name).exists() for name in WEIGHT_FILES):

@@ -1,0 +1,120 @@
+"""Chaos: the embedded workflow (tests/test_workflow.py's CI-sized config) killed with SIGKILL to its whole process
+group at uniformly random moments, each time in a fresh copy, then re-run as documented (`mdetr-phrasecut unlock`,
+the same command; tests/chaos_trials.py) and compared with an uninterrupted run.
+
+    python benchmarks/chaos.py                 # 3 kills
+    python benchmarks/chaos.py --kills 100     # the full run (hours on 2 cores)
+    python benchmarks/chaos.py --smoke         # 1 kill, synthetic data and conversion only (the suite's size)
+
+A kill lands at a moment drawn uniformly from [0, T), T the uninterrupted run's wall time. A trial is `identical`
+when the re-run exits 0 and ends with the uninterrupted run's metrics, per-phrase results, training logs (but their
+images/s column), checkpoint tensors and a clean audit (smoke: the converted files, byte for byte); `differ` when
+it exits 0 with anything else; `failed` when it does not exit 0. `orphans`: trials where a process outlived the
+kill by 10 s; `stray`: trials that left temp or part files or Snakemake temp folders. Prints one JSON object on
+its last line, with `ratio` = identical / kills and the rules the kills landed in.
+"""
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from chaos_trials import (differences, kill_when, outcome, processes_in, snakemake_args,  # noqa: E402
+                          start, stray_files)
+from mdetr_phrasecut.io import sha256_file  # noqa: E402
+from test_workflow import make_workspace  # noqa: E402
+
+SMOKE_TARGET = "results/main/coco/finetune_phrasecut_test.json"
+SMOKE_SYNTH = {"train_images": 6, "val_images": 3, "test_images": 3}
+
+
+def workspace(root: Path, name: str, smoke: bool) -> Path:
+    ws = make_workspace(root / name)
+    if smoke:
+        import yaml
+
+        config = yaml.safe_load((ws / "config" / "tiny.yaml").read_text())
+        config["dataset"]["synth"].update(SMOKE_SYNTH)
+        (ws / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return ws
+
+
+def result(ws: Path, smoke: bool):
+    if smoke:
+        coco = (ws / "results" / "main" / "coco").glob("*.json")
+        return {p.name: sha256_file(p) for p in sorted(coco) if not p.name.endswith(".prov.json")}  # (timings)
+    return outcome(ws)
+
+
+def landed_in(ws: Path) -> str:
+    """The rule(s) Snakemake had started and not finished when it was killed (from its console log)."""
+    log = (ws / "chaos.log").read_text()
+    started = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?    jobid: (\d+)", log, re.M)
+    done = set(re.findall(r"^Finished jobid: (\d+)", log, re.M))
+    return "+".join(sorted({rule for rule, job in started if job not in done})) or "snakemake, no job running"
+
+
+def machine() -> str:
+    """CPU model and core count (what the figures depend on)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
+    return f"{model[1] if model else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=3, help="trials, one kill each (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--smoke", action="store_true", help="1 kill, synthetic data and conversion only")
+    args = parser.parse_args()
+    kills = 1 if args.smoke else args.kills
+    target = SMOKE_TARGET if args.smoke else "all"
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+        root = Path(tmp)
+        ref = workspace(root, "uninterrupted", args.smoke)
+        began = time.monotonic()
+        if start(ref, snakemake_args(target=target)).wait() != 0:
+            sys.exit((ref / "chaos.log").read_text()[-3000:] + "\nthe uninterrupted run failed")
+        uninterrupted_s = time.monotonic() - began
+        expected = result(ref, args.smoke)
+        counts = Counter(identical=0, differ=0, failed=0, orphans=0, stray=0)
+        landed, recovery = Counter(), []
+        for i in range(kills):
+            ws = workspace(root, f"trial{i}", args.smoke)
+            at = rng.uniform(0, uninterrupted_s)
+            began = time.monotonic()
+            job = start(ws, snakemake_args(target=target))
+            kill = kill_when(ws, job, f"{at:.1f} s", lambda _: time.monotonic() - began >= at)
+            rules = "(ended before the kill)" if kill is None else landed_in(ws)
+            landed[rules] += 1
+            counts["orphans"] += bool(kill and kill.orphans)
+            code = start(ws, snakemake_args(target=target)).wait()
+            recovery.append(time.monotonic() - began)
+            if code != 0:
+                counts["failed"] += 1
+            else:
+                diff = differences(result(ws, args.smoke), expected)
+                counts["differ" if diff else "identical"] += 1
+                if diff:
+                    print(f"trial {i} (kill at {at:.1f} s): differs in {diff[:5]}", file=sys.stderr)
+            counts["stray"] += bool(stray_files(ws) or processes_in(ws))
+            print(f"trial {i}: kill at {at:.1f} s in {rules}; re-run exit {code}",
+                  file=sys.stderr)
+    print(json.dumps({"kills": kills, **counts, "landed_in": dict(landed), "uninterrupted_s": round(uninterrupted_s, 1),
+                      "kill_and_rerun_s": round(sum(recovery) / kills, 1), "ratio": counts["identical"] / kills,
+                      "machine": machine(),
+                      "smoke": args.smoke}))
+
+
+if __name__ == "__main__":
+    main()
