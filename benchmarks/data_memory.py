@@ -2,7 +2,8 @@
 (`data.annotation_index`) against the COCO-dict index it replaced, side by side.
 
 A synthetic split in PhraseCut's layout (`benchmarks/convert.py`'s generator, converted by `convert`) is indexed
-both ways in one fresh child process (the new index first), with the tiny tokenizer; images are blank images of the recorded size.
+both ways in one fresh child process (the new index first), with the tiny tokenizer; images are blank images of
+the recorded size.
 
 * ``old``: pycocotools ``COCO`` dicts + every caption tokenised for the length check at start, items read from
   the dicts (what `PhraseCutDetection` did before the index);

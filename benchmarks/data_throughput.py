@@ -11,8 +11,9 @@ Synthetic JPEGs (quality 90, textured) of PhraseCut's typical sizes (Visual Geno
   the baseline; ``tensor_item``: `decode_jpeg` + the same resize + normalisation on the uint8 tensor (boxes
   and masks left out), what a tensor pipeline would cost at least.
 
-`workers_per_gpu` = ceil(--headroom x --gpu-rate / item rate per core): 53 img/s is the step rate measured so far for one
-H100 at batch 8 in fp32. Rates are per CPU second of this process (one thread), not wall time. Last line: one JSON object (`ratio`: tensor_item / item rate).
+`workers_per_gpu` = ceil(--headroom x --gpu-rate / item rate per core): 53 img/s is the step rate measured so far
+for one H100 at batch 8 in fp32. Rates are per CPU second of this process (one thread), not wall time. Last line:
+one JSON object (`ratio`: tensor_item / item rate).
 
     python benchmarks/data_throughput.py              # 12 images, 2 passes
     python benchmarks/data_throughput.py --images 200 --passes 3

@@ -84,7 +84,8 @@ class PhraseCutDetection(torch.utils.data.Dataset):
     def _load_image(self, info: Mapping) -> Image.Image:
         path = self.img_folder / info["file_name"]
         image = open_image(path, f"task_id {info['task_id']}: image")
-        expected = tuple(got if want is None else want for want, got in zip((info["width"], info["height"]), image.size))
+        recorded = (info["width"], info["height"])
+        expected = tuple(got if want is None else want for want, got in zip(recorded, image.size))
         if image.size != expected:
             raise InputError(
                 f"{path}: image is {image.width}x{image.height} but task_id {info['task_id']} "

@@ -105,7 +105,7 @@ def add_arguments(parser):
 
 def main(args):
     metrics = evaluate(args.checkpoint, load_spec(args.spec_json), args.coco, args.index, args.root, args.images,
-                       args.split, args.out_dir, args.threshold, args.size, args.max_size, args.batch_size, args.workers,
-                       args.use_ema, args.device, args.dataset, args.processes)
+                       args.split, args.out_dir, args.threshold, args.size, args.max_size, args.batch_size,
+                       args.workers, args.use_ema, args.device, args.dataset, args.processes)
     overall = metrics["subsets"].get("all", {})
     print(json.dumps({k: overall.get(k) for k in ("mean_mask_iou", "cum_mask_iou", "pred_mask_acc")}))
