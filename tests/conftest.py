@@ -50,3 +50,23 @@ def env_paths(name):
 
 # the published code's outputs on the golden inputs (reference folder; more from $MDETR_GOLDEN)
 MDETR_GOLDEN = [REFERENCE / "official_mdetr_r50_seed0.pt", *env_paths("MDETR_GOLDEN")]
+
+
+def indexed_coco(folder):
+    """`folder` with the annotation index of each finetune_phrasecut_{split}.json in it built beside it."""
+    from mdetr_phrasecut.data.annotation_index import build_index
+
+    for coco in Path(folder).glob("finetune_phrasecut_*.json"):
+        build_index(coco, coco.with_suffix(".index"))
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def mini_coco(reference_dir, tmp_path_factory):
+    """phrasecut_mini's expected COCO files with their annotation indexes (what `train --coco-dir` reads)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("mini_coco")
+    for coco in (reference_dir / "phrasecut_mini" / "s0" / "expected_coco").glob("*.json"):
+        shutil.copyfile(coco, folder / coco.name)
+    return indexed_coco(folder)

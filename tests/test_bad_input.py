@@ -27,6 +27,7 @@ from mdetr_phrasecut.config import load_config
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import read_checkpoint, save_checkpoint
+from conftest import indexed_coco
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODER = REPO / "src" / "mdetr_phrasecut" / "assets" / "tiny_text_encoder"
@@ -57,6 +58,8 @@ def fx(tmp_path_factory):
     for split in ("train", "val", "miniv", "test"):
         assert cli(["convert", "--root", str(root), "--split", split,
                     "--out", str(coco / f"finetune_phrasecut_{split}.json")]) == 0
+        assert cli(["index", "--coco", str(coco / f"finetune_phrasecut_{split}.json"),
+                    "--out", str(coco / f"finetune_phrasecut_{split}.index")]) == 0
     torch.manual_seed(0)
     seg = build_model({**MODEL, "masks": True, "contrastive_align_loss": False})
     save_checkpoint(base / "seg.pth", seg, epoch=0)
@@ -105,6 +108,7 @@ def fx(tmp_path_factory):
     for split in ("train", "val", "miniv", "test"):
         _edit_json(coco / f"finetune_phrasecut_{split}.json", long_coco / f"finetune_phrasecut_{split}.json",
                    long_caption)
+    indexed_coco(long_coco)
 
     bomb = base / "bomb.jpg"  # a JPEG whose header says 20000 x 20000
     Image.new("RGB", (16, 16)).save(bomb, quality=50)
@@ -115,7 +119,8 @@ def fx(tmp_path_factory):
 
     run = base / "run"  # what `plots` and `table` read
     assert cli(["evaluate", "--checkpoint", str(base / "seg.pth"), "--spec-json", json.dumps(SPEC),
-                "--coco", str(coco / "finetune_phrasecut_test.json"), "--root", str(root), "--images",
+                "--coco", str(coco / "finetune_phrasecut_test.json"), "--index",
+                str(coco / "finetune_phrasecut_test.index"), "--root", str(root), "--images",
                 str(root / "images"), "--out-dir", str(run / "test"), "--size", "64", "--max-size", "96",
                 "--device", "cpu"]) == 0
     (base / "a_file").write_text("not a folder\n")
@@ -140,8 +145,9 @@ def _train(fx, t, *args, spec=SPEC, coco=None, images=None, out=None):
 
 
 def _evaluate(fx, t, *args, ckpt=None, spec=SPEC, coco=None, out=None):
+    coco = coco or fx.coco / "finetune_phrasecut_test.json"
     return ["evaluate", "--checkpoint", str(ckpt or fx.seg), "--spec-json", json.dumps(spec) if isinstance(spec, dict)
-            else spec, "--coco", str(coco or fx.coco / "finetune_phrasecut_test.json"), "--root", str(fx.root),
+            else spec, "--coco", str(coco), "--index", str(coco.with_suffix(".index")), "--root", str(fx.root),
             "--images", str(fx.images), "--out-dir", str(out or t / "test"), "--size", "64", "--max-size", "96",
             "--device", "cpu", *args]
 

@@ -35,11 +35,12 @@ def checkpoint(spec, tmp_path_factory):
     return path
 
 
-def test_evaluate_writes_predictions_and_metrics(reference_dir, spec, checkpoint, tmp_path):
+def test_evaluate_writes_predictions_and_metrics(reference_dir, mini_coco, spec, checkpoint, tmp_path):
     root = reference_dir / "phrasecut_mini" / "s0"
     out = tmp_path / "test"
     code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec-json", json.dumps(spec),
-                "--coco", str(root / "expected_coco" / "finetune_phrasecut_test.json"), "--root", str(root),
+                "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
+                str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
                 "--images", str(root / "images"), "--split", "test", "--out-dir", str(out), "--size", "64",
                 "--max-size", "96", "--batch-size", "2", "--processes", "2", "--workers", "1", "--no-ema",
                 "--dataset", "mini"])
@@ -75,13 +76,14 @@ def test_release_evaluation_batches_follow_its_distributed_sampler():
     assert release_eval_batches(5, 1, 2) == [[0, 1], [2, 3], [4]]
 
 
-def test_wrong_stage_checkpoint_is_refused(reference_dir, spec, tmp_path, capsys):
+def test_wrong_stage_checkpoint_is_refused(reference_dir, mini_coco, spec, tmp_path, capsys):
     detector = build_model({**spec["model"], **spec["train"]})
     path = tmp_path / "detector.pth"
     save_checkpoint(path, detector)
     root = reference_dir / "phrasecut_mini" / "s0"
     code = cli(["evaluate", "--checkpoint", str(path), "--spec-json", json.dumps(spec),
-                "--coco", str(root / "expected_coco" / "finetune_phrasecut_test.json"), "--root", str(root),
+                "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
+                str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
                 "--images", str(root / "images"), "--out-dir", str(tmp_path / "o")])
     assert code == 2
     assert capsys.readouterr().err == (f"error: checkpoint {path} [model] is a resnet18 detector checkpoint; evaluate "
@@ -89,7 +91,8 @@ def test_wrong_stage_checkpoint_is_refused(reference_dir, spec, tmp_path, capsys
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 
-def test_a_stage2_checkpoint_trained_with_the_schema_defaults_evaluates(reference_dir, tiny_roberta_dir, tmp_path):
+def test_a_stage2_checkpoint_trained_with_the_schema_defaults_evaluates(reference_dir, mini_coco, tiny_roberta_dir,
+                                                                        tmp_path):
     """train and evaluate build the stage-2 model from one resolved config: with train.contrastive_align_loss and
     aux_loss left at the schema's defaults (true), stage 2 trains without those heads and evaluate, given the
     same spec, builds the same model (it used to expect contrastive-align projections the checkpoint lacks)."""
@@ -99,13 +102,14 @@ def test_a_stage2_checkpoint_trained_with_the_schema_defaults_evaluates(referenc
     torch.manual_seed(0)
     detector, _, _ = build(resolve_stage(spec, "stage1"))
     save_checkpoint(tmp_path / "stage1.pth", detector, epoch=0)
-    checkpoint = train_mod.run("stage2", spec, root / "expected_coco", root / "images", tmp_path / "stage2",
+    checkpoint = train_mod.run("stage2", spec, mini_coco, root / "images", tmp_path / "stage2",
                                init=tmp_path / "stage1.pth", device="cpu", progress=False)
     weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     assert not any("contrastive_align_projection" in k for k in weights)
     out = tmp_path / "test"
     code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec-json", json.dumps(spec),
-                "--coco", str(root / "expected_coco" / "finetune_phrasecut_test.json"), "--root", str(root),
+                "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
+                str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
                 "--images", str(root / "images"), "--out-dir", str(out), "--size", "64", "--max-size", "96",
                 "--batch-size", "4", "--workers", "1", "--device", "cpu"])
     assert code == 0

@@ -255,10 +255,11 @@ def test_matcher_and_every_loss_term_follow_the_mode(tokenizer):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkeypatch, reference_dir, mode):
+def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkeypatch, reference_dir, mini_coco,
+                                                                   mode):
     mini = reference_dir / "phrasecut_mini" / "s0"
     tokenizer = AutoTokenizer.from_pretrained(TEXT_ENCODER)
-    data = Subset(build_dataset("miniv", mini / "expected_coco", mini / "images", tokenizer,
+    data = Subset(build_dataset("miniv", mini_coco, mini / "images", tokenizer,
                                 {"scales": [64], "max_size": 64, "masks": False}), [0, 1, 2])
     seen = []
     build = build_mod.build_criterion

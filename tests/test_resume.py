@@ -18,7 +18,7 @@ STEPS_PER_EPOCH = 4
 
 
 @pytest.fixture(scope="module")
-def command(reference_dir, tiny_roberta_dir):
+def command(reference_dir, mini_coco, tiny_roberta_dir):
     mini = reference_dir / "phrasecut_mini" / "s0"
     spec = tiny_spec(tiny_roberta_dir, epochs=2, scales=[48, 64], max_steps_per_epoch=STEPS_PER_EPOCH,
                      checkpoint_every_steps=2)
@@ -26,7 +26,7 @@ def command(reference_dir, tiny_roberta_dir):
 
     def command(out_dir):
         return [sys.executable, "-m", "mdetr_phrasecut.cli", "train", "--stage", "pretrain", "--spec-json",
-                json.dumps(spec), "--coco-dir", str(mini / "expected_coco"), "--images", str(mini / "images"),
+                json.dumps(spec), "--coco-dir", str(mini_coco), "--images", str(mini / "images"),
                 "--out-dir", str(out_dir), "--no-progress"]
 
     return command

@@ -39,9 +39,9 @@ def mini(reference_dir):
 
 
 @pytest.fixture(scope="module")
-def repeated_batch(mini, tiny_roberta_dir):
+def repeated_batch(mini, mini_coco, tiny_roberta_dir):
     """Two phrases with deterministic (evaluation) transforms: every epoch is one step on the same batch."""
-    ds = build_dataset("miniv", mini / "expected_coco", mini / "images", str(tiny_roberta_dir),
+    ds = build_dataset("miniv", mini_coco, mini / "images", str(tiny_roberta_dir),
                        {"scales": [64], "max_size": 64, "masks": True})
     return Subset(ds, [0, 1])
 
@@ -124,7 +124,7 @@ def test_stage1_init_loads_ema_weights_only_and_stage2_refuses_a_segmentation_ch
 
 
 def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
-        tmp_path, monkeypatch, capsys, mini, tiny_roberta_dir):
+        tmp_path, monkeypatch, capsys, mini, mini_coco, tiny_roberta_dir):
     build_criterion = build_mod.build_criterion
 
     def build_poisoned(cfg):
@@ -146,7 +146,7 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     spec = tiny_spec(tiny_roberta_dir, epochs=2, max_steps_per_epoch=3, checkpoint_every_steps=1,
                      val_split="miniv")
     code = cli.main(["train", "--stage", "pretrain", "--spec-json", json.dumps(spec), "--coco-dir",
-                     str(mini / "expected_coco"), "--images", str(mini / "images"), "--out-dir", str(tmp_path),
+                     str(mini_coco), "--images", str(mini / "images"), "--out-dir", str(tmp_path),
                      "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1

@@ -15,6 +15,7 @@ from torch import nn
 from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.engine.distributed import DistEnv, env_from_environ
+from conftest import indexed_coco
 from test_train import tiny_spec
 
 LR = 3e-4
@@ -52,7 +53,7 @@ def one_image_split(tmp_path, reference_dir):
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in ids]
     (tmp_path / "coco").mkdir()
     (tmp_path / "coco" / "finetune_phrasecut_miniv.json").write_text(json.dumps(coco))
-    return tmp_path / "coco", mini / "images"
+    return indexed_coco(tmp_path / "coco"), mini / "images"
 
 
 def free_port():

@@ -22,6 +22,7 @@ COMMANDS = {
     "synth": ("mdetr_phrasecut.data.synth", "write a synthetic dataset in the original PhraseCut format"),
     "convert": ("mdetr_phrasecut.data.convert", "convert PhraseCut annotations to MDETR's COCO format"),
     "download": ("mdetr_phrasecut.data.download", "fetch a file by URL, resumable and checksum-verified"),
+    "index": ("mdetr_phrasecut.data.annotation_index", "pack a COCO annotation file into a memory-mapped index"),
     "audit-annotations": ("mdetr_phrasecut.data.annotations_audit", "compare MDETR's annotations with our conversion"),
     "recipe-audit": ("mdetr_phrasecut.engine.recipe_audit", "a released checkpoint's training args beside our config"),
     "train": ("mdetr_phrasecut.engine.train", "train stage 1 (detector) or stage 2 (mask head)"),

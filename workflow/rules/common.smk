@@ -305,6 +305,8 @@ def train_inputs(corpus="main"):
     return dict(
         train=f"{coco_dir(corpus)}/finetune_phrasecut_{split['train_split']}.json",
         val=f"{coco_dir(corpus)}/finetune_phrasecut_{split['val_split']}.json",
+        train_index=f"{coco_dir(corpus)}/finetune_phrasecut_{split['train_split']}.index",
+        val_index=f"{coco_dir(corpus)}/finetune_phrasecut_{split['val_split']}.index",
         images=images_dir(corpus),
         text_encoder=text_encoder_input,
     )
@@ -321,6 +323,7 @@ def evaluate_inputs(ckpt):
     return dict(
         ckpt=ckpt,
         coco=f"{coco_dir()}/finetune_phrasecut_{TEST}.json",
+        index=f"{coco_dir()}/finetune_phrasecut_{TEST}.index",
         refer=original(f"refer_{TEST}.json"),
         split=original("image_data_split.json"),
         counts=original("name_att_rel_count.json"),

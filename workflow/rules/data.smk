@@ -77,6 +77,24 @@ rule convert:
         "--mode {params.mode} --out {output:q} 2> {log}"
 
 
+rule index:
+    """finetune_phrasecut_{split}.json packed into the memory-mapped index training and evaluation read."""
+    input:
+        "results/{corpus}/coco/finetune_phrasecut_{split}.json",
+    output:
+        directory("results/{corpus}/coco/finetune_phrasecut_{split}.index"),
+    log:
+        "results/logs/index_{corpus}_{split}.log",
+    benchmark:
+        "results/benchmarks/index_{corpus}_{split}.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        record=record(lambda w: {}),
+    shell:
+        "mdetr-phrasecut --record {params.record} index --coco {input:q} --out {output:q} 2> {log}"
+
+
 rule audit_annotations:
     """Compare MDETR's released finetune_phrasecut_{split}.json with our conversion of the originals."""
     input:

@@ -2,7 +2,8 @@
 # (helpers: common.smk).
 EVALUATE_SHELL = (
     "mdetr-phrasecut --record {params.record} evaluate --checkpoint {input.ckpt:q} --spec-json {params.spec} "
-    "--coco {input.coco:q} --root {params.root:q} --images {params.images:q} --split {params.split} "
+    "--coco {input.coco:q} --index {input.index:q} --root {params.root:q} --images {params.images:q} "
+    "--split {params.split} "
     "--out-dir {params.out_dir:q} --threshold {params.threshold} --size {params.size} --max-size {params.max_size} "
     "--batch-size {params.batch_size} --processes {params.processes} --workers {params.workers} {params.ema} "
     "--dataset {params.dataset} 2> {log}"

@@ -5,42 +5,28 @@ transforms, normalised cxcywh after), ``labels``, ``masks`` (the union of each i
 with pycocotools), ``caption``, ``tokens_positive``, ``positive_map`` [n, 256], ``image_id``, ``task_id``,
 ``original_id``, ``orig_size``, ``size``, ``area`` and ``iscrowd``.
 """
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
 from typing import Mapping, Optional
 
+import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
 from ..errors import InputError
-from ..io import note_input, open_image
-from ..model.positive_map import batch_positive_map, caption_positive_map
+from ..io import open_image
+from ..model.positive_map import MAX_TEXT_LEN, caption_positive_map, batch_positive_map
 from ..model.text_encoder import check_phrase_lengths
 from ..nested_tensor import nested_tensor_from_tensor_list
 from . import transforms as T
+from .annotation_index import AnnotationIndex, index_path
 
 
-def load_coco(ann_file) -> COCO:
-    """Index a COCO annotation file once (quietly); an unreadable file is an InputError."""
-    note_input(ann_file)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(ann_file))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        kind = "not valid JSON" if isinstance(e, json.JSONDecodeError) else f"{type(e).__name__}: {e}"
-        raise InputError(f"{ann_file}: cannot load COCO annotations ({kind})") from None
-
-
-def polygons_to_mask(polygons, height: int, width: int, where: str = "segmentation") -> torch.Tensor:
+def polygons_to_mask(polygons, height: int, width: int) -> torch.Tensor:
     """Bool [height, width] mask: the union of COCO polygons [x0, y0, x1, y1, ...]; degenerate ones (< 3
     points) cover nothing."""
-    if not isinstance(polygons, list) or any(not isinstance(p, list) or len(p) % 2 for p in polygons):
-        raise InputError(f"{where}: field 'segmentation' must be a list of [x, y, ...] polygons")
     polygons = [p for p in polygons if len(p) >= 6]
     if not polygons:
         return torch.zeros((height, width), dtype=torch.bool)
@@ -48,87 +34,88 @@ def polygons_to_mask(polygons, height: int, width: int, where: str = "segmentati
     return torch.from_numpy(mask_utils.decode(rle)).bool()
 
 
-def _field(record: Mapping, name: str, where: str):
-    try:
-        return record[name]
-    except KeyError:
-        raise InputError(f"{where}: missing field '{name}'") from None
+def check_caption_lengths(tokenizer, index: AnnotationIndex):
+    """`check_phrase_lengths` over the index's captions without tokenising them all: with a byte-level BPE
+    tokenizer (RoBERTa's) every token covers at least one byte, so only captions whose UTF-8 length plus the
+    special tokens exceeds the limit can be too long; other tokenizers see every caption."""
+    limit = min(tokenizer.model_max_length, MAX_TEXT_LEN)
+    pre = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel":
+        suspects = np.flatnonzero(index.caption_bytes() + tokenizer.num_special_tokens_to_add() > limit)
+    else:
+        suspects = np.arange(len(index))
+    check_phrase_lengths(tokenizer, [index.string("caption", i) for i in suspects],
+                         lambda k: index.where(suspects[k]))
 
 
 class PhraseCutDetection(torch.utils.data.Dataset):
-    """Phrases of one `finetune_phrasecut_{split}.json` with their images from `img_folder`.
+    """Phrases of one split's annotation index (`data.annotation_index`) with their images from `img_folder`.
 
     `transforms` is called as transforms(image, target) (see data.transforms); `tokenizer` is a fast
     Hugging Face tokenizer, used to compute each phrase's positive map after the transforms (a flip may
     rewrite the caption).
     """
 
-    def __init__(self, img_folder, ann_file, transforms, return_masks: bool, tokenizer):
+    def __init__(self, img_folder, index: AnnotationIndex, transforms, return_masks: bool, tokenizer):
         self.img_folder = Path(img_folder)
-        self.ann_file = Path(ann_file)
+        self.index = index
         self.transforms = transforms
         self.return_masks = return_masks
         self.tokenizer = tokenizer
-        self.coco = load_coco(self.ann_file)
-        self.ids = sorted(self.coco.imgs)
-        infos = [self.coco.imgs[i] for i in self.ids]
-        check_phrase_lengths(tokenizer, [_field(info, "caption", self._where(info)) for info in infos],
-                             lambda i: self._where(infos[i]))
+        check_caption_lengths(tokenizer, index)
 
-    def _where(self, info: Mapping) -> str:
-        return f"{self.ann_file}: image id {info['id']} task_id {info.get('task_id')}"
+    @property
+    def ids(self) -> np.ndarray:
+        """The COCO image id of each item."""
+        return self.index.arrays["image_id"]
 
     def __len__(self):
-        return len(self.ids)
+        return len(self.index)
 
     def __getitem__(self, idx):
-        info = self.coco.imgs[self.ids[idx]]
-        where = self._where(info)
-        image = self._load_image(info, where)
-        target = self._target(info, self.coco.imgToAnns[info["id"]], image.size, where)
+        info = self.index.image(idx)
+        image = self._load_image(info)
+        target = self._target(info, self.index.annotations(idx), image.size)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         target["positive_map"] = caption_positive_map(self.tokenizer, target["caption"], target["tokens_positive"])
         return image, target
 
-    def _load_image(self, info: Mapping, where: str) -> Image.Image:
-        path = self.img_folder / _field(info, "file_name", where)
-        image = open_image(path, f"task_id {info.get('task_id')}: image")
-        expected = (info.get("width", image.width), info.get("height", image.height))
+    def _load_image(self, info: Mapping) -> Image.Image:
+        path = self.img_folder / info["file_name"]
+        image = open_image(path, f"task_id {info['task_id']}: image")
+        recorded = (info["width"], info["height"])
+        expected = tuple(got if want is None else want for want, got in zip(recorded, image.size))
         if image.size != expected:
             raise InputError(
-                f"{path}: image is {image.width}x{image.height} but task_id {info.get('task_id')} "
+                f"{path}: image is {image.width}x{image.height} but task_id {info['task_id']} "
                 f"expects {expected[0]}x{expected[1]} (fields 'width', 'height')"
             )
         return image
 
-    def _target(self, info: Mapping, anns, image_size, where: str) -> dict:
-        """The release's ConvertCocoPolysToMask: crowd annotations dropped, boxes to xyxy clipped to the
-        image, boxes without area dropped."""
+    def _target(self, info: Mapping, anns: Mapping, image_size) -> dict:
+        """The release's ConvertCocoPolysToMask (crowd annotations are left out of the index): boxes to xyxy
+        clipped to the image, boxes without area dropped."""
         width, height = image_size
-        anns = [a for a in anns if not a.get("iscrowd", 0)]
-        try:
-            boxes = torch.tensor([_field(a, "bbox", where) for a in anns], dtype=torch.float32).reshape(-1, 4)
-        except (ValueError, TypeError, RuntimeError):
-            raise InputError(f"{where}: field 'bbox' must be [x, y, w, h] numbers") from None
+        boxes = torch.from_numpy(anns["bbox"].astype(np.float32))
         boxes[:, 2:] += boxes[:, :2]
         boxes[:, 0::2].clamp_(min=0, max=width)
         boxes[:, 1::2].clamp_(min=0, max=height)
         target = {
             "boxes": boxes,
-            "labels": torch.tensor([_field(a, "category_id", where) for a in anns], dtype=torch.int64),
-            "area": torch.tensor([float(_field(a, "area", where)) for a in anns], dtype=torch.float32),
-            "iscrowd": torch.zeros(len(anns), dtype=torch.int64),
-            "tokens_positive": [_field(a, "tokens_positive", where) for a in anns],
-            "caption": _field(info, "caption", where),
+            "labels": torch.from_numpy(anns["category_id"]),
+            "area": torch.from_numpy(anns["area"].astype(np.float32)),
+            "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
+            "tokens_positive": anns["tokens_positive"],
+            "caption": info["caption"],
             "image_id": torch.tensor([info["id"]]),
-            "task_id": info.get("task_id"),
-            "original_id": info.get("original_id"),
+            "task_id": info["task_id"],
+            "original_id": info["original_id"],
             "orig_size": torch.tensor([height, width]),
             "size": torch.tensor([height, width]),
         }
         if self.return_masks:
-            masks = [polygons_to_mask(_field(a, "segmentation", where), height, width, where) for a in anns]
+            masks = [polygons_to_mask(polygons, height, width) for polygons in anns["polygons"]]
             target["masks"] = torch.stack(masks) if masks else torch.zeros((0, height, width), dtype=torch.bool)
         return T.keep_instances(target, (boxes[:, 2:] > boxes[:, :2]).all(dim=1))
 
@@ -147,7 +134,8 @@ def train_collate_fn(batch, positive_map: str = "release"):
 
 
 def build_dataset(split: str, coco_path, img_folder, tokenizer, train_cfg: Optional[Mapping] = None):
-    """PhraseCutDetection for `coco_path/finetune_phrasecut_{split}.json`: training transforms for "train",
+    """PhraseCutDetection for `coco_path/finetune_phrasecut_{split}.json`, read from its index beside it
+    (`finetune_phrasecut_{split}.index`, checked against the file): training transforms for "train",
     evaluation transforms otherwise.
 
     `train_cfg` keys (all optional): scales, max_size (release: 480..800 step 32, 1333; evaluation resizes to
@@ -164,5 +152,5 @@ def build_dataset(split: str, coco_path, img_folder, tokenizer, train_cfg: Optio
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    ann_file = Path(coco_path) / f"finetune_phrasecut_{split}.json"
-    return PhraseCutDetection(img_folder, ann_file, transforms, cfg.get("masks", True), tokenizer)
+    index = AnnotationIndex(index_path(coco_path, split), Path(coco_path) / f"finetune_phrasecut_{split}.json")
+    return PhraseCutDetection(img_folder, index, transforms, cfg.get("masks", True), tokenizer)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..data.annotation_index import AnnotationIndex
 from ..data.dataset import PhraseCutDetection, collate_fn
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PROBABILITY
 from ..config import load_spec, resolve_stage, schema_defaults
@@ -45,16 +46,17 @@ def predict_split(model, postprocessors, dataset, out_path, batch_size, device, 
                     writer.add(target["task_id"], answer["masks"].numpy(), answer["boxes"].numpy())
 
 
-def evaluate(checkpoint, spec, coco, root, images, split, out_dir, threshold, size, max_size, batch_size, workers,
-             use_ema, device, dataset_name=None, processes=1):
+def evaluate(checkpoint, spec, coco, index, root, images, split, out_dir, threshold, size, max_size, batch_size,
+             workers, use_ema, device, dataset_name=None, processes=1):
     """Run the stage-2 model of `spec` (`config.resolve_stage`) with `checkpoint`'s weights on `split`, score it;
     writes and returns metrics.json's content."""
     out_dir = Path(out_dir)
     model, _, postprocessors = load_weights(checkpoint, lambda _: build(resolve_stage(spec, "stage2", threshold)),
                                             use_ema, need="segmentation", needed_by="evaluate")
     tokenizer = model.detr.transformer.tokenizer
-    dataset = PhraseCutDetection(images, coco, make_eval_transform(size=size, max_size=max_size),
-                                 return_masks=False, tokenizer=tokenizer)
+    dataset = PhraseCutDetection(images, AnnotationIndex(index, coco),
+                                 make_eval_transform(size=size, max_size=max_size), return_masks=False,
+                                 tokenizer=tokenizer)
     predictions = out_dir / "predictions.npz"
     predict_split(model, postprocessors, dataset, predictions, batch_size, device, processes=processes)
 
@@ -83,6 +85,7 @@ def add_arguments(parser):
     parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="stage-2 (segmentation) checkpoint")
     parser.add_argument("--spec-json", required=True, help='{"model": {...}, "train": {...}} as given to `train`')
     parser.add_argument("--coco", required=True, type=IN_FILE, help="finetune_phrasecut_{split}.json")
+    parser.add_argument("--index", required=True, type=IN_DIR, help="its annotation index (`mdetr-phrasecut index`)")
     parser.add_argument("--root", required=True, type=IN_DIR, help="original PhraseCut files (refer_{split}.json, ...)")
     parser.add_argument("--images", required=True, type=IN_DIR, help="folder of {image_id}.jpg")
     parser.add_argument("--split", default="test", choices=PHRASECUT_SPLITS)
@@ -101,8 +104,8 @@ def add_arguments(parser):
 
 
 def main(args):
-    metrics = evaluate(args.checkpoint, load_spec(args.spec_json), args.coco, args.root, args.images, args.split,
-                       args.out_dir, args.threshold, args.size, args.max_size, args.batch_size, args.workers,
-                       args.use_ema, args.device, args.dataset, args.processes)
+    metrics = evaluate(args.checkpoint, load_spec(args.spec_json), args.coco, args.index, args.root, args.images,
+                       args.split, args.out_dir, args.threshold, args.size, args.max_size, args.batch_size,
+                       args.workers, args.use_ema, args.device, args.dataset, args.processes)
     overall = metrics["subsets"].get("all", {})
     print(json.dumps({k: overall.get(k) for k in ("mean_mask_iou", "cum_mask_iou", "pred_mask_acc")}))
