@@ -37,7 +37,7 @@ demo: install
 	TMPDIR=$(SNAKEMAKE_TMP) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) all
 
 test: install slurm-deps browser-deps
-	python -m pytest -q
+	python -m pytest -q -n $(CORES) --dist loadgroup
 
 clean:
 	rm -rf results .snakemake

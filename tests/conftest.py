@@ -10,6 +10,17 @@ REFERENCE = REPO.parent / "shared" / "reference"
 
 torch.set_num_threads(1)
 
+# `make test` spreads the suite over the cores (pytest-xdist, `--dist loadgroup`), a test module to a worker as a
+# whole, so a module's fixtures are made once; modules sharing a run share a worker (test_chaos.py compares its
+# killed runs with test_workflow.py's demo run).
+XDIST_GROUPS = {"test_chaos": "test_workflow"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+
 
 @pytest.fixture(scope="session")
 def repo_dir():

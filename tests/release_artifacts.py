@@ -73,13 +73,15 @@ OURS_ONLY = ("stage", "threshold", "positive_map", "scales", "max_size", "max_st
 def training_args(config: dict, run: str, stage: str, **differ) -> argparse.Namespace:
     """The `args` the release's main.py saves in a checkpoint of `stage`: our resolved config of that stage under
     its argument names, its bookkeeping (paths, world size), an argument we have no counterpart for (`set_loss`),
-    and `differ` on top (a deliberate difference for the recipe audit to flag)."""
+    the release's text encoder by its name (a fake is built with a tiny stand-in for it), and `differ` on top (a
+    deliberate difference for the recipe audit to flag)."""
     cfg = resolve_stage({"model": run_model(config, run), "train": run_train(config, run, stage)}, stage)
     res = {**config["resources"]["default"], **config["resources"][stage]}
     args = {k: v for k, v in cfg.items() if k not in OURS_ONLY}
     args.update(eval_skip=cfg["eval_every"], world_size=res["nodes"] * (res["gpus_per_node"] or res["tasks_per_node"]),
                 frozen_weights="detection/checkpoint.pth" if cfg["freeze_detr"] else None,
-                dataset_config="configs/phrasecut.json", output_dir="phrasecut", set_loss="hungarian", **differ)
+                dataset_config="configs/phrasecut.json", output_dir="phrasecut", set_loss="hungarian",
+                text_encoder_type="roberta-base", **differ)
     return argparse.Namespace(**args)
 
 

@@ -196,7 +196,8 @@ def test_two_nodes_requeued_then_warned_and_retried_equal_the_one_node_run(clust
 
     assert "stopped by a signal" in stopped and "exiting with 75" in stopped, stopped[-3000:]
     assert (job_field(cluster3, first, "JobState"), job_field(cluster3, first, "Restarts")) == ("FAILED", "0")
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
+    # the training jobs (stage 2's inputs, the split indexes, are jobs of their own)
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_train/", out)
     assert len(set(submitted)) == len(submitted) == 3 and submitted[:2] == [job, first], out[-4000:]
     assert job_field(cluster3, submitted[2], "JobState") == "COMPLETED"  # the retry: a new job
     calls = re.findall(r"sbatch call: (.*)", out)
