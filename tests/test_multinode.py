@@ -200,7 +200,7 @@ def test_two_nodes_requeued_then_warned_and_retried_equal_the_one_node_run(clust
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_train/", out)
     assert len(set(submitted)) == len(submitted) == 3 and submitted[:2] == [job, first], out[-4000:]
     assert job_field(cluster3, submitted[2], "JobState") == "COMPLETED"  # the retry: a new job
-    calls = re.findall(r"sbatch call: (.*)", out)
+    calls = [call for call in re.findall(r"sbatch call: (.*)", out) if "/rule_train/" in call]
     assert len(calls) == 3 and all(SIGNAL in call for call in calls[1:]), calls
     assert resumed_at(workspace, "stage2", STEPS2) >= 4
     assert_two_nodes_took_part(workspace, job_nodes(cluster3, submitted[2]), "stage2")
