@@ -54,3 +54,18 @@ def test_identical_saves_give_identical_checkpoint_files(tmp_path):
     io.atomic_torch_save(obj, tmp_path / "b.pth")
     assert io.sha256_file(tmp_path / "a.pth") == io.sha256_file(tmp_path / "b.pth")
     assert torch.equal(torch.load(tmp_path / "b.pth", weights_only=True)["model"]["w"], obj["model"]["w"])
+
+
+def test_replace_folder_deletes_the_old_folder_only_once_the_new_one_is_in_place(tmp_path):
+    out = tmp_path / "browser"
+    out.mkdir()
+    (out / "index.html").write_text("old")
+    with pytest.raises(FileNotFoundError):
+        io.replace_folder(tmp_path / "never_built", out)
+    assert (out / "index.html").read_text() == "old"  # put back when the new folder cannot take its place
+    built = tmp_path / "built"
+    built.mkdir()
+    (built / "index.html").write_text("new")
+    io.replace_folder(built, out)
+    assert (out / "index.html").read_text() == "new" and not built.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["browser"]  # nothing set aside is left

@@ -136,6 +136,24 @@ def temp_sibling(path, suffix="", directory=False) -> Path:
     return Path(made)
 
 
+def replace_folder(built, out):
+    """Put the finished folder `built` at `out`. An earlier `out` is set aside first and deleted only once `built`
+    is in place; if that fails, it is put back."""
+    built, out = Path(built), Path(out)
+    old = None
+    if out.is_dir():
+        old = temp_sibling(out, ".old", directory=True)
+        os.replace(out, old)
+    try:
+        os.replace(built, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""

@@ -14,14 +14,13 @@ the per-annotation `bbox` [x, y, w, h], `area`, `category_id`, `span_offsets` in
 Every field is validated while building, so bad input is one line at build time, not mid-training.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..io import note_input, sha256_file, temp_sibling
+from ..io import note_input, replace_folder, sha256_file, temp_sibling
 
 FORMAT = "mdetr-phrasecut-annotation-index/1"
 META = "meta.json"
@@ -160,22 +159,14 @@ def build_index(coco_file, out_dir) -> Path:
     meta = {"format": FORMAT, "source": str(coco_file), "source_sha256": sha256_file(coco_file),
             "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns,
             "phrases": len(arrays["image_id"]), "annotations": len(arrays["area"])}
-    tmp, old = temp_sibling(out_dir, directory=True), None
+    tmp = temp_sibling(out_dir, directory=True)
     try:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if out_dir.is_dir():  # set aside, removed once the new index is in place
-            old = temp_sibling(out_dir, directory=True)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:  # the new index in place: drop the old one; else put it back
-            if out_dir.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(old, out_dir)
     return out_dir
 
 

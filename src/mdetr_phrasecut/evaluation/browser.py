@@ -16,7 +16,6 @@ The folder is built next to `--out-dir` and renamed into place: bad input leaves
 """
 import html
 import json
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..arguments import IN_DIR, IN_FILE, NONNEGATIVE_INT, OUT_DIR, POSITIVE_INT,
 from ..config import schema_defaults
 from ..data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_refer
 from ..errors import InputError
-from ..io import temp_sibling
+from ..io import replace_folder, temp_sibling
 from .plots import BOTH_COLOR, GT_COLOR, PRED_COLOR, iter_examples
 from .statistics import aligned, load_per_task
 from .subsets import SUBSETS
@@ -104,17 +103,6 @@ def render_page(data):
     return template.replace("{{TITLE}}", html.escape(data["title"])).replace("{{DATA}}", payload)
 
 
-def _replace_folder(built, out):
-    """Put the finished folder `built` at `out`; an earlier `out` is moved aside first and deleted only after."""
-    old = None
-    if out.exists():
-        old = temp_sibling(out, ".old", directory=True)
-        os.replace(out, old / out.name)
-    os.replace(built, out)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def write_browser(per_task, predictions, root, images_dir, split, out_dir, limits, seed=0, size=192,
                   paired_per_task=None, paired_predictions=None, labels=("ours", "released"), title=None):
     """Write the browser folder `out_dir` (see the module doc); returns the number of thumbnails per evaluation."""
@@ -139,7 +127,7 @@ def write_browser(per_task, predictions, root, images_dir, split, out_dir, limit
             for suffix, thumb in zip(("", ".paired"), thumbnails(image, gt, preds, size)):
                 thumb.save(built / "thumbs" / f"{n}{suffix}.jpg", quality=85)
         (built / "index.html").write_text(render_page(data), encoding="utf-8")
-        _replace_folder(built, out_dir)
+        replace_folder(built, out_dir)
     finally:
         shutil.rmtree(built, ignore_errors=True)
     return len(chosen)
