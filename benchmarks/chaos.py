@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from chaos_trials import (differences, kill_when, outcome, processes_in, snakemake_args,  # noqa: E402
                           start, stray_files)
-from mdetr_phrasecut.io import sha256_file  # noqa: E402
+from mdetr_phrasecut.infra.io import sha256_file  # noqa: E402
 from test_workflow import make_workspace  # noqa: E402
 
 SMOKE_TARGET = "results/main/coco/finetune_phrasecut_test.json"

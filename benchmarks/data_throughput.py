@@ -90,7 +90,7 @@ def main():
     from mdetr_phrasecut.data import transforms as T
     from mdetr_phrasecut.data.annotation_index import AnnotationIndex, build_index
     from mdetr_phrasecut.data.dataset import PhraseCutDetection
-    from mdetr_phrasecut.io import open_image
+    from mdetr_phrasecut.infra.io import open_image
 
     torch.set_num_threads(1)  # one core, as one loader worker has
     with tempfile.TemporaryDirectory() as tmp:

@@ -61,7 +61,7 @@ def count_flops(model, size, trainable) -> float:
     """Forward + backward FLOPs of one image of `size` with the parameters `trainable` requires grad."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list
+    from mdetr_phrasecut.model.nested_tensor import nested_tensor_from_tensor_list
 
     for name, p in model.named_parameters():
         p.requires_grad_(trainable(name))

@@ -30,7 +30,7 @@ TINY = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1,
         "text_encoder_type": str(ROOT / "src/mdetr_phrasecut/assets/tiny_text_encoder")}
 
 from mdetr_phrasecut.model.build import build_model  # noqa: E402
-from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list  # noqa: E402
+from mdetr_phrasecut.model.nested_tensor import nested_tensor_from_tensor_list  # noqa: E402
 
 PHRASES = ["the small red circle left of the blue square", "white clouds in blue sky", "man wearing a black hat",
            "large wooden table near the window", "green tree", "dog lying on the grass"]

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mdetr_phrasecut import provenance
+from mdetr_phrasecut.infra import provenance
+from mdetr_phrasecut.infra.provenance_audit import audit
 
 
 def make_folder(root: Path, files: int, kib: int) -> Path:
@@ -57,9 +58,9 @@ def main():
         deep_digest, digest_before = timed(lambda: provenance.digest(images, deep=True))
         fast_digest, digest_after = timed(lambda: provenance.digest(images))
         assert deep_digest == fast_digest, "manifest digest differs from re-hashing"
-        problems, audit_before = timed(lambda: provenance.audit(use, deep=True))
+        problems, audit_before = timed(lambda: audit(use, deep=True))
         assert problems == [], problems
-        problems, audit_after = timed(lambda: provenance.audit(use))
+        problems, audit_after = timed(lambda: audit(use))
         assert problems == [], problems
 
     result = {"files": args.files, "kib": args.kib, "made_s": round(made_s, 2), "record_once_s": round(record_s, 3),

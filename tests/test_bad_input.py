@@ -21,7 +21,7 @@ import torch
 import yaml
 from PIL import Image
 
-from mdetr_phrasecut import io
+from mdetr_phrasecut.infra import io
 from mdetr_phrasecut.cli import main as cli
 from mdetr_phrasecut.config import load_config
 from mdetr_phrasecut.errors import InputError

@@ -20,7 +20,7 @@ from http_server import Fault, serve
 
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.config import load_config, validate_config
-from mdetr_phrasecut.data.download import Source, download, extract
+from mdetr_phrasecut.infra.download import Source, download, extract
 from mdetr_phrasecut.errors import InputError
 
 DATA = os.urandom(50_000)
@@ -331,7 +331,7 @@ def test_text_encoder_snapshot_at_a_pinned_revision_loads_offline(tmp_path):
     does not need) fetched at its pinned revision into a folder the encoder then loads from."""
     from mdetr_phrasecut.data.tiny_text_encoder import default_path
     from mdetr_phrasecut.model.text_encoder import load_text_encoder
-    from mdetr_phrasecut.provenance import digest
+    from mdetr_phrasecut.infra.provenance import digest
 
     repo, commit = "FacebookAI/roberta-base", "e2da8e2f811d1448a5b465c236feacd80ffbac7b"
     files = {p.name: p.read_bytes() for p in default_path().iterdir()}

@@ -41,7 +41,7 @@ def test_export_keeps_ema_weights_in_float16_and_loads_back(tiny_roberta_dir, tm
 
 
 def test_dilation_puts_the_last_level_at_stride_16(tiny_roberta_dir):
-    from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list
+    from mdetr_phrasecut.model.nested_tensor import nested_tensor_from_tensor_list
 
     images = nested_tensor_from_tensor_list([torch.randn(3, 64, 96)])
     for dilation, stride in ((False, 32), (True, 16)):

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from mdetr_phrasecut import io
+from mdetr_phrasecut.infra import io
 from mdetr_phrasecut.errors import InputError
 
 

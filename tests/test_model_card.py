@@ -6,7 +6,7 @@ from test_statistics import write_benchmark, write_evaluation
 
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.evaluation.statistics import intervals, load_per_task
-from mdetr_phrasecut.provenance import record
+from mdetr_phrasecut.infra.provenance import record
 
 OPTIONS = ["--resamples", "200", "--seed", "3"]
 

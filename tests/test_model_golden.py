@@ -14,7 +14,7 @@ from conftest import MDETR_GOLDEN, require
 from mdetr_phrasecut.model.backbone import Backbone
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
-from mdetr_phrasecut.nested_tensor import nested_tensor_from_tensor_list
+from mdetr_phrasecut.model.nested_tensor import nested_tensor_from_tensor_list
 
 PARTS = ["detector", "segm"]
 FULL_SIZE = ["resnet101/detector", "resnet101/segm", "efficientnet_b3/detector", "efficientnet_b3/segm"]

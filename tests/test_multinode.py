@@ -273,7 +273,7 @@ def test_launcher_that_cannot_find_the_first_node_fails_with_one_line(scontrol_p
 def test_launcher_meets_at_the_first_nodes_slurm_address(scontrol_path, monkeypatch):
     """torchrun's arguments: every node meets at the first node's NodeAddr, on the job's port."""
     from mdetr_phrasecut.cli import build_parser
-    from mdetr_phrasecut.engine.distributed import torchrun_args
+    from mdetr_phrasecut.infra.launch import torchrun_args
 
     monkeypatch.setenv("PATH", scontrol_path)
     args = build_parser("launch")[0].parse_args(["launch", "--nnodes=2", "--nproc-per-node=8", "--", "--record", "{}",

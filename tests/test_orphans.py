@@ -48,7 +48,7 @@ def fake_torchrun(tmp_path, worker_code, then):
 def test_a_torchrun_worker_dies_with_its_killed_launcher(tmp_path):
     """kill -9 of the launcher takes its worker along (torchrun puts workers in sessions of their own)."""
     pid_file = tmp_path / "worker.pid"
-    worker = ("import os, time; from mdetr_phrasecut.lifetime import die_with_launcher; "
+    worker = ("import os, time; from mdetr_phrasecut.infra.lifetime import die_with_launcher; "
               f"die_with_launcher(os.getppid()); open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
               "time.sleep(120)")
     launcher = fake_torchrun(tmp_path, worker, "time.sleep(120)")

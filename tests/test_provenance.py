@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from mdetr_phrasecut import cli, provenance
-from mdetr_phrasecut.io import sha256_file
+from mdetr_phrasecut import cli
+from mdetr_phrasecut.infra import provenance
+from mdetr_phrasecut.infra.provenance_audit import audit, walk
+from mdetr_phrasecut.infra.io import sha256_file
 
 CONFIG = {"data": {"split": "val"}, "train": {"lr": 1e-4, "epochs": 2}}
 
@@ -51,11 +53,11 @@ def test_record_contents(chain):
 
 
 def test_intact_chain_passes_and_moves_with_its_folder(chain, tmp_path_factory):
-    assert provenance.audit(chain / "c.md", config=CONFIG) == []
+    assert audit(chain / "c.md", config=CONFIG) == []
     moved = tmp_path_factory.mktemp("moved") / "tree"
     chain.rename(moved)
-    assert provenance.audit(moved / "c.md") == []
-    assert [a.path.split("/")[-1] for a in provenance.walk(moved / "c.md")] == ["c.md", "b.txt", "a.txt"]
+    assert audit(moved / "c.md") == []
+    assert [a.path.split("/")[-1] for a in walk(moved / "c.md")] == ["c.md", "b.txt", "a.txt"]
 
 
 def test_step_records_nothing_on_failure(tmp_path):
@@ -65,45 +67,45 @@ def test_step_records_nothing_on_failure(tmp_path):
             out.write_text("half")
             raise RuntimeError("boom")
     assert not provenance.record_path(out).exists()
-    assert kinds(provenance.audit(out)) == [("x.txt", "unrecorded")]
+    assert kinds(audit(out)) == [("x.txt", "unrecorded")]
 
 
 def test_tampered_middle_artifact_is_named(chain):
     (chain / "sub" / "b.txt").write_text("FORGED\n")
-    assert kinds(provenance.audit(chain / "c.md")) == [("b.txt", "altered")]
+    assert kinds(audit(chain / "c.md")) == [("b.txt", "altered")]
 
 
 def test_deleted_artifact_is_named(chain):
     (chain / "sub" / "b.txt").unlink()
-    assert kinds(provenance.audit(chain / "c.md")) == [("b.txt", "missing")]
+    assert kinds(audit(chain / "c.md")) == [("b.txt", "missing")]
 
 
 def test_regenerated_input_names_the_stale_consumer(chain):
     make_a(chain, "other annotations\n")  # a remade (with its record), b not re-run
-    assert kinds(provenance.audit(chain / "c.md")) == [("b.txt", "different-input")]
+    assert kinds(audit(chain / "c.md")) == [("b.txt", "different-input")]
     make_b(chain)  # re-running b makes c stale in turn
-    assert kinds(provenance.audit(chain / "c.md")) == [("c.md", "different-input")]
+    assert kinds(audit(chain / "c.md")) == [("c.md", "different-input")]
     make_c(chain)
-    assert provenance.audit(chain / "c.md") == []
+    assert audit(chain / "c.md") == []
 
 
 def test_unrecorded_source_changed_under_its_consumer(tmp_path):
     (tmp_path / "raw.txt").write_text("v1")
     with provenance.step(outputs=[tmp_path / "out.txt"], inputs=[tmp_path / "raw.txt"]):
         (tmp_path / "out.txt").write_text("derived")
-    assert provenance.audit(tmp_path / "out.txt") == []
+    assert audit(tmp_path / "out.txt") == []
     (tmp_path / "raw.txt").write_text("v2")
-    assert kinds(provenance.audit(tmp_path / "out.txt")) == [("raw.txt", "altered")]
+    assert kinds(audit(tmp_path / "out.txt")) == [("raw.txt", "altered")]
 
 
 def test_lost_record_of_an_input_is_named(chain):
     provenance.record_path(chain / "a.txt").unlink()
-    assert kinds(provenance.audit(chain / "c.md")) == [("a.txt", "unrecorded")]
+    assert kinds(audit(chain / "c.md")) == [("a.txt", "unrecorded")]
 
 
 def test_different_config_is_named(chain):
     changed = {**CONFIG, "train": {**CONFIG["train"], "lr": 5e-5}}
-    problems = provenance.audit(chain / "c.md", config=changed)
+    problems = audit(chain / "c.md", config=changed)
     assert kinds(problems) == [("b.txt", "different-config")]
     assert "train.lr" in problems[0].detail
 
@@ -112,9 +114,9 @@ def test_folder_artifacts(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "1.jpg").write_bytes(b"\xff\xd8one")
     provenance.record([tmp_path / "images"], [], {})
-    assert provenance.audit(tmp_path / "images") == []
+    assert audit(tmp_path / "images") == []
     (tmp_path / "images" / "2.jpg").write_bytes(b"\xff\xd8two")
-    assert kinds(provenance.audit(tmp_path / "images")) == [("images", "altered")]
+    assert kinds(audit(tmp_path / "images")) == [("images", "altered")]
 
 
 def test_cli_report_and_exit_status(chain, tmp_path, capsys):
@@ -167,17 +169,17 @@ def test_folder_is_hashed_once_where_produced_and_its_manifest_cited(tmp_path, m
 
     monkeypatch.setattr(provenance, "sha256_file", no_image_hashing)  # digests and the audit now read no image
     assert provenance.digest(images) == manifest["sha256"]
-    assert provenance.audit(tmp_path / "use.txt") == []
+    assert audit(tmp_path / "use.txt") == []
     with pytest.raises(AssertionError, match="re-hashed"):
-        provenance.audit(tmp_path / "use.txt", deep=True)
+        audit(tmp_path / "use.txt", deep=True)
 
 
 def test_folder_with_other_sizes_or_mtimes_is_rehashed(tmp_path):
     images = make_folder(tmp_path)
     os.utime(images / "0.jpg", ns=(1, 1))  # mtime only: re-hashed, same content, still consistent
-    assert provenance.audit(tmp_path / "use.txt") == []
+    assert audit(tmp_path / "use.txt") == []
     (images / "2.jpg").write_bytes(b"\xff\xd8 other content")
-    assert kinds(provenance.audit(tmp_path / "use.txt")) == [("images", "altered")]
+    assert kinds(audit(tmp_path / "use.txt")) == [("images", "altered")]
 
 
 def test_edited_manifest_is_not_trusted(tmp_path):
@@ -187,7 +189,7 @@ def test_edited_manifest_is_not_trusted(tmp_path):
     manifest["files"][0][3] = "0" * 64  # claims another content for 0.jpg
     path.write_text(json.dumps(manifest))
     assert provenance.digest(images) == provenance.digest(images, deep=True)
-    assert provenance.audit(tmp_path / "use.txt") == []
+    assert audit(tmp_path / "use.txt") == []
 
 
 def test_deep_audit_rehashes_what_sizes_and_mtimes_miss(tmp_path, capsys):
@@ -196,7 +198,7 @@ def test_deep_audit_rehashes_what_sizes_and_mtimes_miss(tmp_path, capsys):
     st = target.stat()
     target.write_bytes(b"\x00" * st.st_size)  # same size, mtime put back: only the content says so
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert provenance.audit(tmp_path / "use.txt") == []
+    assert audit(tmp_path / "use.txt") == []
     assert cli.main(["audit", str(tmp_path / "use.txt"), "--deep"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "images: altered" in err[0]

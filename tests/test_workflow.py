@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mdetr_phrasecut.io import sha256_file
+from mdetr_phrasecut.infra.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -3,7 +3,7 @@
 Each subcommand lives in its own module exposing `add_arguments(parser)` (typed with `arguments`) and
 `main(args)`; modules are imported lazily so `--help` stays fast. Any bad input -- a usage error, a bad value,
 an output that would overwrite an input -- is one line on stderr and exit status 2. With `--record`, a
-successful run also writes a provenance record next to each output (see `provenance.py`); the workflow's rules
+successful run also writes a provenance record next to each output (see `infra/provenance.py`); the workflow's rules
 always pass it. An argument `@FILE` stands for FILE's lines, one argument each (the workflow passes its long JSON
 values so: `--record @.snakemake/args/<hash>.json`).
 """
@@ -13,15 +13,15 @@ import importlib
 import os
 import sys
 
-from . import io
+from .infra import io
 from .arguments import declared_paths, json_object
 from .errors import InputError
-from .lifetime import die_with_launcher
+from .infra.lifetime import die_with_launcher
 
 COMMANDS = {
     "synth": ("mdetr_phrasecut.data.synth", "write a synthetic dataset in the original PhraseCut format"),
     "convert": ("mdetr_phrasecut.data.convert", "convert PhraseCut annotations to MDETR's COCO format"),
-    "download": ("mdetr_phrasecut.data.download", "fetch a file by URL, resumable and checksum-verified"),
+    "download": ("mdetr_phrasecut.infra.download", "fetch a file by URL, resumable and checksum-verified"),
     "index": ("mdetr_phrasecut.data.annotation_index", "pack a COCO annotation file into a memory-mapped index"),
     "audit-annotations": ("mdetr_phrasecut.data.annotations_audit", "compare MDETR's annotations with our conversion"),
     "recipe-audit": ("mdetr_phrasecut.engine.recipe_audit", "a released checkpoint's training args beside our config"),
@@ -34,9 +34,9 @@ COMMANDS = {
     "model-card": ("mdetr_phrasecut.evaluation.model_card", "a Hugging Face model card of a trained checkpoint"),
     "export-checkpoint": ("mdetr_phrasecut.model.export", "keep a checkpoint's (EMA) weights only, in float16"),
     "predict": ("mdetr_phrasecut.predict", "segment one phrase in one image"),
-    "audit": ("mdetr_phrasecut.provenance", "verify the provenance chain behind an artifact"),
-    "launch": ("mdetr_phrasecut.engine.distributed", "start torchrun on every node of a Slurm job (one srun task each)"),
-    "unlock": ("mdetr_phrasecut.unlock", "after a killed Snakemake, remove its lock when no Snakemake runs here"),
+    "audit": ("mdetr_phrasecut.infra.provenance_audit", "verify the provenance chain behind an artifact"),
+    "launch": ("mdetr_phrasecut.infra.launch", "start torchrun on every node of a Slurm job (one srun task each)"),
+    "unlock": ("mdetr_phrasecut.infra.unlock", "after a killed Snakemake, remove its lock when no Snakemake runs here"),
 }
 
 
@@ -91,7 +91,7 @@ def _provenance(args, argv):
     """Records are written once, by the first process of a distributed run."""
     if args.record is None or int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) != 0:
         return contextlib.nullcontext()
-    from .provenance import recorded_step
+    from .infra.provenance import recorded_step
 
     return recorded_step(args.record, ["mdetr-phrasecut", *argv])
 

@@ -13,7 +13,7 @@ import yaml
 
 from . import ASSETS
 from .errors import InputError
-from .io import note_input
+from .infra.io import note_input
 
 SCHEMA_PATH = ASSETS / "config.schema.yaml"
 TRAIN_STAGES = ("pretrain", "stage1", "stage2")  # the --stage of `train`

@@ -12,11 +12,11 @@ from .arguments import IN_FILE, OUT_FILE, POSITIVE_INT, PROBABILITY, text
 from .config import (check, load_schema, read_mapping, resolve_stage, run_model, schema_defaults, section_schema,
                      validate_config)
 from .errors import InputError
-from .io import atomic_path, open_image
+from .infra.io import atomic_path, open_image
 from .model.build import build
 from .model.checkpoint_file import describe, load_weights
 from .model.text_encoder import check_phrase_lengths
-from .nested_tensor import nested_tensor_from_tensor_list
+from .model.nested_tensor import nested_tensor_from_tensor_list
 
 
 def add_arguments(parser):

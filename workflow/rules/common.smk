@@ -7,10 +7,10 @@ import shlex
 from pathlib import Path
 
 from mdetr_phrasecut.config import run_model, run_train, validate_config
-from mdetr_phrasecut.engine.launch_signals import TORCHRUN_SIGNALS
+from mdetr_phrasecut.infra.launch import TORCHRUN_SIGNALS
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.evaluation.table import check_order
-from mdetr_phrasecut.io import atomic_write_text
+from mdetr_phrasecut.infra.io import atomic_write_text
 
 REPO = Path(workflow.basedir).resolve()
 # Only the download jobs reach the network (they say HF_HUB_OFFLINE=0): every other job, here or submitted, finds
@@ -254,7 +254,7 @@ def train_resources(stages):
 def launcher(stage):
     """How a training stage starts: one process; torchrun with a local rendezvous on one machine (or node); or
     `mdetr-phrasecut launch` on every allocated node (one srun task per node), which finds the first node's
-    address through `scontrol` and runs torchrun there (see engine/distributed.py). Each process computes with its
+    address through `scontrol` and runs torchrun there (see infra/launch.py). Each process computes with its
     share of the job's `threads` (engine/distributed.py, `share_threads_among_local_processes`)."""
     r = stage_resources(stage)
     procs = stage_processes(stage)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import note_input, replace_folder, sha256_file, temp_sibling
+from ..infra.io import note_input, replace_folder, sha256_file, temp_sibling
 
 FORMAT = "mdetr-phrasecut-annotation-index/1"
 META = "meta.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..arguments import IN_DIR, IN_FILE, OUT_FILE
 from .phrasecut_format import PHRASECUT_SPLITS
-from ..io import atomic_write_json
+from ..infra.io import atomic_write_json
 
 NUMBERING = {"images": {"id"}, "annotations": {"id", "image_id"}}
 _ABSENT = object()

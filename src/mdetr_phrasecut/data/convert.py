@@ -34,7 +34,7 @@ import os
 
 from ..arguments import IN_DIR, OUT_DIR, OUT_FILE, PathArg
 from ..errors import InputError
-from ..io import atomic_path
+from ..infra.io import atomic_path
 from .phrasecut_format import PHRASECUT_SPLITS, iter_refer, load_image_split
 
 MODES = ("compat", "full")

@@ -16,10 +16,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from ..errors import InputError
-from ..io import open_image
+from ..infra.io import open_image
 from ..model.positive_map import MAX_TEXT_LEN, caption_positive_map, batch_positive_map
 from ..model.text_encoder import check_phrase_lengths
-from ..nested_tensor import nested_tensor_from_tensor_list
+from ..model.nested_tensor import nested_tensor_from_tensor_list
 from . import transforms as T
 from .annotation_index import AnnotationIndex, index_path
 

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import note_input
+from ..infra.io import note_input
 
 PHRASECUT_SPLITS = ("train", "val", "miniv", "test")
 PHRASE_TYPES = ("name", "attribute", "relation", "verbose")

@@ -54,7 +54,7 @@ from PIL import Image, ImageDraw
 from ..arguments import NONNEGATIVE_INT, OUT_DIR, POSITIVE_INT
 from ..config import schema_defaults
 from ..errors import InputError
-from ..io import temp_sibling
+from ..infra.io import temp_sibling
 
 DEFAULTS = schema_defaults("synth")  # the workflow schema's dataset.synth section
 DEFAULT_NUM_IMAGES = {split: DEFAULTS[f"{split}_images"] for split in ("train", "val", "test")}

@@ -8,11 +8,10 @@ values). Never fails on what the args hold: missing, unreadable or odd `args` ar
 import argparse
 import json
 import math
-import sys
 
 from ..arguments import IN_FILE, OUT_FILE, POSITIVE_INT
 from ..config import TRAIN_STAGES, load_spec, resolve_stage
-from ..io import atomic_write_json, atomic_write_text
+from ..infra.io import atomic_write_json, atomic_write_text
 from ..model.checkpoint_file import read_checkpoint
 
 # our key -> how the release's args express it (a name, or a function of the args dict; None: not derivable)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from ..lifetime import die_with_parent
+from ..infra.lifetime import die_with_parent
 from .resume_state import STOP_SIGNALS
 from .distributed import DistEnv
 

@@ -16,7 +16,7 @@ from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
 from ..config import TRAIN_STAGES, load_spec, resolve_stage
 from ..data.dataset import build_dataset, train_collate_fn
 from ..errors import InputError
-from ..io import atomic_path
+from ..infra.io import atomic_path
 from ..model.build import build
 from ..model.checkpoint_file import load_weights, read_checkpoint
 from ..model.ema import build_ema

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..evaluation.plots import plot_curves
-from ..io import atomic_path
+from ..infra.io import atomic_path
 
 
 class CsvLog:

@@ -26,7 +26,7 @@ from ..arguments import IN_DIR, IN_FILE, NONNEGATIVE_INT, OUT_DIR, POSITIVE_INT,
 from ..config import schema_defaults
 from ..data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_refer
 from ..errors import InputError
-from ..io import replace_folder, temp_sibling
+from ..infra.io import replace_folder, temp_sibling
 from .plots import BOTH_COLOR, GT_COLOR, PRED_COLOR, iter_examples
 from .statistics import aligned, load_per_task
 from .subsets import SUBSETS

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_path, atomic_write_text
+from ..infra.io import atomic_path, atomic_write_text
 from .plots import plot_subset_differences, plot_subset_intervals
 from .statistics import (METRICS, add_bootstrap_arguments, bootstrap_options, interval_text, intervals,
                          load_per_task, paired)

@@ -17,7 +17,7 @@ from ..config import load_spec, resolve_stage, schema_defaults
 from ..data.phrasecut_format import PHRASECUT_SPLITS, refer_path
 from ..data.transforms import make_eval_transform
 from ..engine.sampling import release_eval_batches
-from ..io import atomic_write_json, sha256_file
+from ..infra.io import atomic_write_json, sha256_file
 from ..model.build import build
 from ..model.checkpoint_file import load_weights
 from .phrasecut_metrics import evaluate_split

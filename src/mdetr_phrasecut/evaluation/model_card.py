@@ -12,8 +12,8 @@ import os
 from ..arguments import IN_FILE, OUT_FILE, json_object, text
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
-from ..io import atomic_write_text
-from ..provenance import record_path
+from ..infra.io import atomic_write_text
+from ..infra.provenance import record_path
 from .cost import cost_text, costs
 from .statistics import METRICS, add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task
 from .table import load_metrics

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from ..data.phrasecut_format import load_image_split, load_name_att_rel_count, load_refer
 from ..errors import InputError
-from ..lifetime import die_with_parent
+from ..infra.lifetime import die_with_parent
 from .predictions import read_predictions
 from .subsets import SUBSETS, PhraseSubsets
 

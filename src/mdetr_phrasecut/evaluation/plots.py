@@ -21,7 +21,7 @@ import numpy as np
 from ..arguments import IN_DIR, OUT_DIR, POSITIVE_INT
 from ..data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_json, load_refer
 from ..errors import InputError
-from ..io import atomic_path, open_image
+from ..infra.io import atomic_path, open_image
 from .phrasecut_metrics import THRESHOLDS, rasterize_polygons
 from .predictions import read_predictions
 from .table import field, fraction, load_metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..infra.io import atomic_path
 
 FIELDS = ("mask", "shape", "boxes")
 

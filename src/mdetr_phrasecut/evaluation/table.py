@@ -21,7 +21,7 @@ import numpy as np
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from ..arguments import IN_DIR, IN_FILE, OUT_FILE, json_object
-from ..io import atomic_path, atomic_write_text
+from ..infra.io import atomic_path, atomic_write_text
 from .cost import cost_text, costs
 from .statistics import (add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task,
                          verdict)

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import misc
 
-from ..nested_tensor import NestedTensor
+from .nested_tensor import NestedTensor
 
 # The release adds eps 1e-5 before rsqrt in every frozen BatchNorm, whatever eps the network was built with.
 FROZEN_BN_EPS = 1e-5

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io import atomic_torch_save, note_input
+from ..infra.io import atomic_torch_save, note_input
 
 LEGACY_BUFFER = "transformer.text_encoder.embeddings.position_ids"  # also under `detr.`
 BN_COUNTER = ".num_batches_tracked"

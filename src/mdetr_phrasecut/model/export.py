@@ -16,7 +16,7 @@ import torch
 from ..arguments import IN_FILE, OUT_DIR, OUT_FILE
 from ..config import load_schema
 from ..errors import InputError
-from ..io import atomic_torch_save, temp_sibling
+from ..infra.io import atomic_torch_save, temp_sibling
 from .checkpoint_file import describe, read_checkpoint, select_weights
 
 HUB_FILES = ("model.safetensors", "config.json", "README.md")

@@ -2,7 +2,7 @@
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nested_tensor import NestedTensor, nested_tensor_from_tensor_list
+from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 
 
 class MLP(nn.Module):

@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from ..nested_tensor import NestedTensor
+from .nested_tensor import NestedTensor
 
 
 class PositionEmbeddingSine(nn.Module):

@@ -16,7 +16,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 from .lifetime import alive
 
 _GUARD = contextvars.ContextVar("io_guard", default=None)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 from .lifetime import command_line
 
 

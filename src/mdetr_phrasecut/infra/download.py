@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..arguments import OUT_DIR, PathArg
 from ..errors import InputError
-from ..io import sha256_file
+from .io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +342,8 @@ def snapshot(url, dest, sha256=None, allow_unverified=False) -> Path:
     `dest`, which appears only when complete; `sha256`: over the folder's files (`provenance.digest`)."""
     from huggingface_hub import snapshot_download
 
-    from ..io import temp_sibling
-    from ..provenance import digest
+    from .io import temp_sibling
+    from .provenance import digest
 
     match = HF_REPO_URL.fullmatch(url)
     if not match:
@@ -493,7 +493,7 @@ def main(args):
     if args.kind == "snapshot":
         if args.mirrors or args.extract_to:
             raise InputError(f"download {args.url}: a snapshot takes no mirrors and no extraction")
-        from ..provenance import digest
+        from .provenance import digest
 
         snapshot(args.url, args.out, args.sha256, args.allow_unverified)
         print(args.sha256.lower() if args.sha256 else digest(args.out, deep=True))
