@@ -1,6 +1,6 @@
 """Chaos: the embedded workflow (tests/test_workflow.py's CI-sized config) killed with SIGKILL to its whole process
 group at uniformly random moments, each time in a fresh copy, then re-run as documented (`mdetr-phrasecut unlock`,
-the same command; tests/chaos_trials.py) and compared with an uninterrupted run.
+the same command; tests/helpers/chaos_trials.py) and compared with an uninterrupted run.
 
     python benchmarks/chaos.py                 # 3 kills
     python benchmarks/chaos.py --kills 100     # the full run (hours on 2 cores)
@@ -28,10 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from chaos_trials import (differences, kill_when, outcome, processes_in, snakemake_args,  # noqa: E402
-                          start, stray_files)
+from helpers.chaos_trials import (differences, kill_when, outcome, processes_in, snakemake_args,  # noqa: E402
+                                  start, stray_files)
 from mdetr_phrasecut.infra.io import sha256_file  # noqa: E402
-from test_workflow import make_workspace  # noqa: E402
+from helpers.workflow import make_workspace  # noqa: E402
 
 SMOKE_TARGET = "results/main/coco/finetune_phrasecut_test.json"
 SMOKE_SYNTH = {"train_images": 6, "val_images": 3, "test_images": 3}

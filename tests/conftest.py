@@ -1,12 +1,10 @@
 """Shared fixtures: the reference folder of the published release (next to the repo) and its tiny tokenizer."""
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+from helpers.coco import indexed_coco
+from helpers.paths import REFERENCE, REPO, require
+from helpers.phrasecut_run import evaluated_run as build_evaluated_run
 
 torch.set_num_threads(1)
 
@@ -27,14 +25,6 @@ def repo_dir():
     return REPO
 
 
-def require(path):
-    """`path`, or a failure naming the missing fixture file or folder: a test never skips for want of data."""
-    path = Path(path)
-    if not path.exists():
-        pytest.fail(f"test fixture not found: {path}", pytrace=False)
-    return path
-
-
 @pytest.fixture(scope="session")
 def reference_dir():
     return require(REFERENCE)
@@ -48,28 +38,10 @@ def tiny_roberta_dir(reference_dir):
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     """A real one-node Slurm cluster on loopback (fails where Slurm or root is missing)."""
-    from slurm_cluster import start_cluster
+    from helpers.slurm_cluster import start_cluster
 
     with start_cluster(tmp_path_factory.mktemp("slurm")) as c:
         yield c
-
-
-def env_paths(name):
-    """Extra fixture paths from an os.pathsep-separated environment variable (e.g. MDETR_GOLDEN)."""
-    return [Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p]
-
-
-# the published code's outputs on the golden inputs (reference folder; more from $MDETR_GOLDEN)
-MDETR_GOLDEN = [REFERENCE / "official_mdetr_r50_seed0.pt", *env_paths("MDETR_GOLDEN")]
-
-
-def indexed_coco(folder):
-    """`folder` with the annotation index of each finetune_phrasecut_{split}.json in it built beside it."""
-    from mdetr_phrasecut.data.annotation_index import build_index
-
-    for coco in Path(folder).glob("finetune_phrasecut_*.json"):
-        build_index(coco, coco.with_suffix(".index"))
-    return Path(folder)
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +53,9 @@ def mini_coco(reference_dir, tmp_path_factory):
     for coco in (reference_dir / "phrasecut_mini" / "s0" / "expected_coco").glob("*.json"):
         shutil.copyfile(coco, folder / coco.name)
     return indexed_coco(folder)
+
+
+@pytest.fixture
+def evaluated_run(tmp_path):
+    """A small PhraseCut root, its images and an evaluated run folder (helpers/phrasecut_run.py)."""
+    return build_evaluated_run(tmp_path)

@@ -27,7 +27,7 @@ from mdetr_phrasecut.config import load_config
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import read_checkpoint, save_checkpoint
-from conftest import indexed_coco
+from helpers.coco import indexed_coco
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODER = REPO / "src" / "mdetr_phrasecut" / "assets" / "tiny_text_encoder"

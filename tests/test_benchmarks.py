@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers.paths import REPO
 
 SCRIPTS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if "__main__" in p.read_text())
 
@@ -32,7 +32,7 @@ def test_the_benchmarks_folder_is_found():
 def test_no_script_folder_shadows_the_standard_library():
     """benchmarks/ (each script's sys.path[0]) and tests/ (on sys.path under pytest) hold no module named like a
     standard-library one, which an `import` anywhere in that process would pick up instead."""
-    modules = {p.stem for folder in ("benchmarks", "tests") for p in (REPO / folder).glob("*.py")}
+    modules = {p.stem for folder in ("benchmarks", "tests", "tests/helpers") for p in (REPO / folder).glob("*.py")}
     assert "convert" in modules and not modules & sys.stdlib_module_names
 
 

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from test_plots import SIZES, numpy_scalar, run  # noqa: F401 (the fixture)
+from helpers.phrasecut_run import SIZES, numpy_scalar
 
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data.phrasecut_format import load_refer
@@ -75,7 +75,7 @@ def test_thumbnail_overlays_ground_truth_and_prediction_in_their_colours():
     assert not thumb[25, 90].any()
 
 
-def test_browser_lists_every_phrase_and_draws_the_chosen_thumbnails(run, tmp_path):  # noqa: F811
+def test_browser_lists_every_phrase_and_draws_the_chosen_thumbnails(evaluated_run, tmp_path):
     root, run_dir = tmp_path / "phrasecut", tmp_path / "runs" / "demo"
     out = run_dir / "test" / "browser"
     assert browser(run_dir, root, out, "--worst", 1, "--best", 1, "--random", 1, "--thumb-size", 64) == 0
@@ -98,7 +98,7 @@ def test_browser_lists_every_phrase_and_draws_the_chosen_thumbnails(run, tmp_pat
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
-def test_paired_view_holds_both_ious_and_thumbnails_of_the_most_different(run, tmp_path):  # noqa: F811
+def test_paired_view_holds_both_ious_and_thumbnails_of_the_most_different(evaluated_run, tmp_path):
     root, run_dir = tmp_path / "phrasecut", tmp_path / "runs" / "demo"
     other, other_per_task = released(tmp_path, root)
     out = tmp_path / "paired"
@@ -117,7 +117,7 @@ def test_paired_view_holds_both_ious_and_thumbnails_of_the_most_different(run, t
 
 
 @pytest.mark.parametrize("fault", ["missing image", "empty split", "no predictions", "other phrases"])
-def test_bad_input_is_one_line_and_leaves_no_page(run, tmp_path, capsys, fault):  # noqa: F811
+def test_bad_input_is_one_line_and_leaves_no_page(evaluated_run, tmp_path, capsys, fault):
     root, run_dir = tmp_path / "phrasecut", tmp_path / "runs" / "demo"
     test = run_dir / "test"
     out = test / "browser"

@@ -4,8 +4,8 @@ documented, and each re-run killed at the next moment -- ends exactly as an unin
 per-phrase results, training logs and checkpoint tensors, a clean audit; no process outlives a kill, and no temp,
 part or Snakemake temp folder is left."""
 import pytest
-from chaos_trials import MOMENTS, differences, kill_when, outcome, processes_in, snakemake_args, start, stray_files
-from test_workflow import DEMO_STAGES, demo_run, make_workspace
+from helpers.chaos_trials import MOMENTS, differences, kill_when, outcome, processes_in, snakemake_args, start, stray_files
+from helpers.workflow import DEMO_STAGES, demo_run, make_workspace
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import REFERENCE, env_paths
+from helpers.paths import REFERENCE, env_paths
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data import convert as cv
 from mdetr_phrasecut.data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_refer

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import MDETR_GOLDEN, require
+from helpers.paths import MDETR_GOLDEN, require
 from mdetr_phrasecut.model.criterion import build_criterion
 from mdetr_phrasecut.model.matcher import HungarianMatcher
 from mdetr_phrasecut.model.positive_map import caption_positive_map, create_positive_map

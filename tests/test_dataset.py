@@ -18,7 +18,7 @@ from mdetr_phrasecut.data.annotation_index import AnnotationIndex, build_index
 from mdetr_phrasecut.data.dataset import PhraseCutDetection, build_dataset, collate_fn, polygons_to_mask
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.positive_map import caption_positive_map
-from boxes import absolute_xyxy, mask_extents
+from helpers.boxes import absolute_xyxy, mask_extents
 
 SMALL = {"scales": [96, 128, 160], "max_size": 200}
 

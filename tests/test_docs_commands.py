@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import BIN, copy_workflow
+from helpers.paths import BIN
+from helpers.workflow import copy_workflow
 
 from mdetr_phrasecut import cli
 

@@ -1,7 +1,6 @@
 """download(): resumable, checksummed, atomic fetches over a loopback HTTP server and file://; extract();
 mirrors and content checks against loopback imitations of the real hosts (fake_hosts.py)."""
 import hashlib
-import io
 import json
 import logging
 import os
@@ -9,19 +8,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from fake_hosts import FakeHosts
-from http_server import Fault, serve
+from helpers.fake_hosts import FakeHosts
+from helpers.http_server import Fault, serve
 
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.config import load_config, validate_config
 from mdetr_phrasecut.infra.download import Source, download, extract
 from mdetr_phrasecut.errors import InputError
+from helpers.archives import tar_gz_bytes, zip_bytes
 
 DATA = os.urandom(50_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -173,32 +171,17 @@ def test_cli_prints_verified_checksum_and_requires_one(tmp_path, capsys):
     assert cli.main(["download", "--url", src.as_uri(), "--out", str(tmp_path / "p")]) == 2
     assert "--sha256 is required" in capsys.readouterr().err and not (tmp_path / "p").exists()
     archive = tmp_path / "a.zip"
-    archive.write_bytes(_zip({"x/y.txt": b"y"}))
+    archive.write_bytes(zip_bytes({"x/y.txt": b"y"}))
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     args = ["download", "--url", str(archive), "--sha256", digest, "--out", str(tmp_path / "dl.zip")]
     assert cli.main(args + ["--extract-to", str(tmp_path / "ex")]) == 0
     assert (tmp_path / "ex" / "x" / "y.txt").read_bytes() == b"y"
 
 
-def _zip(members):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
-def _tar_gz(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
-
-@pytest.mark.parametrize("pack,name", [(_zip, "a.zip"), (_tar_gz, "a.tar.gz")])
+@pytest.mark.parametrize("pack,name", [(zip_bytes, "a.zip"), (tar_gz_bytes, "a.tar.gz")])
 def test_extract(tmp_path, pack, name):
     members = {"ann/finetune_phrasecut_val.json": b'{"images": []}', "ann/readme.txt": b"hello"}
     (tmp_path / name).write_bytes(pack(members))
@@ -209,7 +192,7 @@ def test_extract(tmp_path, pack, name):
         extract(tmp_path / name, tmp_path / "out")
 
 
-@pytest.mark.parametrize("pack,name", [(_zip, "a.zip"), (_tar_gz, "a.tar.gz")])
+@pytest.mark.parametrize("pack,name", [(zip_bytes, "a.zip"), (tar_gz_bytes, "a.tar.gz")])
 @pytest.mark.parametrize("evil", ["../escaped.txt", "ok/../../escaped.txt"])
 def test_extract_refuses_path_traversal(tmp_path, pack, name, evil):
     (tmp_path / "in").mkdir()
@@ -365,7 +348,7 @@ def test_a_hub_name_with_the_hub_offline_is_one_line_naming_the_downloads_entry(
 
 def test_archive_member_mirror_fetches_the_archive_once_for_two_jobs_at_once(tmp_path):
     members = {"VGPhraseCut_v0/refer_val.json": REFER, "VGPhraseCut_v0/refer_test.json": SPLIT}
-    archive = _zip(members)
+    archive = zip_bytes(members)
     with FakeHosts(drive_scan_limit=4096) as hosts:  # the zip is above the scan limit: the confirm form
         zip_url = hosts.drive.add("ZIP", archive, fault=Fault(delay=0.5))  # a slow transfer: the jobs overlap
         jobs = [cli_download("--url", f"{hosts.drive.base}/uc?id=DEAD{i}", "--mirror-member", zip_url, member,
@@ -386,7 +369,7 @@ def test_archive_member_mirror_fetches_the_archive_once_for_two_jobs_at_once(tmp
 
 
 def test_zenodo_record_url_through_its_301(tmp_path):
-    tarball = _tar_gz({"mdetr_annotations/finetune_phrasecut_val.json": b'{"images": []}'})
+    tarball = tar_gz_bytes({"mdetr_annotations/finetune_phrasecut_val.json": b'{"images": []}'})
     with FakeHosts() as hosts:
         url = hosts.localize("https://zenodo.org/record/5519755/files/mdetr_annotations.tar.gz")
         assert url == hosts.zenodo.add(record=5519755, name="mdetr_annotations.tar.gz", data=tarball)
@@ -398,7 +381,7 @@ def test_zenodo_record_url_through_its_301(tmp_path):
 
 
 def test_existing_file_survives_a_mistyped_sha256_while_every_source_is_down(tmp_path):
-    good = _zip({"data.pkl": DATA})  # a torch.save-style zip
+    good = zip_bytes({"data.pkl": DATA})  # a torch.save-style zip
     dest = tmp_path / "checkpoint.pth"
     dest.write_bytes(good)
     with serve({}) as server:
@@ -424,7 +407,7 @@ def test_an_existing_file_of_the_wrong_kind_is_set_aside_until_a_verified_one_re
     """A `.pth` that is not a checkpoint is not used, nor deleted while every source is down: it waits as
     `.rejected`, named in the error line, and goes only once the verified file is in place."""
     dest, rejected = tmp_path / "checkpoint.pth", tmp_path / "checkpoint.pth.rejected"
-    odd, good = b"not a checkpoint, but someone's bytes", _zip({"data.pkl": DATA})
+    odd, good = b"not a checkpoint, but someone's bytes", zip_bytes({"data.pkl": DATA})
     dest.write_bytes(odd)
     with pytest.raises(InputError) as err:
         fetch(refused_url(), dest, sha256=sha(good))

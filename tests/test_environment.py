@@ -3,16 +3,7 @@ from importlib.metadata import version
 
 import yaml
 
-
-def read_requirements(path):
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, ver = line.partition("==")
-            assert ver, f"{path.name}: {line!r} is not pinned with =="
-            pins[name.lower()] = ver
-    return pins
+from helpers.requirements import read_requirements
 
 
 def test_environment_yml_matches_requirements(repo_dir):

@@ -14,7 +14,7 @@ from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.engine.sampling import release_eval_batches
 from mdetr_phrasecut.model.build import build, build_model
 from mdetr_phrasecut.model.checkpoint_file import save_checkpoint
-from test_train import tiny_spec
+from helpers.specs import tiny_spec
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require
+from helpers.paths import require
 
 TESTS = Path(__file__).resolve().parent
 SKIPS = {"skip", "importorskip", "skipif"}

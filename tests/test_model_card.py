@@ -2,7 +2,7 @@
 import json
 
 from huggingface_hub import ModelCard
-from test_statistics import write_benchmark, write_evaluation
+from helpers.evaluations import write_benchmark, write_evaluation
 
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.evaluation.statistics import intervals, load_per_task

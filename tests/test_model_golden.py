@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 from transformers import RobertaConfig
 
-from conftest import MDETR_GOLDEN, require
+from helpers.paths import MDETR_GOLDEN, require
 from mdetr_phrasecut.model.backbone import Backbone
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm

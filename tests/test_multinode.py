@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_cluster import _free_port, start_cluster
-from test_resume import assert_same_result
-from test_workflow import BIN, make_workspace, snakemake
+from helpers.slurm_cluster import _free_port, start_cluster
+from helpers.resume import assert_same_result
+from helpers.paths import BIN
+from helpers.workflow import make_workspace, snakemake
 
 NODES = ("n1", "n2", "n3")  # jobs take two; the third stands in for a lost one
 STAGE1, STAGE2 = (f"results/runs/demo/{stage}/checkpoint.pth" for stage in ("stage1", "stage2"))

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers.paths import REPO
 from mdetr_phrasecut.model.text_encoder import load_text_encoder
 
 BAD_SPEC = {"model": {"backbone": "resnet18"}, "train": {"lr": "fast"}}

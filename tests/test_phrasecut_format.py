@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import REFERENCE, require
+from helpers.paths import REFERENCE, require
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data import phrasecut_format as pf
 from mdetr_phrasecut.errors import InputError

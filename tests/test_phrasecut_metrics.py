@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, env_paths, require
+from helpers.paths import REFERENCE, env_paths, require
 
 from mdetr_phrasecut.data.phrasecut_format import load_image_split, load_name_att_rel_count, load_refer
 from mdetr_phrasecut.errors import InputError

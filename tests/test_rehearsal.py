@@ -1,7 +1,7 @@
 """The published recipe (config/phrasecut.yaml) end to end against loopback imitations of its real sources.
 
-`FakeHosts` (tests/fake_hosts.py) plays Zenodo, Google Drive, Stanford and the Hugging Face Hub; they serve small
-files in the real layouts (tests/release_artifacts.py). One override file changes only the hosts (every URL of the
+`FakeHosts` (tests/helpers/fake_hosts.py) plays Zenodo, Google Drive, Stanford and the Hugging Face Hub; they serve small
+files in the real layouts (tests/helpers/release_artifacts.py). One override file changes only the hosts (every URL of the
 published config through `hosts.localize`), the model's size, epochs/steps and what it takes to run on 2 CPU cores;
 with it the published config, both runs in config order, reaches both tables, the audit and every annotation audit
 in one `snakemake` call.
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_hosts import FakeHosts
+from helpers.fake_hosts import FakeHosts
 from snakemake.utils import update_config
-from test_statistics import write_benchmark, write_evaluation
-from test_workflow import copy_workflow, snakemake
+from helpers.evaluations import write_benchmark, write_evaluation
+from helpers.workflow import copy_workflow, snakemake
 
-import release_artifacts
+from helpers import release_artifacts
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.config import validate_config
 

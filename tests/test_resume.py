@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
-import pandas as pd
 import pytest
 import torch
 
 from mdetr_phrasecut.engine.resume_state import EXIT_REQUEUE
-from test_train import tiny_spec
+from helpers.specs import tiny_spec
+from helpers.resume import assert_same_result
 
 STEPS_PER_EPOCH = 4
 
@@ -58,22 +58,6 @@ def uninterrupted(tmp_path_factory, command):
     return out
 
 
-def assert_same_result(got_dir, want_dir, epochs=2, steps_per_epoch=STEPS_PER_EPOCH):
-    got = torch.load(got_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
-    want = torch.load(want_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
-    assert got["position"] == want["position"] == {"epoch": epochs, "step": 0, "global_step": epochs * steps_per_epoch}
-    for key in ("model", "model_ema"):
-        assert got[key].keys() == want[key].keys()
-        for name, tensor in want[key].items():
-            assert torch.equal(got[key][name], tensor), f"{key}.{name}"
-    for index, slot in want["optimizer"]["state"].items():
-        for name, tensor in slot.items():
-            assert torch.equal(got["optimizer"]["state"][index][name], tensor), f"optimizer {index} {name}"
-    assert got["lr_scheduler"] == want["lr_scheduler"]
-    columns = lambda d: pd.read_csv(d / "log.csv").drop(columns=["images_per_s"])  # noqa: E731
-    pd.testing.assert_frame_equal(columns(got_dir), columns(want_dir), check_exact=True)
-
-
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, command, uninterrupted):
     proc = start_and_wait_for_checkpoint(command(tmp_path), tmp_path)
     proc.kill()  # SIGKILL: no chance to save anything more
@@ -82,7 +66,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, command, u
     assert 0 < killed_at["step"] < STEPS_PER_EPOCH and not (tmp_path / "checkpoint.pth").exists()
 
     run(command(tmp_path))  # resumes from checkpoint_last.pth automatically
-    assert_same_result(tmp_path, uninterrupted)
+    assert_same_result(tmp_path, uninterrupted, 2, STEPS_PER_EPOCH)
 
 
 def test_sigterm_saves_at_the_next_step_exits_for_requeue_and_resumes(tmp_path, command, uninterrupted):
@@ -96,4 +80,4 @@ def test_sigterm_saves_at_the_next_step_exits_for_requeue_and_resumes(tmp_path, 
     assert first <= stopped_at < 2 * STEPS_PER_EPOCH
 
     run(command(tmp_path))
-    assert_same_result(tmp_path, uninterrupted)
+    assert_same_result(tmp_path, uninterrupted, 2, STEPS_PER_EPOCH)

@@ -33,7 +33,7 @@ def test_srun_runs_a_job_step(cluster):
 
 
 def test_two_node_cluster_runs_one_task_on_each_node(tmp_path):
-    from slurm_cluster import start_cluster
+    from helpers.slurm_cluster import start_cluster
 
     with start_cluster(tmp_path, nodes=("n1", "n2")) as two:
         result = two.run("srun", "--nodes=2", "--ntasks-per-node=1", "sh", "-c",
@@ -46,7 +46,7 @@ def test_two_node_cluster_runs_one_task_on_each_node(tmp_path):
 def test_gpus_are_a_gres_scheduled_per_node(cluster):
     """Each node declares GPUS_PER_NODE GPUs (Slurm 22.05 keeps only GPUs with device files: fake ones here): a
     step that asks for them gets them (SLURM_GPUS_ON_NODE, the job's GRES), one that asks for more is refused."""
-    from slurm_cluster import GPUS_PER_NODE
+    from helpers.slurm_cluster import GPUS_PER_NODE
 
     result = cluster.run("srun", f"--gres=gpu:{GPUS_PER_NODE}", "sh", "-c",
                          'echo "$SLURM_GPUS_ON_NODE"; scontrol show job "$SLURM_JOB_ID"', timeout=60)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import REFERENCE, require
+from helpers.paths import REFERENCE, require
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.data import phrasecut_format as pf
 from mdetr_phrasecut.data import synth

@@ -22,15 +22,7 @@ from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.config import resolve_stage, validate_spec
 from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.model.build import build_model
-
-
-def tiny_spec(text_encoder, **train):
-    """A model small enough for CI (hidden 128: the smallconv head's GroupNorm(8) needs a multiple of 128)."""
-    model = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
-             "dim_feedforward": 64, "num_queries": 4, "dropout": 0.0, "text_encoder_type": str(text_encoder)}
-    base = {"epochs": 1, "batch_size": 2, "scales": [64], "max_size": 64, "num_workers": 0, "lr": 3e-4,
-            "lr_backbone": 1e-4, "text_encoder_lr": 1e-4, "ema_decay": 0.9, "eval_every": 0}
-    return validate_spec({"model": model, "train": {**base, **train}})
+from helpers.specs import tiny_spec
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from torch import nn
 from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.engine.distributed import DistEnv, env_from_environ
-from conftest import indexed_coco
-from test_train import tiny_spec
+from helpers.coco import indexed_coco
+from helpers.specs import tiny_spec
 
 LR = 3e-4
 

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from mdetr_phrasecut.data import transforms as T
-from boxes import absolute_xyxy, mask_extents
+from helpers.boxes import absolute_xyxy, mask_extents
 
 SCALES = list(range(96, 161, 32))
 MAX_SIZE = 200

@@ -16,7 +16,7 @@ import yaml
 
 from mdetr_phrasecut import cli
 from mdetr_phrasecut.config import read_mapping
-from test_environment import read_requirements
+from helpers.requirements import read_requirements
 
 CONFIGS = {"embedded": [], "published": ["--configfile", "config/phrasecut.yaml"]}
 FILE_OPTIONS = ("--record", "--spec-json", "--config-json")  # the JSON values a job passes as @FILE

@@ -25,7 +25,7 @@ from mdetr_phrasecut.data.phrasecut_format import PHRASECUT_SPLITS
 from mdetr_phrasecut.data.synth import write_synthetic_phrasecut
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import LEGACY_BUFFER
-from test_download import _tar_gz as tar_gz_bytes, _zip as zip_bytes  # archives of given members
+from .archives import tar_gz_bytes, zip_bytes  # archives of given members
 
 ORIGINALS = ("image_data_split.json", "name_att_rel_count.json") + tuple(f"refer_{s}.json" for s in PHRASECUT_SPLITS)
 

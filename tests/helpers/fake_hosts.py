@@ -34,7 +34,7 @@ import urllib.parse
 import uuid
 from http.server import ThreadingHTTPServer
 
-from http_server import Fault, FaultCounter, QuietHandler, run, send_bytes
+from .http_server import Fault, FaultCounter, QuietHandler, run, send_bytes
 
 NOT_FOUND_PAGE = b"<!DOCTYPE html><html><head><title>Not Found</title></head><body><h1>Not Found</h1></body></html>"
 
