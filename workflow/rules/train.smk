@@ -2,7 +2,7 @@
 # mask head. `pretrain` makes the embedded demo's stage-0 checkpoint (MDETR's detection objective, from scratch).
 # Helpers: common.smk.
 TRAIN_SHELL = (
-    "{params.launch} --record {params.record} train --stage {params.stage} --spec-json {params.spec} "
+    "{params.launch} --record {params.record} train --stage {params.stage} --spec {params.spec:q} "
     "--coco-dir {params.coco_dir:q} --images {params.images:q} {params.init} --out-dir {params.out_dir:q} 2> {log}"
 )
 
@@ -25,7 +25,7 @@ rule pretrain:
         **slurm_resources("pretrain"),
     params:
         stage="pretrain",
-        spec=lambda w: json_file(stage_spec(w.run, "pretrain")),
+        spec=lambda w: args_file(stage_spec(w.run, "pretrain")),
         record=record(lambda w: stage_slice(w.run, "pretrain")),
         coco_dir=lambda w, input: Path(input.train).parent,
         images=images_arg,
@@ -50,15 +50,15 @@ rule train:
     benchmark:
         "results/benchmarks/{stage}_{run}.tsv"
     wildcard_constraints:
-        stage="stage1|stage2",
+        stage="|".join(RUN_STAGES),
     conda:
         CONDA_ENV
     threads: lambda w: stage_processes(w.stage)
     resources:
-        **train_resources(("stage1", "stage2")),
+        **train_resources(RUN_STAGES),
     params:
         stage="{stage}",
-        spec=lambda w: json_file(stage_spec(w.run, w.stage)),
+        spec=lambda w: args_file(stage_spec(w.run, w.stage)),
         record=record(lambda w: stage_slice(w.run, w.stage)),
         coco_dir=lambda w, input: Path(input.train).parent,
         images=images_arg,
