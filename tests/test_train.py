@@ -1,6 +1,5 @@
 """The training engine on a tiny model and a few PhraseCut-mini phrases: both stages learn, stage 2 leaves the
 detector bit-identical, `--init` loads EMA weights only, NaN losses stop cleanly, logs and spec checks."""
-import json
 import math
 import random
 
