@@ -22,6 +22,10 @@ CONFIGS = {"embedded": [], "published": ["--configfile", "config/phrasecut.yaml"
 FILE_OPTIONS = ("--record", "--config-json")  # the JSON values a job passes as @FILE
 
 
+# the rules whose commands are broken into lines of at most 200 characters (as a dry run prints them)
+SHORT_LINES = ("pretrain", "train", "evaluate", "evaluate_released", "recipe_audit")
+
+
 def run(repo_dir, *args):
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=repo_dir, capture_output=True, text=True)
 
@@ -58,7 +62,7 @@ def dry_run_jobs(repo_dir, *args):
         if rule:
             fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
             fields["wildcards"] = dict(w.split("=") for w in fields.get("wildcards", "").split(", ") if w)
-            jobs.append((rule[1], fields, re.search(r"^Shell command: (.*)$", block, re.M)[1]))
+            jobs.append((rule[1], fields, re.search(r"^Shell command: ((?:.*\\\n)*.*)$", block, re.M)[1]))
     return jobs
 
 
@@ -95,8 +99,8 @@ def test_each_local_process_takes_its_share_of_a_jobs_threads(repo_dir):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_job_commands_are_short_and_their_json_is_read_from_files(repo_dir, config):
     """No job's command carries the JSON of --record or --config-json, its @FILE holds it, nor a stage's spec, its
-    --spec file holds it; each named by its content, and a training job's command fits on a few lines of a
-    console."""
+    --spec file holds it; each named by its content. A training job's command fits on a few lines of a console,
+    each of SHORT_LINES' within 200 characters, a stage's ending with its key settings."""
     jobs = dry_run_jobs(repo_dir, "all", *CONFIGS[config])
     assert {rule for rule, _, _ in jobs} >= {"convert", "train", "evaluate", "plots", "table", "audit"}
     embedded = read_mapping(repo_dir / "config" / "config.yaml")
@@ -113,6 +117,13 @@ def test_job_commands_are_short_and_their_json_is_read_from_files(repo_dir, conf
         read = {option: json.loads((repo_dir / v.lstrip("@")).read_text()) for option, v in values.items()}
         if "--record" in read:
             assert set(read["--record"]["outputs"]) == set(fields["output"].split(", ")), (rule, command)
+        if rule in SHORT_LINES:
+            assert max(map(len, command.splitlines())) <= 200 - len("Shell command: "), (rule, command)
+        if rule in ("pretrain", "train"):  # the key settings, readable; the whole spec is in --spec
+            assert re.search(r"  # \w+ (pretrain|stage\d): \d+ epochs, lr \S+, batch \d+ per process, seed \d+$",
+                             command), command
+        if rule.startswith("evaluate"):
+            assert re.search(r"  # threshold \S+, size \d+/\d+, batch \d+ x \d+, (EMA|model) weights$", command), command
         if rule == "train":
             assert len(command) < 700, command
             stage = fields["wildcards"]["stage"]

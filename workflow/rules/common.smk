@@ -185,6 +185,15 @@ def stage_spec(name, stage, downloaded=True):
     return {"model": model, "train": train}
 
 
+def train_settings(name, stage):
+    """A training job's key settings, short and readable, for its command line (the whole spec is its --spec)."""
+    train = stage_spec(name, stage)["train"]
+    return (
+        f"{name} {stage}: {train['epochs']} epochs, lr {train['lr']:g}, batch {train['batch_size']} per process, "
+        f"seed {train['seed']}"
+    )
+
+
 def text_encoder_download(run):
     """{"text_encoder_type": the folder of the `downloads` entry named by the run's text_encoder_type}, or {} when
     no entry has that name (an asset or a folder; a hub name then fails in the job, the Hub being offline)."""
@@ -348,6 +357,9 @@ EVALUATE_PARAMS = dict(
     split=TEST,
     dataset=shlex.quote(config["dataset"]["name"]),
 )
+EVALUATE_SETTINGS = "threshold {threshold:g}, size {size}/{max_size}, batch {batch_size} x {processes}, {ema}".format(
+    ema="EMA weights" if config["evaluate"]["use_ema"] else "model weights", **config["evaluate"]
+)  # an evaluation's key settings, for its command line (the whole evaluate section is in its --spec)
 EVALUATE_THREADS = config["evaluate"]["workers"]  # its scoring processes (the model runs before them)
 
 # Bootstrap intervals and verdicts of the tables, cost per table row (statistics.smk, evaluate.smk).

@@ -1,9 +1,12 @@
 # Test evaluation (PhraseCut protocol), the released checkpoints' evaluation, results/table.md and plots
 # (helpers: common.smk).
 EVALUATE_SHELL = (
-    "mdetr-phrasecut --record {params.record} evaluate --spec {params.spec:q} --checkpoint {input.ckpt:q} "
-    "--coco {input.coco:q} --index {input.index:q} --root {params.root:q} --images {params.images:q} "
-    "--split {params.split} --out-dir {params.out_dir:q} --dataset {params.dataset} 2> {log}"
+    "mdetr-phrasecut --record {params.record} evaluate --spec {params.spec:q} \\\n"
+    "  --checkpoint {input.ckpt:q} \\\n"
+    "  --coco {input.coco:q} --index {input.index:q} \\\n"
+    "  --root {params.root:q} --images {params.images:q} --split {params.split} \\\n"
+    "  --out-dir {params.out_dir:q} --dataset {params.dataset} \\\n"
+    "  2> {log}  # " + EVALUATE_SETTINGS
 )
 
 
@@ -68,9 +71,9 @@ rule recipe_audit:
         record=record(lambda w: stage_slice(w.run, EVALUATED)),
         stage=EVALUATED,
     shell:
-        "mdetr-phrasecut --record {params.record} recipe-audit --checkpoint {input.ckpt:q} --spec {params.spec:q} "
-        "--stage {params.stage} --world-size {params.world_size} --run {wildcards.run} --out-md {output.md:q} "
-        "--out-json {output.json:q} 2> {log}"
+        "mdetr-phrasecut --record {params.record} recipe-audit --checkpoint {input.ckpt:q} \\\n"
+        "  --spec {params.spec:q} --stage {params.stage} --world-size {params.world_size} --run {wildcards.run} \\\n"
+        "  --out-md {output.md:q} --out-json {output.json:q} 2> {log}"
 
 
 TABLE_SHELL = (

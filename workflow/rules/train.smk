@@ -1,9 +1,12 @@
 # Stage 1 fine-tunes the detector from a pre-trained checkpoint; stage 2 freezes it and trains the smallconv
 # mask head. `pretrain` makes the embedded demo's stage-0 checkpoint (MDETR's detection objective, from scratch).
 # Helpers: common.smk.
+# One argument group a line (a dry run's lines stay short); the key settings close it, the whole spec is --spec.
 TRAIN_SHELL = (
-    "{params.launch} --record {params.record} train --stage {params.stage} --spec {params.spec:q} "
-    "--coco-dir {params.coco_dir:q} --images {params.images:q} {params.init} --out-dir {params.out_dir:q} 2> {log}"
+    "{params.launch} --record {params.record} train --stage {params.stage} \\\n"
+    "  --spec {params.spec:q} --coco-dir {params.coco_dir:q} --images {params.images:q} \\\n"
+    "  {params.init} --out-dir {params.out_dir:q} \\\n"
+    "  2> {log}  # {params.settings}"
 )
 
 
@@ -26,6 +29,7 @@ rule pretrain:
     params:
         stage="pretrain",
         spec=lambda w: args_file(stage_spec(w.run, "pretrain")),
+        settings=lambda w: train_settings(w.run, "pretrain"),
         record=record(lambda w: stage_slice(w.run, "pretrain")),
         coco_dir=lambda w, input: Path(input.train).parent,
         images=images_arg,
@@ -59,6 +63,7 @@ rule train:
     params:
         stage="{stage}",
         spec=lambda w: args_file(stage_spec(w.run, w.stage)),
+        settings=lambda w: train_settings(w.run, w.stage),
         record=record(lambda w: stage_slice(w.run, w.stage)),
         coco_dir=lambda w, input: Path(input.train).parent,
         images=images_arg,
