@@ -39,7 +39,8 @@ def test_evaluate_writes_predictions_and_metrics(reference_dir, mini_coco, spec,
     root = reference_dir / "phrasecut_mini" / "s0"
     out = tmp_path / "test"
     evaluate = {"size": 64, "max_size": 96, "batch_size": 2, "processes": 2, "workers": 1, "use_ema": False}
-    code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec", spec_file(tmp_path, {**spec, "evaluate": evaluate}),
+    code = cli(["evaluate", "--checkpoint", str(checkpoint),
+                "--spec", spec_file(tmp_path, {**spec, "evaluate": evaluate}),
                 "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
                 str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
                 "--images", str(root / "images"), "--split", "test", "--out-dir", str(out), "--dataset", "mini"])
@@ -101,13 +102,15 @@ def test_a_stage2_checkpoint_trained_with_the_schema_defaults_evaluates(referenc
     torch.manual_seed(0)
     detector, _, _ = build(resolve_stage(spec, "stage1"))
     save_checkpoint(tmp_path / "stage1.pth", detector, epoch=0)
-    checkpoint = train_mod.run(resolve_stage(spec, "stage2"), coco_dir=mini_coco, images=root / "images", out_dir=tmp_path / "stage2",
+    checkpoint = train_mod.run(resolve_stage(spec, "stage2"),
+                               coco_dir=mini_coco, images=root / "images", out_dir=tmp_path / "stage2",
                                init=tmp_path / "stage1.pth", device="cpu", progress=False)
     weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     assert not any("contrastive_align_projection" in k for k in weights)
     out = tmp_path / "test"
     evaluate = {"size": 64, "max_size": 96, "batch_size": 4, "workers": 1}
-    code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec", spec_file(tmp_path, {**spec, "evaluate": evaluate}),
+    code = cli(["evaluate", "--checkpoint", str(checkpoint),
+                "--spec", spec_file(tmp_path, {**spec, "evaluate": evaluate}),
                 "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
                 str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
                 "--images", str(root / "images"), "--out-dir", str(out), "--device", "cpu"])

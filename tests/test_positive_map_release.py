@@ -282,7 +282,8 @@ def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkey
     train = {"epochs": 1, "batch_size": 3, "max_steps_per_epoch": 1, "scales": [64], "max_size": 64,
              "num_workers": 0, "eval_every": 1, "positive_map": mode}
     spec = validate_spec({"model": model, "train": train})
-    train_mod.run(resolve_stage(spec, "pretrain"), coco_dir=None, images=None, out_dir=tmp_path, datasets=(data, data), progress=False)
+    train_mod.run(resolve_stage(spec, "pretrain"),
+                  coco_dir=None, images=None, out_dir=tmp_path, datasets=(data, data), progress=False)
     assert len(seen) >= 2  # a training step and validation
     for targets, pmap in seen:
         rows = torch.cat([release_rows(tokenizer, t["caption"], t["tokens_positive"]) for t in targets]).float()

@@ -1,6 +1,5 @@
 """A run killed with SIGKILL after a mid-epoch checkpoint, or stopped by SIGTERM, and then resumed, ends with
 weights, EMA, optimizer and logs bitwise equal to an uninterrupted run (CPU; dropout and random augmentations on)."""
-import json
 import os
 import signal
 import subprocess

@@ -48,7 +48,8 @@ def state(path, key="model"):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, tiny_roberta_dir, repeated_batch):
     out = tmp_path_factory.mktemp("pretrain")
-    train_mod.run(resolve_stage(tiny_spec(tiny_roberta_dir, epochs=8), "pretrain"), coco_dir=None, images=None, out_dir=out,
+    train_mod.run(resolve_stage(tiny_spec(tiny_roberta_dir, epochs=8), "pretrain"),
+                  coco_dir=None, images=None, out_dir=out,
                   datasets=(repeated_batch, repeated_batch), progress=False)
     return out
 
@@ -69,7 +70,8 @@ def test_pretrain_loss_decreases_on_a_repeated_batch(pretrained):
 def test_stage2_trains_the_mask_head_and_keeps_the_detector_bit_identical(tmp_path, tiny_roberta_dir,
                                                                           repeated_batch, pretrained):
     spec = tiny_spec(tiny_roberta_dir, epochs=6, lr=1e-3, eval_every=3)
-    train_mod.run(resolve_stage(spec, "stage2"), coco_dir=None, images=None, out_dir=tmp_path, init=pretrained / "checkpoint.pth",
+    train_mod.run(resolve_stage(spec, "stage2"),
+                  coco_dir=None, images=None, out_dir=tmp_path, init=pretrained / "checkpoint.pth",
                   datasets=(repeated_batch, repeated_batch), progress=False)
     log = pd.read_csv(tmp_path / "log.csv")
     assert "loss_contrastive_align" not in log.columns and not [c for c in log.columns if c.endswith("_0")]
@@ -99,7 +101,8 @@ def test_stage1_init_loads_ema_weights_only_and_stage2_refuses_a_segmentation_ch
 
     monkeypatch.setattr(train_mod, "train_one_epoch", first_epoch)
     with pytest.raises(Preempted):
-        train_mod.run(resolve_stage(spec, "stage1"), coco_dir=None, images=None, out_dir=tmp_path / "s1", init=pretrained / "checkpoint.pth",
+        train_mod.run(resolve_stage(spec, "stage1"),
+                      coco_dir=None, images=None, out_dir=tmp_path / "s1", init=pretrained / "checkpoint.pth",
                       datasets=(repeated_batch, repeated_batch), progress=False)
     ema = state(pretrained / "checkpoint.pth", "model_ema")
     assert all(torch.equal(v, ema[k]) for k, v in first.items())  # frozen BatchNorms: no step counters
@@ -109,7 +112,8 @@ def test_stage1_init_loads_ema_weights_only_and_stage2_refuses_a_segmentation_ch
     torch.save({"model": segm.state_dict()}, tmp_path / "segm.pth")
     with pytest.raises(InputError, match=r"^checkpoint .*segm\.pth \[model\] is a resnet18 segmentation checkpoint; "
                                          r"train --stage stage2 needs a detector \(stage-1\) checkpoint$"):
-        train_mod.run(resolve_stage(spec, "stage2"), coco_dir=None, images=None, out_dir=tmp_path / "s2", init=tmp_path / "segm.pth",
+        train_mod.run(resolve_stage(spec, "stage2"),
+                      coco_dir=None, images=None, out_dir=tmp_path / "s2", init=tmp_path / "segm.pth",
                       datasets=(repeated_batch, repeated_batch), progress=False)
     assert not (tmp_path / "s2").exists()
 
@@ -232,7 +236,8 @@ def test_a_fresh_start_rewinds_the_logs_of_a_run_killed_before_its_first_checkpo
     for step in range(3):
         leftover.write({"epoch": 0, "step": step, "loss": 9.0, "gone": 1})
     CsvLog(tmp_path / "val_log.csv").write({"epoch": 0, "loss": 9.0})
-    train_mod.run(resolve_stage(tiny_spec(tiny_roberta_dir, eval_every=1), "pretrain"), coco_dir=None, images=None, out_dir=tmp_path,
+    train_mod.run(resolve_stage(tiny_spec(tiny_roberta_dir, eval_every=1), "pretrain"),
+                  coco_dir=None, images=None, out_dir=tmp_path,
                   datasets=(repeated_batch, repeated_batch), progress=False)
     steps, val = pd.read_csv(tmp_path / "log.csv"), pd.read_csv(tmp_path / "val.csv")
     assert list(steps["step"]) == [0] and "gone" not in steps and 9.0 not in list(steps["loss"])

@@ -123,7 +123,8 @@ def test_job_commands_are_short_and_their_json_is_read_from_files(repo_dir, conf
             assert re.search(r"  # \w+ (pretrain|stage\d): \d+ epochs, lr \S+, batch \d+ per process, seed \d+$",
                              command), command
         if rule.startswith("evaluate"):
-            assert re.search(r"  # threshold \S+, size \d+/\d+, batch \d+ x \d+, (EMA|model) weights$", command), command
+            settings = r"  # threshold \S+, size \d+/\d+, batch \d+ x \d+, (EMA|model) weights$"
+            assert re.search(settings, command), command
         if rule == "train":
             assert len(command) < 700, command
             stage = fields["wildcards"]["stage"]
