@@ -152,7 +152,7 @@ def _phrase_mask_iou(outputs, targets, postprocessors) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, criterion, postprocessors, data_loader, real_items: int, device: torch.device,
+def validate(model: nn.Module, criterion, postprocessors, data_loader, *, real_items: int, device: torch.device,
              bf16: bool, progress: bool = True) -> Dict[str, float]:
     """Validation loss terms (weighted by `criterion.weight_dict`, averaged over batches and processes), the
     mean top-1 box IoU per phrase and, with a "segm" post-processor (stage 2), the mean merged-mask IoU per

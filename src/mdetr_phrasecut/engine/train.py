@@ -178,8 +178,8 @@ def run(cfg: StageConfig, *, coco_dir: Path, images: Path, out_dir: Path, init: 
                 progress=progress)
             every = train["eval_every"]
             if every and ((epoch + 1) % every == 0 or position.epoch == train["epochs"]):
-                metrics = validate(ema.module if ema else model, criterion, postprocessors, val, val_items, dev,
-                                   train["bf16"], progress)
+                metrics = validate(ema.module if ema else model, criterion, postprocessors, val, real_items=val_items,
+                                   device=dev, bf16=train["bf16"], progress=progress)
                 log.epoch({"epoch": epoch, **metrics})
             save(position)
             if D.any_process(stop(), dev):

@@ -27,7 +27,7 @@ from .predictions import PredictionWriter
 
 
 @torch.no_grad()
-def predict_split(model, postprocessors, dataset, out_path, batch_size, device, num_workers=0, processes=1):
+def predict_split(model, postprocessors, dataset, out_path, *, batch_size, device, num_workers=0, processes=1):
     """Write the PhraseCut answer (merged mask, kept boxes) of every phrase of `dataset` to `out_path`, with
     the stage-2 post-processors of `model.build.build`, batched as the release's evaluation on `processes`
     processes of `batch_size` (`engine.sampling.release_eval_batches`, run here one batch after another). An item
@@ -61,7 +61,8 @@ def evaluate(cfg: StageConfig, *, checkpoint, coco, index, root, images, split, 
                                  make_eval_transform(size=ev["size"], max_size=ev["max_size"]), return_masks=False,
                                  tokenizer=tokenizer)
     predictions = out_dir / "predictions.npz"
-    predict_split(model, postprocessors, dataset, predictions, ev["batch_size"], device, processes=ev["processes"])
+    predict_split(model, postprocessors, dataset, predictions, batch_size=ev["batch_size"], device=device,
+                  processes=ev["processes"])
 
     result = evaluate_split(root, split, predictions, ev["workers"])
     split_file = refer_path(root, split)
