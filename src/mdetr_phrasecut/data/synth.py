@@ -127,10 +127,12 @@ def _shape_polygon(shape, cx, cy, r, rot):
         return [_fpt(cx, cy - r), _fpt(cx + r * 0.85, cy), _fpt(cx, cy + r), _fpt(cx - r * 0.85, cy)]
     if shape == "triangle":
         a0 = -math.pi / 2 + rot
-        return [_fpt(cx + r * math.cos(a0 + 2 * math.pi * k / 3), cy + r * math.sin(a0 + 2 * math.pi * k / 3) + r * 0.18)
+        return [_fpt(cx + r * math.cos(a0 + 2 * math.pi * k / 3),
+                     cy + r * math.sin(a0 + 2 * math.pi * k / 3) + r * 0.18)
                 for k in range(3)]
     if shape == "hexagon":
-        return [_fpt(cx + r * math.cos(rot + math.pi * k / 3), cy + r * math.sin(rot + math.pi * k / 3)) for k in range(6)]
+        return [_fpt(cx + r * math.cos(rot + math.pi * k / 3), cy + r * math.sin(rot + math.pi * k / 3))
+                for k in range(6)]
     if shape == "star":
         pts = []
         for k in range(10):
@@ -288,7 +290,8 @@ def _words(desc, plural=False):
 
 def _matches(o, desc):
     size, color, shape = desc
-    return o.kind != "stuff" and o.shape == shape and (size is None or o.size == size) and (color is None or o.color == color)
+    return (o.kind != "stuff" and o.shape == shape and (size is None or o.size == size)
+            and (color is None or o.color == color))
 
 
 def _relation(o, y, pred):
@@ -321,7 +324,8 @@ def _candidates(objs):
     out = []
     for o in objs:
         if o.kind == "stuff":
-            out.append({"type": "stuff", "desc": (None, None, o.shape), "rel": None, "targets": (o.local,), "disc": True})
+            out.append({"type": "stuff", "desc": (None, None, o.shape), "rel": None, "targets": (o.local,),
+                        "disc": True})
     match = {d: tuple(o.local for o in things if _matches(o, d)) for d in descs}
     for d in descs:
         ptype = "name" if d[0] is None and d[1] is None else "attribute"
