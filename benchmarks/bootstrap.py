@@ -3,7 +3,8 @@
     python benchmarks/bootstrap.py                                   # 2,000 phrases x 200 resamples
     python benchmarks/bootstrap.py --phrases 14354 --resamples 1000  # PhraseCut test size, the default B
 
-Best of 3 wall times, on the same per_task.json: the table's intervals (subset "all", every metric), every subset's intervals
+Best of 3 wall times, on the same per_task.json: the table's intervals (subset "all", every metric), every subset's
+intervals
 (results/subsets.md), the paired comparison of two evaluations over every subset, and a baseline that loops over
 resamples, selecting each subset's phrases and computing each metric per resample. The baseline draws the same
 phrases (the same seeded stream), so both must give the same intervals. Last line: one JSON object, `ratio` =

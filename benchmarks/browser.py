@@ -45,7 +45,8 @@ def write_split(root, images, n_phrases, seed=0):
             image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
             for _ in range(4):
                 x, y = rng.uniform(0, width), rng.uniform(0, height)
-                ImageDraw.Draw(image).ellipse([x, y, x + 80, y + 60], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+                colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+                ImageDraw.Draw(image).ellipse([x, y, x + 80, y + 60], fill=colour)
             image.save(images / f"{image_id}.jpg", quality=90)
         left -= 1
         x, y = rng.uniform(0, width - 40), rng.uniform(0, height - 40)

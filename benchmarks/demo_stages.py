@@ -51,7 +51,8 @@ def stage_times(results: Path) -> pd.DataFrame:
     rows = []
     for tsv in sorted((results / "benchmarks").glob("*.tsv")):
         frame = pd.read_csv(tsv, sep="\t")
-        rows.append({"stage": tsv.stem, "seconds": float(frame["s"].iloc[0]), "max_rss_mb": float(frame["max_rss"].iloc[0])})
+        rows.append({"stage": tsv.stem, "seconds": float(frame["s"].iloc[0]),
+                     "max_rss_mb": float(frame["max_rss"].iloc[0])})
     return pd.DataFrame(rows)
 
 

@@ -59,4 +59,5 @@ def test_frozen_eval_output_equals_the_unfrozen_one(efficientnet_b3):
     for a, b in zip(got, want):
         assert b.abs().max() > 0.1  # activations of a healthy network, not all zero
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    assert frozen.state_dict().keys() == {k for k in efficientnet_b3.state_dict() if not k.endswith("num_batches_tracked")}
+    kept = {k for k in efficientnet_b3.state_dict() if not k.endswith("num_batches_tracked")}
+    assert frozen.state_dict().keys() == kept

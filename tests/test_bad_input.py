@@ -333,7 +333,8 @@ def test_training_with_a_worker_and_unreadable_images_stops_naming_the_image(fx,
         (images / jpg.name).write_bytes(jpg.read_bytes()[:40])  # truncated: header only
     spec = {"model": MODEL, "train": {**TRAIN, "num_workers": 1}}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "mdetr_phrasecut.cli", *_train(fx, tmp_path, spec=spec, images=images)],
+    proc = subprocess.run([sys.executable, "-m", "mdetr_phrasecut.cli",
+                           *_train(fx, tmp_path, spec=spec, images=images)],
                           capture_output=True, text=True, timeout=150,
                           env={**os.environ, "PYTHONPATH": str(REPO / "src"), "TRANSFORMERS_VERBOSITY": "error"})
     elapsed = time.monotonic() - start
@@ -349,7 +350,8 @@ def test_foreign_bytes_in_a_checkpoint_are_always_one_clear_error(tmp_path):
     for i in range(100):  # the old loader let about 1 in 11 such files escape as IndexError/KeyError/...
         path = tmp_path / f"{i}.pth"
         path.write_bytes(rng.choice([b"", b"PK\x03\x04", b"\x80\x02", b"<html>"]) + rng.randbytes(rng.randint(1, 3000)))
-        with pytest.raises(InputError, match=rf"checkpoint \S+/{i}.pth (cannot be read: it is .+, not a checkpoint|holds)"):
+        expected = rf"checkpoint \S+/{i}.pth (cannot be read: it is .+, not a checkpoint|holds)"
+        with pytest.raises(InputError, match=expected):
             read_checkpoint(path)
 
 

@@ -12,7 +12,8 @@ from mdetr_phrasecut.errors import InputError
 
 S0 = REFERENCE / "phrasecut_mini" / "s0"
 GOLDEN = [S0, *env_paths("PHRASECUT_GOLDEN")]
-GOLDEN_CASES = [pytest.param(folder, split, id=f"{folder.name}-{split}") for folder in GOLDEN for split in PHRASECUT_SPLITS]
+GOLDEN_CASES = [pytest.param(folder, split, id=f"{folder.name}-{split}")
+                for folder in GOLDEN for split in PHRASECUT_SPLITS]
 
 
 def converted(root, split, mode):

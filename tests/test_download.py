@@ -237,7 +237,8 @@ def refused_url():
 
 def cli_download(*args, env=None):
     return subprocess.Popen([str(BIN / "mdetr-phrasecut"), "download", *map(str, args)],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def test_big_drive_file_through_the_scan_page_resumes_with_range(tmp_path):

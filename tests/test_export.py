@@ -26,7 +26,8 @@ def test_export_keeps_ema_weights_in_float16_and_loads_back(tiny_roberta_dir, tm
             p.add_(1.0)
     ema.update(model)  # the EMA now differs from the model
     save_checkpoint(tmp_path / "train.pth", model, model_ema=ema, epoch=3)
-    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"), "--out", str(tmp_path / "s0.pth")]) == 0
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"),
+                "--out", str(tmp_path / "s0.pth")]) == 0
 
     exported = read_checkpoint(tmp_path / "s0.pth")
     assert set(exported) == {"model", "epoch", "args"} and exported["args"]["weights"] == "model_ema"
@@ -69,7 +70,8 @@ def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_b
     assert not torch.allclose(norms[0].running_mean, torch.zeros_like(norms[0].running_mean))
 
     save_checkpoint(tmp_path / "train.pth", pretrain, model_ema=ModelEMA(pretrain, decay=0.0), epoch=1)
-    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"), "--out", str(tmp_path / "s0.pth")]) == 0
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"),
+                "--out", str(tmp_path / "s0.pth")]) == 0
     stage1 = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "stage1").model)
     assert any(isinstance(m, FrozenBatchNorm2d) for m in stage1.modules())
     load_weights(tmp_path / "s0.pth", lambda _: (stage1,))  # strict
@@ -81,14 +83,17 @@ def test_hub_folder_needs_the_trained_config_and_a_new_folder(tiny_roberta_dir, 
     """`--hub-folder` takes the model config from the checkpoint `train` wrote; a bare one, or an existing folder,
     is one line and no folder (the round trip through predict: tests/test_workflow.py)."""
     save_checkpoint(tmp_path / "bare.pth", small(tiny_roberta_dir), epoch=1)
-    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "bare.pth"), "--hub-folder", str(tmp_path / "hub")]) == 2
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "bare.pth"),
+                "--hub-folder", str(tmp_path / "hub")]) == 2
     assert "args.train is missing" in capsys.readouterr().err and not (tmp_path / "hub").exists()
     model_cfg = small_config(tiny_roberta_dir)
     save_checkpoint(tmp_path / "trained.pth", small(tiny_roberta_dir), epoch=1,
                     args={"stage": "stage1", "train": {**model_cfg, "lr": 1e-4}})
     (tmp_path / "taken").mkdir()
-    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "trained.pth"), "--hub-folder", str(tmp_path / "taken")]) == 2
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "trained.pth"),
+                "--hub-folder", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "trained.pth"), "--hub-folder", str(tmp_path / "hub")]) == 0
+    assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "trained.pth"),
+                "--hub-folder", str(tmp_path / "hub")]) == 0
     assert __import__("json").loads((tmp_path / "hub" / "config.json").read_text()) == model_cfg
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -69,3 +69,18 @@ def test_replace_folder_deletes_the_old_folder_only_once_the_new_one_is_in_place
     io.replace_folder(built, out)
     assert (out / "index.html").read_text() == "new" and not built.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["browser"]  # nothing set aside is left
+
+
+def test_a_built_folder_replaces_its_target_only_when_the_block_ends_well(tmp_path):
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), io.built_folder(out) as built:
+        (built / "new.txt").write_text("half")
+        raise RuntimeError("killed midway")
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]  # untouched
+    with io.built_folder(out) as built:
+        assert built.parent == out.parent and built != out
+        (built / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]  # replaced whole: no stale file of the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]  # no temp folder left

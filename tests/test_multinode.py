@@ -241,7 +241,8 @@ def scontrol_path(tmp_path):
     scontrol.write_text('#!/bin/sh\ncase "$2 $3" in\n'
                         '  "hostnames gpu[07-08]") printf "gpu07\\ngpu08\\n";;\n'
                         '  "hostnames gpu09") echo gpu09;;\n'
-                        '  "node gpu07") echo "NodeName=gpu07 Arch=x86_64"; echo "   NodeAddr=10.1.0.7 NodeHostName=gpu07";;\n'
+                        '  "node gpu07") echo "NodeName=gpu07 Arch=x86_64";'
+                        ' echo "   NodeAddr=10.1.0.7 NodeHostName=gpu07";;\n'
                         '  "node gpu09") echo "NodeName=gpu09 Arch=x86_64";;\n'
                         '  "job 7") echo "JobId=7 JobName=train"; echo "   Requeue=1 Restarts=2 BatchFlag=1";;\n'
                         '  *) echo "scontrol: fatal: Could not establish a configuration source" >&2; exit 1;;\nesac\n')

@@ -44,7 +44,8 @@ def kinds(problems):
 def test_record_contents(chain):
     rec = json.loads((chain / "sub" / "b.txt.prov.json").read_text())
     assert rec["outputs"] == [{"path": "b.txt", "sha256": sha256_file(chain / "sub" / "b.txt")}]
-    assert rec["inputs"] == [{"path": "../a.txt", "sha256": sha256_file(chain / "a.txt"), "record": "../a.txt.prov.json"}]
+    assert rec["inputs"] == [{"path": "../a.txt", "sha256": sha256_file(chain / "a.txt"),
+                              "record": "../a.txt.prov.json"}]
     assert rec["config"] == {"train": CONFIG["train"]}
     assert rec["code"]["package_version"] and len(rec["code"]["source_sha256"]) == 64
     assert rec["packages"]["torch"] and rec["packages"]["numpy"]

@@ -1,7 +1,8 @@
 """The published recipe (config/phrasecut.yaml) end to end against loopback imitations of its real sources.
 
-`FakeHosts` (tests/helpers/fake_hosts.py) plays Zenodo, Google Drive, Stanford and the Hugging Face Hub; they serve small
-files in the real layouts (tests/helpers/release_artifacts.py). One override file changes only the hosts (every URL of the
+`FakeHosts` (tests/helpers/fake_hosts.py) plays Zenodo, Google Drive, Stanford and the Hugging Face Hub; they serve
+small files in the real layouts (tests/helpers/release_artifacts.py). One override file changes only the hosts (every
+URL of the
 published config through `hosts.localize`), the model's size, epochs/steps and what it takes to run on 2 CPU cores;
 with it the published config, both runs in config order, reaches both tables, the audit and every annotation audit
 in one `snakemake` call.
@@ -176,7 +177,8 @@ def release_files(config):
     return files
 
 
-ARGS_DIFFER = {"resnet101": {"ema": True}}  # one released checkpoint trained stage 2 with EMA: the recipe audit flags it
+# one released checkpoint trained stage 2 with EMA: the recipe audit flags it
+ARGS_DIFFER = {"resnet101": {"ema": True}}
 
 
 def host_requests(hosts):

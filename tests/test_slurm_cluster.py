@@ -37,7 +37,8 @@ def test_two_node_cluster_runs_one_task_on_each_node(tmp_path):
 
     with start_cluster(tmp_path, nodes=("n1", "n2")) as two:
         result = two.run("srun", "--nodes=2", "--ntasks-per-node=1", "sh", "-c",
-                         'echo "$SLURM_NODEID $SLURMD_NODENAME $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1)"',
+                         'echo "$SLURM_NODEID $SLURMD_NODENAME"'
+                         ' "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1)"',
                          timeout=60)
         assert sorted(result.stdout.splitlines()) == ["0 n1 n1", "1 n2 n1"]
         two.wait_idle()  # fails unless both nodes return to idle once the step has completed

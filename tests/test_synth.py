@@ -96,7 +96,8 @@ def test_layout_and_format_match_the_original(small, reference_dir):
     everything = recs["train"] + recs["val"] + recs["test"]
     cat = Counter(r["phrase_structure"]["name"] for r in everything)
     assert dict(map(tuple, counts["cat"])) == cat
-    assert dict(map(tuple, counts["att"])) == Counter(a for r in everything for a in r["phrase_structure"]["attributes"])
+    attributes = Counter(a for r in everything for a in r["phrase_structure"]["attributes"])
+    assert dict(map(tuple, counts["att"])) == attributes
     assert dict(map(tuple, counts["rel"])) == Counter(
         p for r in everything for p, _ in r["phrase_structure"]["relation_descriptions"])
     assert [c for _, c in counts["cat"]] == sorted((c for _, c in counts["cat"]), reverse=True)
@@ -232,7 +233,8 @@ def test_committed_tiny_text_encoder_loads_and_tokenizes():
 
     folder = tte.default_path()
     assert sorted(p.name for p in folder.iterdir()) == sorted(TINY_ENCODER_FILES)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in require(REFERENCE / "tiny_roberta").iterdir())
+    reference = require(REFERENCE / "tiny_roberta")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in reference.iterdir())
     assert sum(p.stat().st_size for p in folder.iterdir()) < 1_000_000
     tok = AutoTokenizer.from_pretrained(folder)
     assert tok.is_fast

@@ -1,4 +1,4 @@
-"""The workflow's shape: `snakemake --lint` (both configs) and `snakefmt --check` find nothing, every rule's conda
+"""The workflow's shape: `snakemake --lint` (both configs), `snakefmt --check` and `ruff check` find nothing, every rule's conda
 environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as
 `threads`, each local training process taking its share of a job's threads (results would depend on them
 otherwise), every file a data job reads among its inputs, and short job commands (long JSON values passed as
@@ -41,6 +41,14 @@ def test_snakefmt_check_finds_nothing(repo_dir):
     snakefmt = Path(sys.executable).parent / "snakefmt"
     out = subprocess.run([snakefmt, "--check", "Snakefile", "workflow"], cwd=repo_dir, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_ruff_finds_nothing(repo_dir):
+    """The Python code passes ruff with the rules of pyproject.toml ([tool.ruff])."""
+    ruff = Path(sys.executable).parent / "ruff"
+    out = subprocess.run([ruff, "check", "--no-cache", "src", "tests", "benchmarks"], cwd=repo_dir, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
 
 
 def test_conda_env_of_the_rules_has_the_pins_of_requirements(repo_dir):

@@ -4,8 +4,9 @@
 
 `plan`: each output of a job the summary (`snakemake --summary`) plans to update ("update pending"), with the
 default rerun triggers (mtime, params, input, software-env, code); `local`: the rules that run where Snakemake runs
-(`localrules`, never submitted); `hub_offline`: HF_HUB_OFFLINE as the workflow left it for its jobs. One process, one DAG per config: a few seconds for them all, where a
-`snakemake -n` each would start Python and import Snakemake again every time.
+(`localrules`, never submitted); `hub_offline`: HF_HUB_OFFLINE as the workflow left it for its jobs. One process,
+one DAG per config: a few seconds for them all, where a `snakemake -n` each would start Python and import Snakemake
+again every time.
 """
 import contextlib
 import io

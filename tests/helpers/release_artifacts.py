@@ -65,7 +65,8 @@ def annotations_tarball_4729015() -> bytes:
                          "mdetr_annotations/phrase_cut_unsafe_ids.pkl": pickle.dumps([])})
 
 
-OURS_ONLY = ("stage", "threshold", "positive_map", "scales", "max_size", "max_steps_per_epoch", "checkpoint_every_steps",
+OURS_ONLY = ("stage", "threshold", "positive_map", "scales", "max_size", "max_steps_per_epoch",
+             "checkpoint_every_steps",
              "bf16", "compile", "train_split", "val_split", "backbone_pretrained", "train_batchnorm", "freeze_detr",
              "eval_every")  # keys of our stage config the release's main.py has no argument for
 

@@ -14,13 +14,12 @@ the per-annotation `bbox` [x, y, w, h], `area`, `category_id`, `span_offsets` in
 Every field is validated while building, so bad input is one line at build time, not mid-training.
 """
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..infra.io import note_input, replace_folder, sha256_file, temp_sibling
+from ..infra.io import built_folder, note_input, sha256_file
 
 FORMAT = "mdetr-phrasecut-annotation-index/1"
 META = "meta.json"
@@ -159,14 +158,10 @@ def build_index(coco_file, out_dir) -> Path:
     meta = {"format": FORMAT, "source": str(coco_file), "source_sha256": sha256_file(coco_file),
             "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns,
             "phrases": len(arrays["image_id"]), "annotations": len(arrays["area"])}
-    tmp = temp_sibling(out_dir, directory=True)
-    try:
+    with built_folder(out_dir) as tmp:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        replace_folder(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

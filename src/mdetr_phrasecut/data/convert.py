@@ -136,7 +136,8 @@ def convert_split_to_file(root, split, out, mode="compat"):
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser):
-    parser.add_argument("--root", required=True, type=IN_DIR, help="PhraseCut root (refer_*.json, image_data_split.json)")
+    parser.add_argument("--root", required=True, type=IN_DIR,
+                        help="PhraseCut root (refer_*.json, image_data_split.json)")
     parser.add_argument("--split", required=True, choices=[*PHRASECUT_SPLITS, "all"])
     parser.add_argument("--mode", default="compat", choices=MODES,
                         help="compat: the release's output (last polygon per instance); full: all polygons")

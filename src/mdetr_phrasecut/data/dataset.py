@@ -139,7 +139,8 @@ def build_dataset(split: str, coco_path, img_folder, tokenizer, train_cfg: Optio
     evaluation transforms otherwise.
 
     `train_cfg` keys (all optional): scales, max_size (release: 480..800 step 32, 1333; evaluation resizes to
-    max(scales)) and masks (return instance masks, default True). `tokenizer` is a tokenizer or a folder / hub name to load one from.
+    max(scales)) and masks (return instance masks, default True). `tokenizer` is a tokenizer or a folder / hub name to
+    load one from.
     """
     cfg = dict(train_cfg or {})
     scales = list(cfg.get("scales", T.RELEASE_SCALES))

@@ -34,17 +34,14 @@ selects images by that field) and their phrases appear in both refer_val.json an
 ``name_att_rel_count.json`` counts names, attributes and relation predicates over the phrases of
 train + val + test (miniv not counted twice), sorted by count (desc) then name.
 
-All files are written into a temporary sibling directory first, then moved into place with atomic
-renames (JSON files last), so a crash never leaves a half-written file. Writing into an existing folder
-replaces the dataset files and removes ``images/{number}.jpg`` files the new annotations do not use.
+All files are written into a temporary sibling folder, which replaces ``out_dir`` as a whole once complete
+(``io.built_folder``), so a crash never leaves a half-written dataset and a rerun leaves no stale image.
 """
 from __future__ import annotations
 
 import io
 import json
 import math
-import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -54,7 +51,7 @@ from PIL import Image, ImageDraw
 from ..arguments import NONNEGATIVE_INT, OUT_DIR, POSITIVE_INT
 from ..config import schema_defaults
 from ..errors import InputError
-from ..infra.io import temp_sibling
+from ..infra.io import built_folder
 
 DEFAULTS = schema_defaults("synth")  # the workflow schema's dataset.synth section
 DEFAULT_NUM_IMAGES = {split: DEFAULTS[f"{split}_images"] for split in ("train", "val", "test")}
@@ -130,10 +127,12 @@ def _shape_polygon(shape, cx, cy, r, rot):
         return [_fpt(cx, cy - r), _fpt(cx + r * 0.85, cy), _fpt(cx, cy + r), _fpt(cx - r * 0.85, cy)]
     if shape == "triangle":
         a0 = -math.pi / 2 + rot
-        return [_fpt(cx + r * math.cos(a0 + 2 * math.pi * k / 3), cy + r * math.sin(a0 + 2 * math.pi * k / 3) + r * 0.18)
+        return [_fpt(cx + r * math.cos(a0 + 2 * math.pi * k / 3),
+                     cy + r * math.sin(a0 + 2 * math.pi * k / 3) + r * 0.18)
                 for k in range(3)]
     if shape == "hexagon":
-        return [_fpt(cx + r * math.cos(rot + math.pi * k / 3), cy + r * math.sin(rot + math.pi * k / 3)) for k in range(6)]
+        return [_fpt(cx + r * math.cos(rot + math.pi * k / 3), cy + r * math.sin(rot + math.pi * k / 3))
+                for k in range(6)]
     if shape == "star":
         pts = []
         for k in range(10):
@@ -291,7 +290,8 @@ def _words(desc, plural=False):
 
 def _matches(o, desc):
     size, color, shape = desc
-    return o.kind != "stuff" and o.shape == shape and (size is None or o.size == size) and (color is None or o.color == color)
+    return (o.kind != "stuff" and o.shape == shape and (size is None or o.size == size)
+            and (color is None or o.color == color))
 
 
 def _relation(o, y, pred):
@@ -324,7 +324,8 @@ def _candidates(objs):
     out = []
     for o in objs:
         if o.kind == "stuff":
-            out.append({"type": "stuff", "desc": (None, None, o.shape), "rel": None, "targets": (o.local,), "disc": True})
+            out.append({"type": "stuff", "desc": (None, None, o.shape), "rel": None, "targets": (o.local,),
+                        "disc": True})
     match = {d: tuple(o.local for o in things if _matches(o, d)) for d in descs}
     for d in descs:
         ptype = "name" if d[0] is None and d[1] is None else "attribute"
@@ -490,33 +491,14 @@ def write_synthetic_phrasecut(out_dir, seed=DEFAULTS["seed"], num_images=None, m
     ``num_images`` overrides the default image counts per split, e.g. ``{"train": 1500, "val": 40,
     "test": 100}`` (about 4 phrases per image).
     """
-    out_dir = Path(out_dir)
-    tmp = temp_sibling(out_dir, directory=True)
-    written = []
+    with built_folder(Path(out_dir)) as tmp:
 
-    def sink(rel, data):
-        with open(tmp / rel, "wb") as f:
-            f.write(data)
-        written.append(rel)
+        def sink(rel, data):
+            with open(tmp / rel, "wb") as f:
+                f.write(data)
 
-    try:
         (tmp / "images").mkdir()
-        summary = build_synthetic_phrasecut(sink, seed, num_images, min_size, max_size, miniv_images)
-        if not out_dir.exists():
-            os.rename(tmp, out_dir)  # the whole dataset appears at once
-            return summary
-        # existing folder: replace file by file (each rename is atomic); images first, the JSON files last
-        (out_dir / "images").mkdir(exist_ok=True)
-        for rel in written:
-            os.replace(tmp / rel, out_dir / rel)
-        # drop images of an earlier run that the new annotations no longer reference
-        keep = {Path(rel).name for rel in written if rel.startswith("images/")}
-        for old in (out_dir / "images").glob("*.jpg"):
-            if old.stem.isdigit() and old.name not in keep:
-                old.unlink()
-        return summary
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return build_synthetic_phrasecut(sink, seed, num_images, min_size, max_size, miniv_images)
 
 
 # ----------------------------------------------------------------------------- CLI

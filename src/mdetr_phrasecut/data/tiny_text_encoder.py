@@ -33,7 +33,8 @@ MAX_POSITION_EMBEDDINGS = 66  # RoBERTa offsets positions by padding_idx + 1: 64
 
 
 def default_path() -> Path:
-    """The committed tiny encoder folder inside the installed package (``text_encoder_type: asset:tiny_text_encoder``)."""
+    """The committed tiny encoder folder inside the installed package
+    (``text_encoder_type: asset:tiny_text_encoder``)."""
     return ASSETS / "tiny_text_encoder"
 
 

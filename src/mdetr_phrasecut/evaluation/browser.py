@@ -16,7 +16,6 @@ The folder is built next to `--out-dir` and renamed into place: bad input leaves
 """
 import html
 import json
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..arguments import IN_DIR, IN_FILE, NONNEGATIVE_INT, OUT_DIR, POSITIVE_INT,
 from ..config import schema_defaults
 from ..data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_refer
 from ..errors import InputError
-from ..infra.io import replace_folder, temp_sibling
+from ..infra.io import built_folder
 from .plots import BOTH_COLOR, GT_COLOR, PRED_COLOR, iter_examples
 from .statistics import aligned, load_per_task
 from .subsets import SUBSETS
@@ -120,16 +119,12 @@ def write_browser(per_task, predictions, root, images_dir, split, out_dir, limit
     labels = list(labels[:len(sources)])
     data = page_data(evaluation, {t: records[t]["phrase"] for t in evaluation.task_ids}, chosen, labels,
                      title or f"{labels[0]}: {split} phrases", paired)
-    built = temp_sibling(out_dir, directory=True)
-    try:
+    with built_folder(out_dir) as built:
         (built / "thumbs").mkdir()
         for n, (_, image, gt, preds) in enumerate(iter_examples(list(chosen), records, sources, images_dir)):
             for suffix, thumb in zip(("", ".paired"), thumbnails(image, gt, preds, size)):
                 thumb.save(built / "thumbs" / f"{n}{suffix}.jpg", quality=85)
         (built / "index.html").write_text(render_page(data), encoding="utf-8")
-        replace_folder(built, out_dir)
-    finally:
-        shutil.rmtree(built, ignore_errors=True)
     return len(chosen)
 
 

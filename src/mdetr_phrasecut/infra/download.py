@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 from ..arguments import OUT_DIR, PathArg
 from ..errors import InputError
-from .io import sha256_file
+from .io import built_folder, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +341,6 @@ def snapshot(url, dest, sha256=None, allow_unverified=False) -> Path:
     `dest`, which appears only when complete; `sha256`: over the folder's files (`provenance.digest`)."""
     from huggingface_hub import snapshot_download
 
-    from .io import temp_sibling
     from .provenance import digest
 
     match = HF_REPO_URL.fullmatch(url)
@@ -353,24 +351,21 @@ def snapshot(url, dest, sha256=None, allow_unverified=False) -> Path:
     dest = Path(dest)
     if dest.exists():
         raise InputError(f"{url}: {dest} already exists; remove it to fetch the snapshot again")
-    staging = temp_sibling(dest, directory=True)
     try:
-        snapshot_download(match["repo"], repo_type=HF_REPO_TYPES.get(match["type"], "model"), revision=match["rev"],
-                          local_dir=staging, allow_patterns=list(SNAPSHOT_FILES),
-                          endpoint=os.environ.get("HF_ENDPOINT"))
-        shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping, not the repo's
-        actual = digest(staging, deep=True)
-        if not any(staging.iterdir()):
-            raise InputError(f"{url}: the snapshot holds none of {', '.join(SNAPSHOT_FILES)}")
-        if sha256 is None:
-            log.warning("%s: %s downloaded UNVERIFIED, sha256 over its files %s", url, dest, actual)
-        elif actual != sha256.lower():
-            raise InputError(f"{url}: sha256 over the files of {dest} is {actual}, expected {sha256}")
-        os.rename(staging, dest)
+        with built_folder(dest) as staging:
+            snapshot_download(match["repo"], repo_type=HF_REPO_TYPES.get(match["type"], "model"),
+                              revision=match["rev"], local_dir=staging, allow_patterns=list(SNAPSHOT_FILES),
+                              endpoint=os.environ.get("HF_ENDPOINT"))
+            shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping, not the repo's
+            actual = digest(staging, deep=True)
+            if not any(staging.iterdir()):
+                raise InputError(f"{url}: the snapshot holds none of {', '.join(SNAPSHOT_FILES)}")
+            if sha256 is None:
+                log.warning("%s: %s downloaded UNVERIFIED, sha256 over its files %s", url, dest, actual)
+            elif actual != sha256.lower():
+                raise InputError(f"{url}: sha256 over the files of {dest} is {actual}, expected {sha256}")
     except (OSError, ValueError) as e:  # the Hub's errors (unreachable, no such repo or revision) are OSErrors
         raise InputError(f"{url}: snapshot to {dest} failed: {_describe(e)}") from e
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 
@@ -435,17 +430,13 @@ def extract(archive, out_dir) -> Path:
     if out_dir.exists():
         raise InputError(f"{archive}: extraction target {out_dir} already exists; remove it to extract again")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with built_folder(out_dir) as tmp:
         if zipfile.is_zipfile(archive):
             _extract_zip(archive, tmp)
         elif tarfile.is_tarfile(archive):
             _extract_tar(archive, tmp)
         else:
             raise InputError(f"{archive}: not a zip or tar archive")
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -155,6 +155,18 @@ def replace_folder(built, out):
 
 
 @contextlib.contextmanager
+def built_folder(out):
+    """Yield a new temporary sibling of the folder `out` to build in; when the block ends well it replaces `out`
+    (`replace_folder`), otherwise it is removed and `out` is left as it was."""
+    built = temp_sibling(out, directory=True)
+    try:
+        yield built
+        replace_folder(built, out)
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)

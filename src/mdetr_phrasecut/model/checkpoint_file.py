@@ -80,7 +80,8 @@ def _torch_load(path: Path):
 def read_checkpoint(path) -> dict:
     """The checkpoint dict at `path`, on CPU: torch.load with weights_only (the release's argparse.Namespace
     `args` allowed; a `.safetensors` file gives {"model": its tensors}), then checked: a dict whose `model` (and
-    `model_ema`, when present) are state dicts of finite tensors. Anything else is one InputError saying what the file is."""
+    `model_ema`, when present) are state dicts of finite tensors. Anything else is one InputError saying what the
+    file is."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} not found")

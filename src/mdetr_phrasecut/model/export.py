@@ -16,7 +16,7 @@ import torch
 from ..arguments import IN_FILE, OUT_DIR, OUT_FILE
 from ..schema import load_schema
 from ..errors import InputError
-from ..infra.io import atomic_torch_save, temp_sibling
+from ..infra.io import atomic_torch_save, built_folder
 from .checkpoint_file import describe, read_checkpoint, select_weights
 
 HUB_FILES = ("model.safetensors", "config.json", "README.md")
@@ -56,16 +56,12 @@ def export_hub_folder(src, folder, card=None, dtype=torch.float32) -> dict:
     config = model_config(ckpt, src)
     if folder.exists():
         raise InputError(f"--hub-folder {folder}: already exists; give a new folder")
-    built = temp_sibling(folder, directory=True)
-    try:
+    with built_folder(folder) as built:
         save_file({k: v.contiguous() for k, v in cast.items()}, built / HUB_FILES[0],
                   metadata={"format": "pt", "exported_from": str(src), **about})
         (built / HUB_FILES[1]).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
         if card is not None:
             shutil.copyfile(card, built / HUB_FILES[2])
-        built.rename(folder)
-    finally:
-        shutil.rmtree(built, ignore_errors=True)
     return config
 
 
