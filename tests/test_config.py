@@ -89,7 +89,8 @@ def test_published_stages_request_four_nodes_of_eight_gpus_and_launch_torchrun(r
                          text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "nodes=4, tasks=4" in out.stdout and "gres=gpu:8" in out.stdout and "mpi=srun" in out.stdout
-    assert "srun --nodes=4 --ntasks-per-node=1 --kill-on-bad-exit=1 mdetr-phrasecut launch --nnodes=4 --nproc-per-node=8" in out.stdout
+    assert ("srun --nodes=4 --ntasks-per-node=1 --kill-on-bad-exit=1 mdetr-phrasecut launch --nnodes=4 "
+            "--nproc-per-node=8") in out.stdout
     assert "train --stage stage1" in out.stdout and "train --stage stage2" in out.stdout
 
 

@@ -1,5 +1,5 @@
-"""The workflow's shape: `snakemake --lint` (both configs), `snakefmt --check` and `ruff check` find nothing, every rule's conda
-environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as
+"""The workflow's shape: `snakemake --lint` (both configs), `snakefmt --check` and `ruff check` find nothing, every
+rule's conda environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as
 `threads`, each local training process taking its share of a job's threads (results would depend on them
 otherwise), every file a data job reads among its inputs, and short job commands (long JSON values passed as
 `@FILE`, which the CLI reads in its place)."""

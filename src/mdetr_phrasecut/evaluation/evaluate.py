@@ -1,4 +1,5 @@
-"""`evaluate`: run a segmentation checkpoint on a split, post-process as the release does, score with PhraseCut's protocol.
+"""`evaluate`: run a segmentation checkpoint on a split, post-process as the release does, score with PhraseCut's
+protocol.
 
 Writes to --out-dir: `predictions.npz` (one merged mask + kept boxes per phrase, at the original image size),
 `per_task.json` (I, U, IoU, box IoU, subsets per phrase) and `metrics.json` (per subset, plus the split file's and
