@@ -3,8 +3,9 @@
 # Helpers: common.smk.
 # One argument group a line (a dry run's lines stay short); the key settings close it, the whole spec is --spec.
 TRAIN_SHELL = (
-    "{params.launch} --record {params.record} train --stage {params.stage} \\\n"
-    "  --spec {params.spec:q} --coco-dir {params.coco_dir:q} --images {params.images:q} \\\n"
+    "{params.launch} \\\n"
+    "  --record {params.record} train --stage {params.stage} --spec {params.spec:q} \\\n"
+    "  --coco-dir {params.coco_dir:q} --images {params.images:q} \\\n"
     "  {params.init} --out-dir {params.out_dir:q} \\\n"
     "  2> {log}  # {params.settings}"
 )
