@@ -75,15 +75,16 @@ def count_flops(model, size, trainable) -> float:
 
 def stage_flops(backbone, size, sizes):
     """{stage: mean FLOPs per training image} for one backbone; `size`: the other model keys."""
+    from mdetr_phrasecut.config import resolve_stage
     from mdetr_phrasecut.model.build import build_model
 
     torch.manual_seed(0)
-    base = {**size, "backbone": backbone}
-    detector = build_model({**base, "masks": False}).train()
+    base = dict(resolve_stage({"model": {**size, "backbone": backbone}, "train": {}}, "stage1").model)
+    detector = build_model(base).train()
     frozen = {n for n, p in detector.named_parameters() if not p.requires_grad}  # the release's frozen stem/layer1
     stage1 = [count_flops(detector, s, lambda n: n not in frozen) for s in sizes]
     del detector
-    segm = build_model({**base, "masks": True, "contrastive_align_loss": False}).train()
+    segm = build_model({**base, "masks": True, "mask_model": "smallconv", "contrastive_align_loss": False}).train()
     stage2 = [count_flops(segm, s, lambda n: not n.startswith("detr.")) for s in sizes]
     return {"stage1": sum(stage1) / len(stage1), "stage2": sum(stage2) / len(stage2)}
 

@@ -29,6 +29,7 @@ TINY = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1,
         "dim_feedforward": 64, "num_queries": 4,
         "text_encoder_type": str(ROOT / "src/mdetr_phrasecut/assets/tiny_text_encoder")}
 
+from mdetr_phrasecut.config import resolve_stage  # noqa: E402
 from mdetr_phrasecut.model.build import build_model  # noqa: E402
 from mdetr_phrasecut.model.nested_tensor import nested_tensor_from_tensor_list  # noqa: E402
 
@@ -98,7 +99,8 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         size = TINY if args.smoke else {"text_encoder_type": str(roberta_base_folder(Path(tmp)))}
-        cfg = {**size, "backbone": args.backbone, "masks": args.masks, "contrastive_align_loss": not args.masks}
+        cfg = resolve_stage({"model": {**size, "backbone": args.backbone}, "train": {}}, "stage1").model
+        cfg = {**cfg, "masks": args.masks, "mask_model": "smallconv", "contrastive_align_loss": not args.masks}
         model = build_model(cfg).to(device)
     images = [torch.randn(3, args.height, args.width) for _ in range(args.batch)]
     samples = nested_tensor_from_tensor_list(images).to(device)

@@ -33,6 +33,7 @@ from mdetr_phrasecut.config import resolve_stage  # noqa: E402
 from mdetr_phrasecut.model.build import build  # noqa: E402
 from mdetr_phrasecut.model.ema import ModelEMA  # noqa: E402
 from mdetr_phrasecut.model.positive_map import caption_positive_map  # noqa: E402
+from mdetr_phrasecut.stages import RUN_STAGES  # noqa: E402
 
 FULL = {"backbone": "resnet101"}  # everything else: the release's defaults
 
@@ -59,13 +60,14 @@ def synthetic_items(tokenizer, count: int, size: int, masks: bool) -> list:
 
 def images_per_second(model_cfg: dict, stage: str, device, batch_size: int, size: int, steps: int, warmup: int,
                       bf16: bool, compile_model: bool) -> float:
-    cfg = resolve_stage({"model": model_cfg, "train": {"batch_size": batch_size, "bf16": bf16}}, stage)
+    resolved = resolve_stage({"model": model_cfg, "train": {"batch_size": batch_size, "bf16": bf16}}, stage)
+    cfg = resolved.train
     torch.manual_seed(0)
-    model, criterion, _ = build(cfg)
+    model, criterion, _ = build(resolved)
     model.to(device)
     optimizer = build_optimizer(model, cfg)
-    detr = model.detr if stage == "stage2" else model
-    items = synthetic_items(detr.transformer.tokenizer, (warmup + steps) * batch_size, size, stage == "stage2")
+    detr = getattr(model, "detr", model)
+    items = synthetic_items(detr.transformer.tokenizer, (warmup + steps) * batch_size, size, resolved.stage.masks)
     batches = [train_collate_fn(items[i:i + batch_size], cfg["positive_map"]) for i in range(0, len(items), batch_size)]
     net = torch.compile(model) if compile_model else model
     scheduler = build_scheduler(optimizer, cfg, warmup + steps)
@@ -101,7 +103,7 @@ def compare(label, model_cfg, args, device, batch_size, size) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", default="stage1", choices=("stage1", "stage2"))
+    parser.add_argument("--stage", default="stage1", choices=RUN_STAGES)
     parser.add_argument("--steps", type=int, default=4, help="measured steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2, help="tiny CPU run")

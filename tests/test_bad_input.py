@@ -18,7 +18,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from mdetr_phrasecut.infra import io
@@ -27,6 +26,7 @@ from mdetr_phrasecut.config import load_config
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import read_checkpoint, save_checkpoint
+from helpers.specs import model_config, spec_file
 from helpers.coco import indexed_coco
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +36,7 @@ MODEL = dict(backbone="timm_resnet10t", hidden_dim=128, nheads=8, enc_layers=1, 
 TRAIN = dict(epochs=1, batch_size=2, max_steps_per_epoch=1, scales=[64], max_size=96, num_workers=0,
              aux_loss=False, contrastive_align_loss=False, eval_every=0)
 SPEC = {"model": MODEL, "train": TRAIN}
+EVAL_SPEC = {**SPEC, "evaluate": {"size": 64, "max_size": 96}}
 LONG = "red circle " * 500  # 5,000 characters
 
 
@@ -61,10 +62,10 @@ def fx(tmp_path_factory):
         assert cli(["index", "--coco", str(coco / f"finetune_phrasecut_{split}.json"),
                     "--out", str(coco / f"finetune_phrasecut_{split}.index")]) == 0
     torch.manual_seed(0)
-    seg = build_model({**MODEL, "masks": True, "contrastive_align_loss": False})
+    seg = build_model(model_config(**MODEL, masks=True, contrastive_align_loss=False))
     save_checkpoint(base / "seg.pth", seg, epoch=0)
     save_checkpoint(base / "det.pth", seg.detr, epoch=0)
-    (base / "model.yaml").write_text(yaml.safe_dump({"model": MODEL}))
+    (base / "spec.json").write_text(json.dumps(SPEC))
     image = root / "images" / f"{json.loads((root / 'refer_test.json').read_text())[0]['image_id']}.jpg"
 
     def bad_checkpoint(name, obj):
@@ -118,14 +119,13 @@ def fx(tmp_path_factory):
     bomb.write_bytes(bytes(data))
 
     run = base / "run"  # what `plots` and `table` read
-    assert cli(["evaluate", "--checkpoint", str(base / "seg.pth"), "--spec-json", json.dumps(SPEC),
+    assert cli(["evaluate", "--checkpoint", str(base / "seg.pth"), "--spec", spec_file(base, EVAL_SPEC, "eval.json"),
                 "--coco", str(coco / "finetune_phrasecut_test.json"), "--index",
                 str(coco / "finetune_phrasecut_test.index"), "--root", str(root), "--images",
-                str(root / "images"), "--out-dir", str(run / "test"), "--size", "64", "--max-size", "96",
-                "--device", "cpu"]) == 0
+                str(root / "images"), "--out-dir", str(run / "test"), "--device", "cpu"]) == 0
     (base / "a_file").write_text("not a folder\n")
     return SimpleNamespace(base=base, root=root, coco=coco, images=root / "images", image=image, ckpt=ckpts,
-                           seg=base / "seg.pth", det=base / "det.pth", model_yaml=base / "model.yaml",
+                           seg=base / "seg.pth", det=base / "det.pth", spec=base / "spec.json",
                            variants=variants, long_coco=long_coco, bomb=bomb, run=run, file=base / "a_file")
 
 
@@ -138,22 +138,28 @@ def _convert(fx, t, *args, root=None, out=None):
             str(out or t / "out.json"), *args]
 
 
+def _spec(t, spec):
+    """`spec` (an object, or text as is) in the file a command's --spec takes."""
+    return _text(t / "spec.json", spec if isinstance(spec, str) else json.dumps(spec))
+
+
 def _train(fx, t, *args, spec=SPEC, coco=None, images=None, out=None):
-    return ["train", "--stage", "pretrain", "--spec-json", json.dumps(spec), "--coco-dir", str(coco or fx.coco),
+    return ["train", "--stage", "pretrain", "--spec", str(_spec(t, spec)), "--coco-dir", str(coco or fx.coco),
             "--images", str(images or fx.images), "--out-dir", str(out or t / "out"), "--device", "cpu",
             "--no-progress", *args]
 
 
-def _evaluate(fx, t, *args, ckpt=None, spec=SPEC, coco=None, out=None):
+def _evaluate(fx, t, *args, ckpt=None, spec=EVAL_SPEC, coco=None, out=None):
     coco = coco or fx.coco / "finetune_phrasecut_test.json"
-    return ["evaluate", "--checkpoint", str(ckpt or fx.seg), "--spec-json", json.dumps(spec) if isinstance(spec, dict)
-            else spec, "--coco", str(coco), "--index", str(coco.with_suffix(".index")), "--root", str(fx.root),
-            "--images", str(fx.images), "--out-dir", str(out or t / "test"), "--size", "64", "--max-size", "96",
-            "--device", "cpu", *args]
+    return ["evaluate", "--checkpoint", str(ckpt or fx.seg), "--spec", str(_spec(t, spec)), "--coco", str(coco),
+            "--index", str(coco.with_suffix(".index")), "--root", str(fx.root), "--images", str(fx.images),
+            "--out-dir", str(out or t / "test"), "--device", "cpu", *args]
 
 
-def _predict(fx, t, *args, ckpt=None, config=None, image=None, phrase="red circle", mask=None, overlay=None):
-    return ["predict", "--checkpoint", str(ckpt or fx.seg), "--config", str(config or fx.model_yaml), "--image",
+def _predict(fx, t, *args, ckpt=None, spec=None, config=None, image=None, phrase="red circle", mask=None,
+             overlay=None):
+    source = ["--config", str(config)] if config else ["--spec", str(spec or fx.spec)]
+    return ["predict", "--checkpoint", str(ckpt or fx.seg), *source, "--image",
             str(image or fx.image), "--phrase", phrase, "--out-mask", str(mask or t / "mask.png"), "--out-overlay",
             str(overlay or t / "overlay.png"), "--size", "64", "--max-size", "96", "--device", "cpu", *args]
 
@@ -173,9 +179,7 @@ def _link(kind, target, at):
     return at
 
 
-def _yaml(t, model):
-    (t / "model.yaml").write_text(yaml.safe_dump({"model": model}))
-    return t / "model.yaml"
+
 
 
 def _text(path, text):
@@ -214,15 +218,15 @@ CASES = [
     ("convert-long-phrase", lambda fx, t: _convert(fx, t, root=fx.variants["long"]),
      ["refer_test.json", "phrase", "254"]),
     ("train-epochs-zero", lambda fx, t: _train(fx, t, "--epochs", "0"), ["--epochs", "'0'"]),
-    ("train-spec-not-json", lambda fx, t: ["train", "--stage", "pretrain", "--spec-json", "{model:", "--coco-dir",
-                                           str(fx.coco), "--images", str(fx.images), "--out-dir", str(t / "o")],
-     ["--spec-json", "invalid JSON"]),
+    ("train-spec-not-json", lambda fx, t: _train(fx, t, spec="{model:"), ["spec.json", "invalid JSON"]),
+    ("train-spec-missing", lambda fx, t: ["train", "--stage", "pretrain", "--spec", str(t / "absent.json"),
+                                          *_train(fx, t)[5:]], ["--spec", "absent.json", "not found"]),
     ("train-spec-unknown-key", lambda fx, t: _train(fx, t, spec={"model": MODEL, "train": {**TRAIN, "lr_dorp": 3}}),
-     ["--spec-json", "train", "lr_dorp"]),
+     ["spec.json", "train", "lr_dorp"]),
     ("train-spec-wrong-type", lambda fx, t: _train(fx, t, spec={"model": MODEL, "train": {**TRAIN, "lr": "fast"}}),
-     ["--spec-json", "train.lr", "'fast'"]),
+     ["spec.json", "train.lr", "'fast'"]),
     ("train-spec-epochs-zero", lambda fx, t: _train(fx, t, spec={"model": MODEL, "train": {**TRAIN, "epochs": 0}}),
-     ["--spec-json", "train.epochs"]),
+     ["spec.json", "train.epochs"]),
     ("train-coco-dir-missing", lambda fx, t: _train(fx, t, coco=t / "nowhere"), ["--coco-dir", "nowhere"]),
     ("train-images-is-a-file", lambda fx, t: _train(fx, t, images=fx.file), ["--images", "a_file", "is a file"]),
     ("train-out-dir-is-a-file", lambda fx, t: _train(fx, t, out=fx.file),
@@ -232,10 +236,14 @@ CASES = [
                                             str(fx.ckpt.html)], ["page.pth", "an HTML page"]),
     ("train-long-caption", lambda fx, t: _train(fx, t, coco=fx.long_coco),
      ["finetune_phrasecut_train.json", "task_id", "tokens"]),
-    ("evaluate-spec-not-json", lambda fx, t: _evaluate(fx, t, spec="not json"), ["--spec-json", "invalid JSON"]),
-    ("evaluate-spec-empty", lambda fx, t: _evaluate(fx, t, spec="{}"), ["--spec-json", "'model' and 'train'"]),
-    ("evaluate-batch-size-zero", lambda fx, t: _evaluate(fx, t, "--batch-size", "0"), ["--batch-size", "'0'"]),
-    ("evaluate-threshold-nan", lambda fx, t: _evaluate(fx, t, "--threshold", "nan"), ["--threshold", "'nan'"]),
+    ("evaluate-spec-not-json", lambda fx, t: _evaluate(fx, t, spec="not json"), ["spec.json", "invalid JSON"]),
+    ("evaluate-spec-empty", lambda fx, t: _evaluate(fx, t, spec="{}"), ["spec.json", "'model' and 'train'"]),
+    ("evaluate-batch-size-zero", lambda fx, t: _evaluate(fx, t, spec={**SPEC, "evaluate": {"batch_size": 0}}),
+     ["spec.json", "evaluate.batch_size", "minimum"]),
+    ("evaluate-threshold-above-one", lambda fx, t: _evaluate(fx, t, spec={**SPEC, "evaluate": {"threshold": 2}}),
+     ["spec.json", "evaluate.threshold", "maximum"]),
+    ("evaluate-unknown-key", lambda fx, t: _evaluate(fx, t, spec={**SPEC, "evaluate": {"treshold": 0.5}}),
+     ["spec.json", "evaluate", "treshold"]),
     ("evaluate-bad-split", lambda fx, t: _evaluate(fx, t, "--split", "dev"), ["--split", "'dev'"]),
     ("evaluate-coco-missing", lambda fx, t: _evaluate(fx, t, coco=t / "absent.json"), ["--coco", "absent.json"]),
     ("evaluate-out-dir-is-a-file", lambda fx, t: _evaluate(fx, t, out=fx.file), ["--out-dir", "a_file"]),
@@ -261,10 +269,15 @@ CASES = [
     ("predict-empty-phrase", lambda fx, t: _predict(fx, t, phrase="  "), ["--phrase", "empty"]),
     ("predict-long-phrase", lambda fx, t: _predict(fx, t, phrase=LONG), ["--phrase", "tokens"]),
     ("predict-threshold-above-one", lambda fx, t: _predict(fx, t, "--threshold", "2"), ["--threshold", "'2'"]),
-    ("predict-config-wrong-type", lambda fx, t: _predict(fx, t, config=_yaml(t, {**MODEL, "hidden_dim": "big"})),
-     ["model.yaml", "model.hidden_dim", "'big'"]),
-    ("predict-config-unknown-key", lambda fx, t: _predict(fx, t, config=_yaml(t, {**MODEL, "hiden_dim": 128})),
-     ["model.yaml", "hiden_dim"]),
+    ("predict-spec-wrong-type",
+     lambda fx, t: _predict(fx, t, spec=_spec(t, {**SPEC, "model": {**MODEL, "hidden_dim": "big"}})),
+     ["spec.json", "model.hidden_dim", "'big'"]),
+    ("predict-spec-unknown-key",
+     lambda fx, t: _predict(fx, t, spec=_spec(t, {**SPEC, "model": {**MODEL, "hiden_dim": 128}})),
+     ["spec.json", "hiden_dim"]),
+    ("predict-config-unknown-key", lambda fx, t: _predict(fx, t, config=_text(t / "config.json",
+                                                                               json.dumps({**MODEL, "hiden_dim": 1}))),
+     ["config.json", "hiden_dim"]),
     ("predict-config-yaml-syntax", lambda fx, t: _predict(fx, t, config=_text(t / "m.yaml", "model:\n  a: [1,\n")),
      ["m.yaml", "line 3 column 1"]),
     ("predict-image-not-an-image", lambda fx, t: _predict(fx, t, image=fx.file), ["a_file", "--image", "corrupt"]),

@@ -12,6 +12,7 @@ from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import (describe, load_model_weights, load_weights, read_checkpoint,
                                                    save_checkpoint)
 from mdetr_phrasecut.model.ema import ModelEMA
+from helpers.specs import model_config
 
 POSITION_IDS = "transformer.text_encoder.embeddings.position_ids"
 
@@ -24,7 +25,7 @@ def tiny_cfg(tiny_roberta_dir):
 
 def build(cfg, seed=0, **overrides):
     torch.manual_seed(seed)
-    return build_model({**cfg, **overrides})
+    return build_model(model_config(**{**cfg, **overrides}))
 
 
 def load_checkpoint(model, path, prefer_ema=True):

@@ -1,5 +1,6 @@
 """Config validation: both shipped configs pass with the release's defaults filled; bad keys/values fail naming them."""
 import copy
+import re
 import subprocess
 import sys
 
@@ -89,7 +90,8 @@ def test_published_stages_request_four_nodes_of_eight_gpus_and_launch_torchrun(r
                          text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "nodes=4, tasks=4" in out.stdout and "gres=gpu:8" in out.stdout and "mpi=srun" in out.stdout
-    assert "srun --nodes=4 --ntasks-per-node=1 --kill-on-bad-exit=1 mdetr-phrasecut launch --nnodes=4 --nproc-per-node=8" in out.stdout
+    assert ("srun --nodes=4 --ntasks-per-node=1 --kill-on-bad-exit=1 mdetr-phrasecut launch --nnodes=4 "
+            "--nproc-per-node=8") in out.stdout
     assert "train --stage stage1" in out.stdout and "train --stage stage2" in out.stdout
 
 
@@ -98,11 +100,11 @@ def test_demo_training_stages_launch_two_processes_with_a_local_rendezvous(repo_
                           "results/runs/demo/stage2/checkpoint.pth", "results/pretrain/demo/checkpoint.pth"],
                          cwd=repo_dir, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    launches = [line for line in out.stdout.splitlines() if " train --stage " in line]
+    commands = re.findall(r"^Shell command: ((?:.*\\\n)*.*)$", out.stdout, re.M)  # lines continued with \\
+    launches = [command for command in commands if " train --stage " in command]
     assert len(launches) == 3
     torchrun = "torchrun --standalone --nproc-per-node=2 --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
-    assert all(line.split(":", 1)[1].lstrip().startswith(f"{torchrun} -m mdetr_phrasecut.cli")
-               for line in launches), launches
+    assert all(command.startswith(f"{torchrun} -m mdetr_phrasecut.cli") for command in launches), launches
     assert "srun" not in out.stdout and "scontrol" not in out.stdout
 
 
@@ -112,18 +114,25 @@ def test_resolve_stage_applies_the_schema_defaults_once_and_sets_each_stage_stru
     spec = {"model": {"hidden_dim": 128}, "train": {"lr": 3e-4}}
     train, model = schema_defaults("train"), schema_defaults("model")
     pretrain, stage1, stage2 = (resolve_stage(spec, s) for s in ("pretrain", "stage1", "stage2"))
-    assert stage1 == {**train, **model, "hidden_dim": 128, "lr": 3e-4, "train_split": "train", "val_split": "miniv",
-                      "stage": "stage1", "masks": False, "freeze_detr": False, "mask_model": "none",
-                      "train_batchnorm": False, "threshold": schema_defaults("evaluate")["threshold"]}
-    assert pretrain["train_batchnorm"] and not resolve_stage({**spec, "model": {"backbone_pretrained": True}},
-                                                             "pretrain")["train_batchnorm"]
+    assert stage1.as_args() == {**train, **model, "hidden_dim": 128, "lr": 3e-4, "train_split": "train",
+                                "val_split": "miniv", "stage": "stage1", "masks": False, "freeze_detr": False,
+                                "mask_model": "none", "train_batchnorm": False,
+                                "threshold": schema_defaults("evaluate")["threshold"]}
+    assert dict(stage1.train) == {**train, "lr": 3e-4, "train_split": "train", "val_split": "miniv"}
+    assert dict(stage1.evaluate) == schema_defaults("evaluate")
+    with pytest.raises(TypeError):  # resolved once, read-only
+        stage1.model["hidden_dim"] = 256
+    assert pretrain.model["train_batchnorm"] and not resolve_stage(
+        {**spec, "model": {"backbone_pretrained": True}}, "pretrain").model["train_batchnorm"]
     # stage 2: the smallconv head on the frozen detector, without contrastive-align and auxiliary losses even
     # where the spec (here: the schema's defaults) asks for them
     assert train["contrastive_align_loss"] and train["aux_loss"]
-    assert {k: stage2[k] for k in ("masks", "freeze_detr", "mask_model", "contrastive_align_loss", "aux_loss")} == \
+    assert {k: stage2.model[k] for k in ("masks", "freeze_detr", "mask_model", "contrastive_align_loss",
+                                         "aux_loss")} == \
         {"masks": True, "freeze_detr": True, "mask_model": "smallconv", "contrastive_align_loss": False,
          "aux_loss": False}
-    assert resolve_stage(spec, "stage2", threshold=0.25)["threshold"] == 0.25
+    assert not stage2.train["contrastive_align_loss"] and not stage2.train["aux_loss"]
+    assert resolve_stage({**spec, "evaluate": {"threshold": 0.25}}, "stage2").evaluate["threshold"] == 0.25
     assert spec == {"model": {"hidden_dim": 128}, "train": {"lr": 3e-4}}  # the caller's spec is left as it was
     with pytest.raises(InputError, match=r"train\.lr"):
         resolve_stage({"model": {}, "train": {"lr": "fast"}}, "stage1")
@@ -138,7 +147,7 @@ def test_build_returns_the_stage_model_criterion_and_post_processors(tiny_robert
     model_cfg = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 2,
                  "dim_feedforward": 64, "num_queries": 4, "text_encoder_type": str(tiny_roberta_dir)}
     spec = {"model": model_cfg, "train": {"mask_loss_coef": 3}}
-    detector, criterion, post = build(resolve_stage(spec, "stage1", threshold=0.4))
+    detector, criterion, post = build(resolve_stage({**spec, "evaluate": {"threshold": 0.4}}, "stage1"))
     assert not hasattr(detector, "detr") and hasattr(detector, "contrastive_align_projection_image")
     assert set(post) == {"bbox", "phrasecut"} and post["phrasecut"].score_thresh == 0.4
     assert "loss_contrastive_align" in criterion.weight_dict and "loss_bbox_0" in criterion.weight_dict
@@ -151,8 +160,6 @@ def test_build_returns_the_stage_model_criterion_and_post_processors(tiny_robert
 @pytest.mark.parametrize("command,section,options", [
     ("compare", "statistics", {"resamples": 1234, "level": 0.8, "seed": 7, "unit": "image"}),
     ("table", "statistics", {"resamples": 1234, "level": 0.8, "seed": 7, "unit": "image"}),
-    ("evaluate", "evaluate", {"threshold": 0.42, "size": 640, "max_size": 999, "batch_size": 3, "workers": 5}),
-    ("predict", "evaluate", {"threshold": 0.42}),  # its size: the --config's evaluate section's (test_predict.py)
 ])
 def test_cli_defaults_are_read_from_the_schema(monkeypatch, command, section, options):
     """The schema is the one home of these defaults: change them there and the subcommand's defaults follow."""
@@ -166,3 +173,19 @@ def test_cli_defaults_are_read_from_the_schema(monkeypatch, command, section, op
     monkeypatch.setattr(config, "load_schema", lambda: copy.deepcopy(edited))
     _, parser = cli.build_parser(command)
     assert {key: parser.get_default(key) for key in options} == options
+
+
+def test_the_evaluate_settings_of_a_stage_config_are_read_from_the_schema(monkeypatch):
+    """evaluate and predict take them from their spec's evaluate section, its missing keys the schema's defaults:
+    change them there and the resolved config follows."""
+    from mdetr_phrasecut import config
+
+    options = {"threshold": 0.42, "size": 640, "max_size": 999, "batch_size": 3, "workers": 5, "use_ema": False}
+    edited = copy.deepcopy(config.load_schema())
+    for key, value in options.items():
+        assert edited["properties"]["evaluate"]["properties"][key]["default"] != value
+        edited["properties"]["evaluate"]["properties"][key]["default"] = value
+    monkeypatch.setattr(config, "load_schema", lambda: edited)
+    resolved = config.resolve_stage({"model": {}, "train": {}}, "stage2").evaluate
+    assert {key: resolved[key] for key in options} == options
+    assert config.resolve_stage({"model": {}, "train": {}, "evaluate": {"size": 64}}, "stage2").evaluate["size"] == 64

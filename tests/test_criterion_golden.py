@@ -10,6 +10,7 @@ from helpers.paths import MDETR_GOLDEN, require
 from mdetr_phrasecut.model.criterion import build_criterion
 from mdetr_phrasecut.model.matcher import HungarianMatcher
 from mdetr_phrasecut.model.positive_map import caption_positive_map, create_positive_map
+from helpers.specs import criterion_config
 
 PARTS = ["detector", "segm"]
 
@@ -50,7 +51,7 @@ def test_golden_positive_map(golden, part):
 
 @pytest.mark.parametrize("part", PARTS)
 def test_golden_losses_and_weight_dict(golden, part):
-    criterion, weight_dict = build_criterion(golden_cfg(golden, part))
+    criterion, weight_dict = build_criterion(*criterion_config(**golden_cfg(golden, part)))
     assert weight_dict == golden[part]["weight_dict"]
     outputs = {**golden[part]["outputs"], "tokenized": golden["tokenized"]}
     losses = criterion(outputs, golden["targets"], golden_positive_map(golden))
@@ -65,7 +66,7 @@ def test_full_size_weight_dicts(reference_dir):
     for name, entry in shapes.items():
         segm = name.endswith("/segm")
         cfg = {"dec_layers": 6, "aux_loss": True, "masks": segm, "contrastive_align_loss": not segm}
-        assert build_criterion(cfg)[1] == entry["weight_dict"], name
+        assert build_criterion(*criterion_config(**cfg))[1] == entry["weight_dict"], name
 
 
 def random_boxes(n, generator):
@@ -125,7 +126,7 @@ def synthetic_batch(tokenizer, generator, requires_grad):
 def test_perfect_boxes_have_zero_box_loss(tiny_roberta_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta_dir)
     outputs, targets, positive_map = synthetic_batch(tokenizer, torch.Generator().manual_seed(1), False)
-    criterion, _ = build_criterion({"aux_loss": False, "contrastive_align_loss": False})
+    criterion, _ = build_criterion(*criterion_config(aux_loss=False, contrastive_align_loss=False))
     pred = outputs["pred_boxes"].sigmoid()
     pred[0, [4, 1]] = targets[0]["boxes"]
     pred[1, [3]] = targets[1]["boxes"]
@@ -142,7 +143,7 @@ def test_gradients_flow_to_every_output(tiny_roberta_dir):
     raw_boxes = [outputs["pred_boxes"], outputs["aux_outputs"][0]["pred_boxes"]]
     outputs["pred_boxes"] = raw_boxes[0].sigmoid()
     outputs["aux_outputs"][0]["pred_boxes"] = raw_boxes[1].sigmoid()
-    criterion, weight_dict = build_criterion({"dec_layers": 2, "masks": True})
+    criterion, weight_dict = build_criterion(*criterion_config(dec_layers=2, masks=True))
     losses = criterion(outputs, targets, positive_map)
     assert {"loss_mask", "loss_dice", "loss_contrastive_align_0"} <= set(losses)
     total = sum(losses[k] * weight_dict[k] for k in losses if k in weight_dict)
@@ -160,7 +161,7 @@ def test_targets_without_boxes_give_finite_losses(tiny_roberta_dir):
     outputs["aux_outputs"][0]["pred_boxes"] = outputs["aux_outputs"][0]["pred_boxes"].sigmoid()
     for t in targets:
         t.update(boxes=t["boxes"][:0], labels=t["labels"][:0], tokens_positive=[], masks=t["masks"][:0])
-    criterion, _ = build_criterion({"dec_layers": 2, "masks": True})
+    criterion, _ = build_criterion(*criterion_config(dec_layers=2, masks=True))
     losses = criterion(outputs, targets, torch.zeros(0, 256))
     assert all(torch.isfinite(v).all() for v in losses.values())
     assert float(losses["loss_bbox"]) == 0 and float(losses["loss_ce"]) > 0

@@ -261,6 +261,36 @@ def test_every_config_key_quoted_in_the_docs_is_a_key_of_the_schema():
     assert len(checked) >= 10 and "resources.<stage>.partition" in checked, checked
 
 
+def defines(text, name):
+    """Whether `text` (Python, Snakemake or YAML) defines `name`: a def, class, rule, assignment or mapping key."""
+    return re.search(rf"^\s*(?:(?:def|class|rule)\s+{name}\b|{name}\s*(?::|=(?!=)))", text, re.M) is not None
+
+
+def identifier_like(word):
+    """A bare word that reads as a name of the code, not as prose or a placeholder: a CONSTANT, a CamelCase class or
+    a snake_case name."""
+    return re.fullmatch(r"[A-Za-z_]\w*", word) is not None and (
+        "_" in word.strip("_") or re.fullmatch(r"[A-Z][A-Z0-9_]{3,}", word) is not None
+        or re.fullmatch(r"[A-Z][a-z0-9]+[A-Z]\w*", word) is not None)
+
+
+def test_every_name_in_the_architecture_doc_is_defined_where_it_says():
+    """docs/architecture.md: each bare name quoted like `COST_STAGES` or `StageConfig` is defined in src/ or
+    workflow/, and in the file it is said to be of (`NAME` of `path`)."""
+    sources = {path: path.read_text() for folder in ("src", "workflow") for path in (REPO / folder).rglob("*")
+               if path.suffix in (".py", ".smk", ".yaml") and path.is_file()}
+    text = (REPO / "docs" / "architecture.md").read_text()
+    names = sorted({word for word in re.findall(r"`([^`\s]+)`", text) if identifier_like(word)})
+    for name in names:
+        assert any(defines(source, name) for source in sources.values()), \
+            f"docs/architecture.md: `{name}` is defined nowhere in src/ or workflow/"
+    placed = re.findall(r"`(\w+)` (?:of|in) `([\w./-]+\.(?:py|smk))`", text)
+    for name, path in placed:
+        if identifier_like(name):
+            assert defines((REPO / path).read_text(), name), f"docs/architecture.md: `{name}` is not defined in {path}"
+    assert {"COST_STAGES", "STAGES", "StageConfig"} <= set(names) and placed, (names, placed)
+
+
 def test_every_path_in_the_architecture_doc_exists():
     """docs/architecture.md: each quoted repository path exists (a glob matches; a bare `x.py` is in the folder its
     paragraph last named), and each `path::name` names a def, class or assignment of that file."""

@@ -14,7 +14,7 @@ from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.engine.sampling import release_eval_batches
 from mdetr_phrasecut.model.build import build, build_model
 from mdetr_phrasecut.model.checkpoint_file import save_checkpoint
-from helpers.specs import tiny_spec
+from helpers.specs import model_config, spec_file, tiny_spec
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def spec(tiny_roberta_dir):
 @pytest.fixture(scope="module")
 def checkpoint(spec, tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model({**spec["model"], **spec["train"], "masks": True})
+    model = build_model(model_config(**spec["model"], **spec["train"], masks=True))
     with torch.no_grad():  # make some queries score above the threshold so masks are not all empty
         model.detr.class_embed.bias[-1] = -3.0
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
@@ -38,12 +38,12 @@ def checkpoint(spec, tmp_path_factory):
 def test_evaluate_writes_predictions_and_metrics(reference_dir, mini_coco, spec, checkpoint, tmp_path):
     root = reference_dir / "phrasecut_mini" / "s0"
     out = tmp_path / "test"
-    code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec-json", json.dumps(spec),
+    evaluate = {"size": 64, "max_size": 96, "batch_size": 2, "processes": 2, "workers": 1, "use_ema": False}
+    code = cli(["evaluate", "--checkpoint", str(checkpoint),
+                "--spec", spec_file(tmp_path, {**spec, "evaluate": evaluate}),
                 "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
                 str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
-                "--images", str(root / "images"), "--split", "test", "--out-dir", str(out), "--size", "64",
-                "--max-size", "96", "--batch-size", "2", "--processes", "2", "--workers", "1", "--no-ema",
-                "--dataset", "mini"])
+                "--images", str(root / "images"), "--split", "test", "--out-dir", str(out), "--dataset", "mini"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     image_info = load_image_split(root)
@@ -77,11 +77,11 @@ def test_release_evaluation_batches_follow_its_distributed_sampler():
 
 
 def test_wrong_stage_checkpoint_is_refused(reference_dir, mini_coco, spec, tmp_path, capsys):
-    detector = build_model({**spec["model"], **spec["train"]})
+    detector = build_model(model_config(**spec["model"], **spec["train"]))
     path = tmp_path / "detector.pth"
     save_checkpoint(path, detector)
     root = reference_dir / "phrasecut_mini" / "s0"
-    code = cli(["evaluate", "--checkpoint", str(path), "--spec-json", json.dumps(spec),
+    code = cli(["evaluate", "--checkpoint", str(path), "--spec", spec_file(tmp_path, spec),
                 "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
                 str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
                 "--images", str(root / "images"), "--out-dir", str(tmp_path / "o")])
@@ -102,16 +102,18 @@ def test_a_stage2_checkpoint_trained_with_the_schema_defaults_evaluates(referenc
     torch.manual_seed(0)
     detector, _, _ = build(resolve_stage(spec, "stage1"))
     save_checkpoint(tmp_path / "stage1.pth", detector, epoch=0)
-    checkpoint = train_mod.run("stage2", spec, mini_coco, root / "images", tmp_path / "stage2",
+    checkpoint = train_mod.run(resolve_stage(spec, "stage2"),
+                               coco_dir=mini_coco, images=root / "images", out_dir=tmp_path / "stage2",
                                init=tmp_path / "stage1.pth", device="cpu", progress=False)
     weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     assert not any("contrastive_align_projection" in k for k in weights)
     out = tmp_path / "test"
-    code = cli(["evaluate", "--checkpoint", str(checkpoint), "--spec-json", json.dumps(spec),
+    evaluate = {"size": 64, "max_size": 96, "batch_size": 4, "workers": 1}
+    code = cli(["evaluate", "--checkpoint", str(checkpoint),
+                "--spec", spec_file(tmp_path, {**spec, "evaluate": evaluate}),
                 "--coco", str(mini_coco / "finetune_phrasecut_test.json"), "--index",
                 str(mini_coco / "finetune_phrasecut_test.index"), "--root", str(root),
-                "--images", str(root / "images"), "--out-dir", str(out), "--size", "64", "--max-size", "96",
-                "--batch-size", "4", "--workers", "1", "--device", "cpu"])
+                "--images", str(root / "images"), "--out-dir", str(out), "--device", "cpu"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["missing"] == 0 and metrics["num_phrases"] == len(load_refer(root, "test", load_image_split(root)))

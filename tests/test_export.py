@@ -5,6 +5,7 @@ from mdetr_phrasecut.cli import main as cli
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.checkpoint_file import load_weights, read_checkpoint, save_checkpoint
 from mdetr_phrasecut.model.ema import ModelEMA
+from helpers.specs import model_config
 
 
 def small_config(tiny_roberta_dir, **extra):
@@ -13,7 +14,7 @@ def small_config(tiny_roberta_dir, **extra):
 
 
 def small(tiny_roberta_dir, **extra):
-    return build_model(small_config(tiny_roberta_dir, **extra))
+    return build_model(model_config(**small_config(tiny_roberta_dir, **extra)))
 
 
 def test_export_keeps_ema_weights_in_float16_and_loads_back(tiny_roberta_dir, tmp_path):
@@ -59,7 +60,7 @@ def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_b
     model_cfg = small_config(tiny_roberta_dir)
     train_cfg = dict(lr_backbone=1e-4, aux_loss=True, contrastive_align_loss=True)
     torch.manual_seed(0)
-    pretrain = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "pretrain"))
+    pretrain = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "pretrain").model)
     body = pretrain.backbone[0].body
     norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(m.weight.requires_grad for m in norms)
@@ -71,7 +72,7 @@ def test_pretrain_trains_batchnorm_and_its_export_loads_into_the_frozen_stage1_b
     save_checkpoint(tmp_path / "train.pth", pretrain, model_ema=ModelEMA(pretrain, decay=0.0), epoch=1)
     assert cli(["export-checkpoint", "--checkpoint", str(tmp_path / "train.pth"),
                 "--out", str(tmp_path / "s0.pth")]) == 0
-    stage1 = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "stage1"))
+    stage1 = build_model(resolve_stage({"model": model_cfg, "train": train_cfg}, "stage1").model)
     assert any(isinstance(m, FrozenBatchNorm2d) for m in stage1.modules())
     load_weights(tmp_path / "s0.pth", lambda _: (stage1,))  # strict
     key = next(k for k in stage1.state_dict() if k.endswith("running_mean"))

@@ -15,6 +15,7 @@ from mdetr_phrasecut.model.backbone import Backbone
 from mdetr_phrasecut.model.build import build_model
 from mdetr_phrasecut.model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from mdetr_phrasecut.model.nested_tensor import nested_tensor_from_tensor_list
+from helpers.specs import model_config
 
 PARTS = ["detector", "segm"]
 FULL_SIZE = ["resnet101/detector", "resnet101/segm", "efficientnet_b3/detector", "efficientnet_b3/segm"]
@@ -49,7 +50,7 @@ def golden_cfg(data, part):
 def run(data, part):
     """(model, outputs) of our model with the fixture's weights on the fixture's batch, cached per fixture."""
     if part not in data["runs"]:
-        model = build_model(golden_cfg(data, part))
+        model = build_model(model_config(**golden_cfg(data, part)))
         model.load_state_dict(data["fill_state_dict"](data[part]["state_dict_shapes"], data["seed"]), strict=True)
         model.eval()
         with torch.no_grad():
@@ -155,8 +156,8 @@ def test_full_size_keys_and_shapes_golden(name, reference_dir, roberta_base_fold
     official = json.loads((reference_dir / "official_state_dict_shapes.json").read_text())[name]
     backbone, stage = name.split("/")
     with torch.device("meta"):
-        model = build_model({"backbone": backbone, "text_encoder_type": str(roberta_base_folder),
-                             "masks": stage == "segm", "contrastive_align_loss": stage == "detector"})
+        model = build_model(model_config(backbone=backbone, text_encoder_type=str(roberta_base_folder),
+                                         masks=stage == "segm", contrastive_align_loss=stage == "detector"))
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert sorted(set(ours) ^ set(official["keys"])) == []
     assert ours == official["keys"]

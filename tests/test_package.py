@@ -58,7 +58,8 @@ def test_wheel_in_a_fresh_venv_validates_configs_and_runs(tmp_path):
     assert loaded["file"].startswith(str(venv)) and loaded["runs"] and loaded["text_encoder_type"]
 
     cli = venv / "bin" / "mdetr-phrasecut"
-    bad = run(cli, "train", "--stage", "stage1", "--spec-json", json.dumps(BAD_SPEC), "--coco-dir", tmp_path,
+    (tmp_path / "bad_spec.json").write_text(json.dumps(BAD_SPEC))
+    bad = run(cli, "train", "--stage", "stage1", "--spec", tmp_path / "bad_spec.json", "--coco-dir", tmp_path,
               "--images", tmp_path, "--out-dir", tmp_path / "out")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "train.lr" in bad.stderr and "'fast' is not of type 'number'" in bad.stderr

@@ -11,13 +11,14 @@ from scipy.optimize import linear_sum_assignment
 from torch.utils.data import Subset
 from transformers import AutoTokenizer
 
-from mdetr_phrasecut.config import validate_spec
+from mdetr_phrasecut.config import resolve_stage, validate_spec
 from mdetr_phrasecut.data.dataset import build_dataset, train_collate_fn
 from mdetr_phrasecut.engine import train as train_mod
 from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.model.criterion import build_criterion
 from mdetr_phrasecut.model.matcher import HungarianMatcher
 from mdetr_phrasecut.model.positive_map import batch_positive_map, caption_positive_map, create_positive_map
+from helpers.specs import criterion_config
 
 TEXT_ENCODER = Path(__file__).resolve().parents[1] / "src/mdetr_phrasecut/assets/tiny_text_encoder"
 MODES = ("release", "normalised")
@@ -232,7 +233,7 @@ def test_matcher_and_every_loss_term_follow_the_mode(tokenizer):
     assignments, values = {}, {}
     for mode in MODES:
         _, targets, pmap = train_collate_fn(items, mode)
-        criterion, _ = build_criterion({"dec_layers": 2, "masks": True, "positive_map": mode})
+        criterion, _ = build_criterion(*criterion_config(dec_layers=2, masks=True, positive_map=mode))
         losses = criterion(outputs, targets, pmap)
         expected = {}
         for suffix, layer in (("", outputs), ("_0", outputs["aux_outputs"][0])):
@@ -264,8 +265,8 @@ def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkey
     seen = []
     build = build_mod.build_criterion
 
-    def recording(cfg):
-        criterion, weights = build(cfg)
+    def recording(model, train):
+        criterion, weights = build(model, train)
         forward = criterion.forward
 
         def spy(outputs, targets, positive_map):
@@ -281,7 +282,8 @@ def test_the_training_loop_hands_the_criterion_the_collated_map(tmp_path, monkey
     train = {"epochs": 1, "batch_size": 3, "max_steps_per_epoch": 1, "scales": [64], "max_size": 64,
              "num_workers": 0, "eval_every": 1, "positive_map": mode}
     spec = validate_spec({"model": model, "train": train})
-    train_mod.run("pretrain", spec, None, None, tmp_path, datasets=(data, data), progress=False)
+    train_mod.run(resolve_stage(spec, "pretrain"),
+                  coco_dir=None, images=None, out_dir=tmp_path, datasets=(data, data), progress=False)
     assert len(seen) >= 2  # a training step and validation
     for targets, pmap in seen:
         rows = torch.cat([release_rows(tokenizer, t["caption"], t["tokens_positive"]) for t in targets]).float()

@@ -13,6 +13,7 @@ from mdetr_phrasecut.model.checkpoint_file import save_checkpoint
 from mdetr_phrasecut.model.ema import ModelEMA
 from mdetr_phrasecut.model.postprocess import PostProcess, PostProcessPhrasecut, PostProcessSegm
 from mdetr_phrasecut.predict import predict
+from helpers.specs import model_config
 
 SIZE, MAX_SIZE = 64, 96
 
@@ -24,10 +25,12 @@ def setup(tmp_path_factory, tiny_roberta_dir):
     cfg = {"backbone": "resnet18", "hidden_dim": 128, "nheads": 8, "enc_layers": 1, "dec_layers": 1,
            "dim_feedforward": 64, "num_queries": 4, "dropout": 0.0, "masks": True, "contrastive_align_loss": False,
            "text_encoder_type": "tiny_roberta"}  # relative to the config file
-    (root / "config.yaml").write_text(yaml.safe_dump({"model": cfg, "train": {"epochs": 1}}))
-    (root / "config.json").write_text(json.dumps(cfg))
+    heads = ("masks", "contrastive_align_loss")  # a spec's model section does not say; the checkpoint does
+    model = {k: v for k, v in cfg.items() if k not in heads}
+    (root / "spec.json").write_text(json.dumps({"model": model, "train": {"epochs": 1}}))
+    (root / "config.json").write_text(json.dumps(cfg))  # a Hub folder's config.json: build_model keys alone
     torch.manual_seed(0)
-    model = build_model({**cfg, "text_encoder_type": str(tiny_roberta_dir)})
+    model = build_model(model_config(**{**cfg, "text_encoder_type": str(tiny_roberta_dir)}))
     ema = ModelEMA(model, decay=0.9998)
     with torch.no_grad():
         for p in model.parameters():
@@ -39,8 +42,9 @@ def setup(tmp_path_factory, tiny_roberta_dir):
     return root, ema.module.eval(), image
 
 
-def run_predict(root, *extra, config="config.yaml"):
-    return cli(["predict", "--checkpoint", str(root / "ckpt.pth"), "--config", str(root / config),
+def run_predict(root, *extra, config=None):
+    source = ["--config", str(root / config)] if config else ["--spec", str(root / "spec.json")]
+    return cli(["predict", "--checkpoint", str(root / "ckpt.pth"), *source,
                 "--image", str(root / "image.jpg"), "--phrase", "red circle", "--out-mask", str(root / "mask.png"),
                 "--out-overlay", str(root / "overlay.png"), "--size", str(SIZE), "--max-size", str(MAX_SIZE),
                 "--device", "cpu", *extra])
@@ -81,22 +85,22 @@ def test_predict_bad_inputs_exit_2(setup, capsys, tmp_path):
                 "--image", str(root / "image.jpg"), "--phrase", "x", "--out-mask", str(tmp_path / "m.png"),
                 "--out-overlay", str(tmp_path / "o.png")]) == 2
     assert "query_embed.weight [4, 128] vs [7, 128]" in capsys.readouterr().err
-    assert cli(["predict", "--checkpoint", str(root / "ckpt.pth"), "--config", str(root / "config.yaml"),
+    assert cli(["predict", "--checkpoint", str(root / "ckpt.pth"), "--spec", str(root / "spec.json"),
                 "--image", str(tmp_path / "absent.jpg"), "--phrase", "x", "--out-mask", str(tmp_path / "m.png"),
                 "--out-overlay", str(tmp_path / "o.png")]) == 2
     assert "absent.jpg" in capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
 
 
-def test_heads_follow_the_checkpoint_not_the_config(setup):
-    """A workflow config's model section does not say whether the checkpoint has a mask head or projections."""
+def test_heads_follow_the_checkpoint_not_the_config(setup, capsys):
+    """A spec's model section does not say whether the checkpoint has a mask head or projections; --run belongs
+    to a workflow config."""
     root, _, _ = setup
-    cfg = yaml.safe_load((root / "config.yaml").read_text())
-    for key in ("masks", "contrastive_align_loss"):
-        del cfg["model"][key]
-    (root / "workflow_config.yaml").write_text(yaml.safe_dump(cfg))
-    assert run_predict(root, "--threshold", "0.0", config="workflow_config.yaml") == 0
+    assert "masks" not in json.loads((root / "spec.json").read_text())["model"]
+    assert run_predict(root, "--threshold", "0.0") == 0
     assert (np.array(Image.open(root / "mask.png")) == 255).any()
+    assert run_predict(root, "--run", "x") == 2
+    assert "--run x: belongs to a workflow --config" in capsys.readouterr().err
 
 
 def predict_args(root, config, *extra, checkpoint="ckpt.pth"):
@@ -111,8 +115,7 @@ def test_a_workflow_config_gives_the_runs_model_and_its_evaluation_size(setup, c
     import mdetr_phrasecut.predict as module
 
     root, _, _ = setup
-    model = {k: v for k, v in yaml.safe_load((root / "config.yaml").read_text())["model"].items()
-             if k not in ("masks", "contrastive_align_loss")}
+    model = json.loads((root / "spec.json").read_text())["model"]
     (root / "workflow.yaml").write_text(yaml.safe_dump({
         "dataset": {"name": "x", "source": "synth"}, "downloads": {"p": {"url": "file:///p.pth", "sha256": None}},
         "model": {**model, "num_queries": 9},
@@ -128,7 +131,7 @@ def test_a_workflow_config_gives_the_runs_model_and_its_evaluation_size(setup, c
     assert "query_embed.weight [4, 128] vs [9, 128]" in capsys.readouterr().err  # the top-level model: 9 queries
     assert cli(predict_args(root, "workflow.yaml")) == 2
     assert "runs: other, this: name the run to build with --run" in capsys.readouterr().err
-    assert cli(predict_args(root, "config.yaml", "--run", "this")) == 2
+    assert cli(predict_args(root, "config.json", "--run", "this")) == 2
     assert "is no workflow config" in capsys.readouterr().err
 
 
@@ -136,7 +139,7 @@ def test_a_detector_checkpoint_warns_once_and_its_mask_is_the_union_of_its_boxes
     root, _, image = setup
     cfg = {**yaml.safe_load((root / "config.json").read_text()), "masks": False}
     torch.manual_seed(1)
-    detector = build_model({**cfg, "text_encoder_type": str(tiny_roberta_dir)}).eval()
+    detector = build_model(model_config(**{**cfg, "text_encoder_type": str(tiny_roberta_dir)})).eval()
     save_checkpoint(root / "detector.pth", detector, None, epoch=0, args=cfg)
     assert cli(predict_args(root, "config.json", "--threshold", "0.0", "--size", str(SIZE), "--max-size",
                             str(MAX_SIZE), checkpoint="detector.pth")) == 0

@@ -14,7 +14,8 @@ SPEC = {"model": {"backbone": "resnet101"}, "train": {"ema": False, "lr_drop": 2
 def audit(tmp_path, args):
     ckpt = tmp_path / "released.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "args": args}, ckpt)
-    code = cli(["recipe-audit", "--checkpoint", str(ckpt), "--spec-json", json.dumps(SPEC), "--world-size", "32",
+    (tmp_path / "spec.json").write_text(json.dumps(SPEC))
+    code = cli(["recipe-audit", "--checkpoint", str(ckpt), "--spec", str(tmp_path / "spec.json"), "--world-size", "32",
                 "--run", "r101", "--out-md", str(tmp_path / "r.md"), "--out-json", str(tmp_path / "r.json")])
     assert code == 0
     return json.loads((tmp_path / "r.json").read_text()), (tmp_path / "r.md").read_text()

@@ -107,8 +107,8 @@ def ours(config, run, stage) -> dict:
     """Our resolved value of every parameter of `stage` (stage1, stage2: the train config; evaluate)."""
     if stage == "evaluate":
         return dict(config["evaluate"])
-    cfg = resolve_stage({"model": run_model(config, run), "train": run_train(config, run, stage)}, stage,
-                        config["evaluate"]["threshold"])
+    cfg = resolve_stage({"model": run_model(config, run), "train": run_train(config, run, stage),
+                         "evaluate": config["evaluate"]}, stage).as_args()
     res = {**config["resources"]["default"], **config["resources"][stage]}
     cfg["world_size"] = res["nodes"] * res["gpus_per_node"]
     cfg["effective_batch"] = cfg["world_size"] * cfg["batch_size"]
@@ -184,7 +184,7 @@ def test_built_optimizer_schedule_ema_and_criterion_are_the_release_ones(publish
     cfg = ours(published, run, stage)
     want = release_values(run, stage)
     # the criterion at full size (it needs no model): weights as the release's models/mdetr.py build()
-    criterion, weight_dict = build_criterion(cfg)
+    criterion, weight_dict = build_criterion(cfg, cfg)  # the flat record holds the model and train keys
     base = {"loss_ce": 1, "loss_bbox": 5, **({"loss_contrastive_align": 1} if stage == "stage1" else {}),
             "loss_giou": 2, **({"loss_mask": 1, "loss_dice": 1} if stage == "stage2" else {})}
     aux = {f"{k}_{i}": v for i in range(5) for k, v in base.items()} if want["aux_loss"] else {}
@@ -194,7 +194,7 @@ def test_built_optimizer_schedule_ema_and_criterion_are_the_release_ones(publish
     assert criterion.temperature == 0.07
 
     # optimizer, schedule and EMA on a tiny model built with the recipe's training config
-    model = build_model({**cfg, **TINY, "text_encoder_type": str(tiny_roberta_dir)})
+    model = build_model({**cfg, **TINY, "text_encoder_type": str(tiny_roberta_dir)})  # the flat record has every key
     optimizer = build_optimizer(model, cfg)
     groups = optimizer.param_groups
     assert [g["lr"] for g in groups] == [want["lr"], want["lr_backbone"], want["text_encoder_lr"]]

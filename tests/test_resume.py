@@ -1,6 +1,5 @@
 """A run killed with SIGKILL after a mid-epoch checkpoint, or stopped by SIGTERM, and then resumed, ends with
 weights, EMA, optimizer and logs bitwise equal to an uninterrupted run (CPU; dropout and random augmentations on)."""
-import json
 import os
 import signal
 import subprocess
@@ -11,22 +10,23 @@ import pytest
 import torch
 
 from mdetr_phrasecut.engine.resume_state import EXIT_REQUEUE
-from helpers.specs import tiny_spec
+from helpers.specs import spec_file, tiny_spec
 from helpers.resume import assert_same_result
 
 STEPS_PER_EPOCH = 4
 
 
 @pytest.fixture(scope="module")
-def command(reference_dir, mini_coco, tiny_roberta_dir):
+def command(reference_dir, mini_coco, tiny_roberta_dir, tmp_path_factory):
     mini = reference_dir / "phrasecut_mini" / "s0"
     spec = tiny_spec(tiny_roberta_dir, epochs=2, scales=[48, 64], max_steps_per_epoch=STEPS_PER_EPOCH,
                      checkpoint_every_steps=2)
     spec["model"]["dropout"] = 0.1
+    spec_path = spec_file(tmp_path_factory.mktemp("spec"), spec)
 
     def command(out_dir):
-        return [sys.executable, "-m", "mdetr_phrasecut.cli", "train", "--stage", "pretrain", "--spec-json",
-                json.dumps(spec), "--coco-dir", str(mini_coco), "--images", str(mini / "images"),
+        return [sys.executable, "-m", "mdetr_phrasecut.cli", "train", "--stage", "pretrain", "--spec",
+                spec_path, "--coco-dir", str(mini_coco), "--images", str(mini / "images"),
                 "--out-dir", str(out_dir), "--no-progress"]
 
     return command

@@ -287,8 +287,8 @@ def test_seeds_train_and_evaluate_as_their_own_jobs_and_reach_the_table(repo_dir
     assert out.returncode == 0, out.stderr[-2000:]
     for seed in (3, 5):
         for stage in ("stage1", "stage2"):
-            spec = re.search(rf"train --stage {stage} --spec-json @(\S+) .* --out-dir results/runs/demo_seed{seed}/",
-                             out.stdout)  # the CLI reads the value from the file
+            spec = re.search(rf"train --stage {stage} --spec (\S+) (?:[^\n]|\\\n)*? "  # lines continued with \\
+                             rf"--out-dir results/runs/demo_seed{seed}/", out.stdout)  # the CLI reads the spec file
             assert json.loads((repo_dir / spec[1]).read_text())["train"]["seed"] == seed
         assert f"--out-dir results/runs/demo_seed{seed}/test" in out.stdout
     table = next(line for line in out.stdout.splitlines() if " table --metrics " in line)

@@ -1,6 +1,5 @@
 """The training engine on a tiny model and a few PhraseCut-mini phrases: both stages learn, stage 2 leaves the
 detector bit-identical, `--init` loads EMA weights only, NaN losses stop cleanly, logs and spec checks."""
-import json
 import math
 import random
 
@@ -22,7 +21,7 @@ from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.config import resolve_stage, validate_spec
 from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.model.build import build_model
-from helpers.specs import tiny_spec
+from helpers.specs import spec_file, tiny_spec
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,8 @@ def state(path, key="model"):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, tiny_roberta_dir, repeated_batch):
     out = tmp_path_factory.mktemp("pretrain")
-    train_mod.run("pretrain", tiny_spec(tiny_roberta_dir, epochs=8), None, None, out,
+    train_mod.run(resolve_stage(tiny_spec(tiny_roberta_dir, epochs=8), "pretrain"),
+                  coco_dir=None, images=None, out_dir=out,
                   datasets=(repeated_batch, repeated_batch), progress=False)
     return out
 
@@ -70,7 +70,8 @@ def test_pretrain_loss_decreases_on_a_repeated_batch(pretrained):
 def test_stage2_trains_the_mask_head_and_keeps_the_detector_bit_identical(tmp_path, tiny_roberta_dir,
                                                                           repeated_batch, pretrained):
     spec = tiny_spec(tiny_roberta_dir, epochs=6, lr=1e-3, eval_every=3)
-    train_mod.run("stage2", spec, None, None, tmp_path, init=pretrained / "checkpoint.pth",
+    train_mod.run(resolve_stage(spec, "stage2"),
+                  coco_dir=None, images=None, out_dir=tmp_path, init=pretrained / "checkpoint.pth",
                   datasets=(repeated_batch, repeated_batch), progress=False)
     log = pd.read_csv(tmp_path / "log.csv")
     assert "loss_contrastive_align" not in log.columns and not [c for c in log.columns if c.endswith("_0")]
@@ -100,17 +101,19 @@ def test_stage1_init_loads_ema_weights_only_and_stage2_refuses_a_segmentation_ch
 
     monkeypatch.setattr(train_mod, "train_one_epoch", first_epoch)
     with pytest.raises(Preempted):
-        train_mod.run("stage1", spec, None, None, tmp_path / "s1", init=pretrained / "checkpoint.pth",
+        train_mod.run(resolve_stage(spec, "stage1"),
+                      coco_dir=None, images=None, out_dir=tmp_path / "s1", init=pretrained / "checkpoint.pth",
                       datasets=(repeated_batch, repeated_batch), progress=False)
     ema = state(pretrained / "checkpoint.pth", "model_ema")
     assert all(torch.equal(v, ema[k]) for k, v in first.items())  # frozen BatchNorms: no step counters
     assert not all(torch.equal(v, state(pretrained / "checkpoint.pth")[k]) for k, v in first.items())
 
-    segm = build_model(resolve_stage(spec, "stage2"))
+    segm = build_model(resolve_stage(spec, "stage2").model)
     torch.save({"model": segm.state_dict()}, tmp_path / "segm.pth")
     with pytest.raises(InputError, match=r"^checkpoint .*segm\.pth \[model\] is a resnet18 segmentation checkpoint; "
                                          r"train --stage stage2 needs a detector \(stage-1\) checkpoint$"):
-        train_mod.run("stage2", spec, None, None, tmp_path / "s2", init=tmp_path / "segm.pth",
+        train_mod.run(resolve_stage(spec, "stage2"),
+                      coco_dir=None, images=None, out_dir=tmp_path / "s2", init=tmp_path / "segm.pth",
                       datasets=(repeated_batch, repeated_batch), progress=False)
     assert not (tmp_path / "s2").exists()
 
@@ -119,8 +122,8 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         tmp_path, monkeypatch, capsys, mini, mini_coco, tiny_roberta_dir):
     build_criterion = build_mod.build_criterion
 
-    def build_poisoned(cfg):
-        criterion, weights = build_criterion(cfg)
+    def build_poisoned(model, train):
+        criterion, weights = build_criterion(model, train)
         calls = {"n": 0}
 
         def poisoned(outputs, targets, positive_map):
@@ -137,7 +140,7 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(build_mod, "build_criterion", build_poisoned)
     spec = tiny_spec(tiny_roberta_dir, epochs=2, max_steps_per_epoch=3, checkpoint_every_steps=1,
                      val_split="miniv")
-    code = cli.main(["train", "--stage", "pretrain", "--spec-json", json.dumps(spec), "--coco-dir",
+    code = cli.main(["train", "--stage", "pretrain", "--spec", spec_file(tmp_path, spec), "--coco-dir",
                      str(mini_coco), "--images", str(mini / "images"), "--out-dir", str(tmp_path),
                      "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -157,12 +160,12 @@ def test_spec_errors_name_the_field(tiny_roberta_dir):
     with pytest.raises(InputError, match=r"train\.schedule"):
         validate_spec({"model": good["model"], "train": {"schedule": "cosine"}})
     with pytest.raises(InputError, match="--init is required"):
-        train_mod.run("stage1", good, None, None, None)
+        train_mod.run(resolve_stage(good, "stage1"), coco_dir=None, images=None, out_dir=None)
 
 
 def test_param_groups_and_schedules(tiny_roberta_dir):
     spec = tiny_spec(tiny_roberta_dir)
-    model = build_model(resolve_stage(spec, "stage1"))
+    model = build_model(resolve_stage(spec, "stage1").model)
     names = {id(p): n for n, p in model.named_parameters()}
     rest, backbone, text = ([names[id(p)] for p in g["params"]] for g in param_groups(model, 1, 2, 3))
     assert backbone and all("backbone" in n for n in backbone)
@@ -233,7 +236,8 @@ def test_a_fresh_start_rewinds_the_logs_of_a_run_killed_before_its_first_checkpo
     for step in range(3):
         leftover.write({"epoch": 0, "step": step, "loss": 9.0, "gone": 1})
     CsvLog(tmp_path / "val_log.csv").write({"epoch": 0, "loss": 9.0})
-    train_mod.run("pretrain", tiny_spec(tiny_roberta_dir, eval_every=1), None, None, tmp_path,
+    train_mod.run(resolve_stage(tiny_spec(tiny_roberta_dir, eval_every=1), "pretrain"),
+                  coco_dir=None, images=None, out_dir=tmp_path,
                   datasets=(repeated_batch, repeated_batch), progress=False)
     steps, val = pd.read_csv(tmp_path / "log.csv"), pd.read_csv(tmp_path / "val.csv")
     assert list(steps["step"]) == [0] and "gone" not in steps and 9.0 not in list(steps["loss"])

@@ -17,6 +17,7 @@ from mdetr_phrasecut.model import build as build_mod
 from mdetr_phrasecut.engine.distributed import DistEnv, env_from_environ
 from helpers.coco import indexed_coco
 from helpers.specs import tiny_spec
+from mdetr_phrasecut.config import resolve_stage
 
 LR = 3e-4
 
@@ -39,7 +40,8 @@ def _worker(rank, world, port, spec, coco, images, out):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     build_mod.build_model = _without_dropout(build_mod.build_model)
-    train_mod.run("pretrain", spec, coco, images, out, device="cpu", progress=False)
+    train_mod.run(resolve_stage(spec, "pretrain"),
+                  coco_dir=coco, images=images, out_dir=out, device="cpu", progress=False)
 
 
 @pytest.fixture
@@ -75,7 +77,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
 
     mp.spawn(_worker, args=(2, free_port(), spec(1), coco, images, tmp_path / "two"), nprocs=2, join=True)
     monkeypatch.setattr(build_mod, "build_model", _without_dropout(build_mod.build_model))
-    train_mod.run("pretrain", spec(2), coco, images, tmp_path / "one", device="cpu", progress=False)
+    train_mod.run(resolve_stage(spec(2), "pretrain"),
+                  coco_dir=coco, images=images, out_dir=tmp_path / "one", device="cpu", progress=False)
 
     two = torch.load(tmp_path / "two" / "checkpoint.pth", weights_only=True)
     one = torch.load(tmp_path / "one" / "checkpoint.pth", weights_only=True)

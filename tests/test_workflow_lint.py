@@ -1,5 +1,5 @@
-"""The workflow's shape: `snakemake --lint` (both configs), `snakefmt --check` and `ruff check` find nothing, every rule's conda
-environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as
+"""The workflow's shape: `snakemake --lint` (both configs), `snakefmt --check` and `ruff check` find nothing, every
+rule's conda environment carries the pins of requirements.txt, one training rule over `{stage}` with its processes as
 `threads`, each local training process taking its share of a job's threads (results would depend on them
 otherwise), every file a data job reads among its inputs, and short job commands (long JSON values passed as
 `@FILE`, which the CLI reads in its place)."""
@@ -19,7 +19,11 @@ from mdetr_phrasecut.config import read_mapping
 from helpers.requirements import read_requirements
 
 CONFIGS = {"embedded": [], "published": ["--configfile", "config/phrasecut.yaml"]}
-FILE_OPTIONS = ("--record", "--spec-json", "--config-json")  # the JSON values a job passes as @FILE
+FILE_OPTIONS = ("--record", "--config-json")  # the JSON values a job passes as @FILE
+
+
+# the rules whose commands are broken into lines of at most 200 characters (as a dry run prints them)
+SHORT_LINES = ("pretrain", "train", "evaluate", "evaluate_released", "recipe_audit")
 
 
 def run(repo_dir, *args):
@@ -66,7 +70,7 @@ def dry_run_jobs(repo_dir, *args):
         if rule:
             fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
             fields["wildcards"] = dict(w.split("=") for w in fields.get("wildcards", "").split(", ") if w)
-            jobs.append((rule[1], fields, re.search(r"^Shell command: (.*)$", block, re.M)[1]))
+            jobs.append((rule[1], fields, re.search(r"^Shell command: ((?:.*\\\n)*.*)$", block, re.M)[1]))
     return jobs
 
 
@@ -102,8 +106,9 @@ def test_each_local_process_takes_its_share_of_a_jobs_threads(repo_dir):
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_job_commands_are_short_and_their_json_is_read_from_files(repo_dir, config):
-    """No job's command carries the JSON of --record, --spec-json or --config-json; its @FILE holds it, named by
-    its content, and a training job's command fits on a few lines of a console."""
+    """No job's command carries the JSON of --record or --config-json, its @FILE holds it, nor a stage's spec, its
+    --spec file holds it; each named by its content. A training job's command fits on a few lines of a console,
+    each of SHORT_LINES' within 200 characters, a stage's ending with its key settings."""
     jobs = dry_run_jobs(repo_dir, "all", *CONFIGS[config])
     assert {rule for rule, _, _ in jobs} >= {"convert", "train", "evaluate", "plots", "table", "audit"}
     embedded = read_mapping(repo_dir / "config" / "config.yaml")
@@ -111,27 +116,40 @@ def test_job_commands_are_short_and_their_json_is_read_from_files(repo_dir, conf
         if rule == "all":  # no command
             continue
         words = command.split()
-        values = {option: words[i + 1] for i, option in enumerate(words) if option in FILE_OPTIONS}
+        values = {option: words[i + 1] for i, option in enumerate(words) if option in FILE_OPTIONS + ("--spec",)}
         assert "--config-json" in values if rule == "audit" else "--record" in values, (rule, command)
-        assert all(re.fullmatch(r"@\.snakemake/args/[0-9a-f]{16}\.json", v) for v in values.values()), (rule, command)
+        assert all(re.fullmatch(r"@?\.snakemake/args/[0-9a-f]{16}\.json", v) for v in values.values()), (rule, command)
+        assert ("--spec" in values) == (rule in ("pretrain", "train", "evaluate", "evaluate_released", "recipe_audit"))
+        assert not values.get("--spec", "").startswith("@"), (rule, command)  # a file the command opens itself
         assert all(len(v) < 400 for v in re.findall(r"'[\[{].*?[\]}]'", command)), (rule, command)  # small JSON
-        read = {option: json.loads((repo_dir / v[1:]).read_text()) for option, v in values.items()}
+        read = {option: json.loads((repo_dir / v.lstrip("@")).read_text()) for option, v in values.items()}
         if "--record" in read:
             assert set(read["--record"]["outputs"]) == set(fields["output"].split(", ")), (rule, command)
+        if rule in SHORT_LINES:
+            assert max(map(len, command.splitlines())) <= 200 - len("Shell command: "), (rule, command)
+        if rule in ("pretrain", "train"):  # the key settings, readable; the whole spec is in --spec
+            assert re.search(r"  # \w+ (pretrain|stage\d): \d+ epochs, lr \S+, batch \d+ per process, seed \d+$",
+                             command), command
+        if rule.startswith("evaluate"):
+            settings = r"  # threshold \S+, size \d+/\d+, batch \d+ x \d+, (EMA|model) weights$"
+            assert re.search(settings, command), command
         if rule == "train":
             assert len(command) < 700, command
             stage = fields["wildcards"]["stage"]
             assert list(read["--record"]["config"]["train"]) == [stage]
             if config == "embedded":
-                assert read["--spec-json"]["train"]["epochs"] == embedded["train"][stage]["epochs"]
+                assert read["--spec"]["train"]["epochs"] == embedded["train"][stage]["epochs"]
 
 
-def test_an_argument_file_stands_for_its_lines_and_a_missing_one_is_one_line(tmp_path, capsys):
+def test_an_argument_file_stands_for_its_lines_and_a_missing_one_is_one_line(tmp_path, capsys, monkeypatch):
     record = {"outputs": [], "inputs": [], "config": {"a": [1, "two"]}}
     (tmp_path / "record.json").write_text(json.dumps(record) + "\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("| run |\n")
     parser, _ = cli.build_parser("audit")
     args = parser.parse_args(["--record", f"@{tmp_path / 'record.json'}", "audit", "results/table.md"])
-    assert args.record == record and args.command == "audit" and args.target == "results/table.md"
+    assert args.record == record and args.command == "audit" and args.target == Path("results/table.md")
     assert cli.main(["--record", f"@{tmp_path / 'gone.json'}", "audit", "results/table.md"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "gone.json" in err

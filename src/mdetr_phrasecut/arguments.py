@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 class PathArg:
-    """A path of `role` "in" or "out" and `kind` "file", "dir" or (outputs) "any": either, as other options
-    decide. `rewritten`: an input the command itself rewrites (a resumed checkpoint), not guarded."""
+    """A path of `role` "in" or "out" and `kind` "file", "dir" or "any": either (an output: as other options
+    decide). `rewritten`: an input the command itself rewrites (a resumed checkpoint), not guarded."""
 
     def __init__(self, role: str, kind: str, rewritten: bool = False):
         self.role, self.kind, self.rewritten = role, kind, rewritten
@@ -25,7 +25,7 @@ class PathArg:
         if self.role == "in":
             if not path.exists():
                 raise argparse.ArgumentTypeError(f"{path}: not found")
-            if path.is_dir() != (self.kind == "dir"):
+            if self.kind != "any" and path.is_dir() != (self.kind == "dir"):
                 raise argparse.ArgumentTypeError(f"{path}: is {'a folder' if path.is_dir() else 'a file'}, "
                                                  f"expected {want}")
             if not os.access(path, os.R_OK):
@@ -44,7 +44,7 @@ class PathArg:
         return path
 
 
-IN_FILE, IN_DIR = PathArg("in", "file"), PathArg("in", "dir")
+IN_FILE, IN_DIR, IN_ANY = PathArg("in", "file"), PathArg("in", "dir"), PathArg("in", "any")
 OUT_FILE, OUT_DIR = PathArg("out", "file"), PathArg("out", "dir")
 
 
@@ -80,6 +80,17 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def json_object_or_file(value: str) -> dict:
+    """Inline JSON (an object), or an existing file holding it."""
+    if not value.lstrip().startswith("{"):
+        path = IN_FILE(value)
+        try:
+            value = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"{path}: cannot be read ({e})") from None
+    return json_object(value)
 
 
 def text(value: str) -> str:

@@ -6,17 +6,18 @@ Errors are one line naming the file and the key path, e.g.
 """
 import copy
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import jsonschema
 import yaml
 
-from . import ASSETS
 from .errors import InputError
 from .infra.io import note_input
-
-SCHEMA_PATH = ASSETS / "config.schema.yaml"
-TRAIN_STAGES = ("pretrain", "stage1", "stage2")  # the --stage of `train`
+from .schema import load_schema
+from .stages import STAGES, TRAIN_STAGES, Stage
 
 
 def _with_defaults(cls):
@@ -34,11 +35,6 @@ def _with_defaults(cls):
 
 
 Validator = _with_defaults(jsonschema.Draft7Validator)
-
-
-def load_schema():
-    with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
 
 
 def check(instance, schema, source, prefix=""):
@@ -100,41 +96,41 @@ def read_mapping(path) -> dict:
 
 
 SPEC_SPLIT_KEYS = ("train_split", "val_split")  # the schema's dataset keys a spec's train section may set
+MODEL_TRAIN_KEYS = ("lr_backbone", "aux_loss", "contrastive_align_loss")  # train-section keys the model reads
 
 
-def load_spec(spec_json=None, spec_file=None, train_overrides=None) -> dict:
-    """A training spec from inline JSON or a file, with `train_overrides` (e.g. --epochs) applied before it is
-    validated (see `validate_spec`)."""
-    source = str(spec_file) if spec_file else "--spec-json"
+def load_spec(spec_file: Path, train_overrides=None) -> dict:
+    """A stage spec from a JSON file, with `train_overrides` (e.g. --epochs) applied before it is validated (see
+    `validate_spec`)."""
     try:
-        text = spec_file.read_text() if spec_file else spec_json
-        spec = json.loads(text)
+        spec = json.loads(Path(spec_file).read_text())
     except FileNotFoundError:
         raise InputError(f"{spec_file}: spec file not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{source}: cannot be read ({e})") from None
+        raise InputError(f"{spec_file}: cannot be read ({e})") from None
     except json.JSONDecodeError as e:
-        raise InputError(f"{source}: invalid JSON ({e})") from None
+        raise InputError(f"{spec_file}: invalid JSON ({e})") from None
     if train_overrides and isinstance(spec, dict):
         spec["train"] = {**(spec.get("train") or {}), **train_overrides}
-    return validate_spec(spec, source)
+    return validate_spec(spec, str(spec_file))
 
 
 def validate_spec(spec: dict, source: str = "spec") -> dict:
-    """{"model", "train"} checked against the workflow schema (defaults filled), plus the splits to train and
-    validate on (defaults: the schema's dataset section)."""
-    if not isinstance(spec, dict) or set(spec) != {"model", "train"}:
-        raise InputError(f"{source}: expected an object with exactly the keys 'model' and 'train'")
-    if not all(isinstance(spec[k], dict) for k in ("model", "train")):
-        raise InputError(f"{source}: 'model' and 'train' must be objects")
+    """{"model", "train"[, "evaluate"]} checked against the workflow schema (defaults filled), plus the splits to
+    train and validate on (defaults: the schema's dataset section)."""
+    if not isinstance(spec, dict) or not {"model", "train"} <= set(spec) <= {"model", "train", "evaluate"}:
+        raise InputError(f"{source}: expected an object with the keys 'model' and 'train' (and optionally 'evaluate')")
+    if not all(isinstance(spec.get(k, {}), dict) for k in ("model", "train", "evaluate")):
+        raise InputError(f"{source}: 'model', 'train' and 'evaluate' must be objects")
     schema = load_schema()
-    model, train = dict(spec["model"]), dict(spec["train"])
+    model, train, evaluate = dict(spec["model"]), dict(spec["train"]), dict(spec.get("evaluate", {}))
     check(model, section_schema(schema, "model"), source, "model.")
     split_schema = {k: schema["properties"]["dataset"]["properties"][k] for k in SPEC_SPLIT_KEYS}
     splits = {k: train.pop(k, split_schema[k]["default"]) for k in SPEC_SPLIT_KEYS}
     check(train, section_schema(schema, "train"), source, "train.")
     check(splits, {"properties": split_schema}, source, "train.")
-    return {"model": model, "train": {**train, **splits}}
+    check(evaluate, {"definitions": schema["definitions"], **schema["properties"]["evaluate"]}, source, "evaluate.")
+    return {"model": model, "train": {**train, **splits}, "evaluate": evaluate}
 
 
 def schema_defaults(section: str) -> dict:
@@ -145,24 +141,47 @@ def schema_defaults(section: str) -> dict:
     return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
 
 
-def resolve_stage(spec: dict, stage: str, threshold: float = None) -> dict:
-    """One stage's flat config, the schema's defaults applied once: the spec's model and train sections
-    (validated, see `validate_spec`), the stage's structure and the score threshold of the PhraseCut
-    post-processing (default: the schema's evaluate.threshold). pretrain/stage1 build the detector (a
-    backbone trained from scratch trains its BatchNorms); stage2 the smallconv segmentation model around the
-    frozen detector and, as the release trains it, without contrastive-align and auxiliary losses.
-    `model.build.build` takes it."""
-    if stage not in TRAIN_STAGES:
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage's resolved config, every key set (the schema's defaults applied once, by `resolve_stage`).
+
+    stage: its row of `stages.STAGES`. model: what `model.build.build_model` reads: the model section, the
+    stage's structure (masks, mask_model, freeze_detr, train_batchnorm) and the train keys that shape the model
+    (`MODEL_TRAIN_KEYS`). train: the train section (the stage's losses off) and the splits. evaluate: the
+    evaluate section (threshold of the PhraseCut post-processing, image size, batching)."""
+
+    stage: Stage
+    model: Mapping
+    train: Mapping
+    evaluate: Mapping
+
+    def as_args(self) -> dict:
+        """The flat record a training checkpoint keeps as its `args` (and `recipe-audit` compares)."""
+        return {**self.train, **self.model, "stage": self.stage.name, "threshold": self.evaluate["threshold"]}
+
+    def with_evaluate(self, **keys) -> "StageConfig":
+        """A copy with evaluate keys replaced (None values ignored), e.g. a command-line --threshold."""
+        return replace(self, evaluate=MappingProxyType({**self.evaluate, **{k: v for k, v in keys.items()
+                                                                            if v is not None}}))
+
+    def with_model(self, **keys) -> "StageConfig":
+        return replace(self, model=MappingProxyType({**self.model, **keys}))
+
+
+def resolve_stage(spec: dict, stage: str) -> StageConfig:
+    """One stage's `StageConfig` from a spec (validated here, see `validate_spec`): its structure from
+    `stages.STAGES` -- the segmentation model around a frozen detector for a stage with masks, BatchNorms trained
+    by a stage from scratch on a random backbone, the stage's `losses_off` switched off."""
+    if stage not in STAGES:
         raise InputError(f"stage {stage!r} is not one of {', '.join(TRAIN_STAGES)}")
+    row = STAGES[stage]
     spec = validate_spec(copy.deepcopy(spec))
-    model, train = spec["model"], spec["train"]
-    cfg = {**train, **model, "stage": stage, "masks": stage == "stage2", "freeze_detr": stage == "stage2",
-           "mask_model": model["mask_model"] if stage == "stage2" else "none",
-           "train_batchnorm": stage == "pretrain" and not model["backbone_pretrained"],
-           "threshold": schema_defaults("evaluate")["threshold"] if threshold is None else threshold}
-    if stage == "stage2":
-        cfg.update(aux_loss=False, contrastive_align_loss=False)
-    return cfg
+    model, train = spec["model"], {**spec["train"], **{key: False for key in row.losses_off}}
+    structure = {"masks": row.masks, "freeze_detr": row.frozen_detector,
+                 "mask_model": model["mask_model"] if row.masks else "none",
+                 "train_batchnorm": row.from_scratch and not model["backbone_pretrained"]}
+    model = {**model, **structure, **{k: train[k] for k in MODEL_TRAIN_KEYS}}
+    return StageConfig(row, MappingProxyType(model), MappingProxyType(train), MappingProxyType(spec["evaluate"]))
 
 
 def run_model(config, run_name) -> dict:

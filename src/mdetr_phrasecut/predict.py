@@ -1,5 +1,4 @@
 """`predict`: segment one phrase in one image with a checkpoint; writes the mask PNG and an overlay PNG."""
-import copy
 import sys
 from pathlib import Path
 
@@ -9,34 +8,37 @@ from PIL import Image, ImageDraw
 
 from .data.transforms import make_eval_transform
 from .arguments import IN_FILE, OUT_FILE, POSITIVE_INT, PROBABILITY, text
-from .config import (check, load_schema, read_mapping, resolve_stage, run_model, schema_defaults, section_schema,
-                     validate_config)
+from .config import load_spec, read_mapping, resolve_stage, run_model, validate_config, validate_spec
 from .errors import InputError
 from .infra.io import atomic_path, open_image
 from .model.build import build
 from .model.checkpoint_file import describe, load_weights
+from .model.postprocess import phrasecut_answers
 from .model.text_encoder import check_phrase_lengths
 from .model.nested_tensor import nested_tensor_from_tensor_list
+from .stages import model_stage
 
 
 def add_arguments(parser):
-    defaults = schema_defaults("evaluate")
-    parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="checkpoint (.pth): published or ours")
-    parser.add_argument("--config", required=True, type=IN_FILE,
+    config = parser.add_mutually_exclusive_group(required=True)
+    config.add_argument("--config", type=IN_FILE,
                         help="YAML or JSON: a workflow config (the model of --run, the image size of its evaluate "
-                             "section), a spec holding build_model keys under 'model', or those keys alone")
+                             "section), or build_model keys alone (a Hub folder's config.json)")
+    config.add_argument("--spec", type=IN_FILE, help='JSON file {"model": {...}, "train": {...}[, "evaluate": {...}]}: '
+                                                     "a stage spec as `train` and `evaluate` take it")
     parser.add_argument("--run", help="the run of a workflow config whose model to build (needed if it has several)")
+    parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="checkpoint (.pth): published or ours")
     parser.add_argument("--image", required=True, type=IN_FILE)
     parser.add_argument("--phrase", required=True, type=text)
     parser.add_argument("--out-mask", required=True, type=OUT_FILE, help="PNG, 255 on the phrase's pixels")
     parser.add_argument("--out-overlay", required=True, type=OUT_FILE,
                         help="PNG, the mask and kept boxes drawn over the image")
-    parser.add_argument("--threshold", type=PROBABILITY, default=defaults["threshold"],
-                        help="keep queries with score above this (default: the schema's evaluate.threshold)")
+    parser.add_argument("--threshold", type=PROBABILITY,
+                        help="keep queries with score above this (default: the config's evaluate.threshold)")
     parser.add_argument("--size", type=POSITIVE_INT, help="shorter side fed to the model (default: the config's "
-                        f"evaluate.size, else {defaults['size']})")
+                        "evaluate.size)")
     parser.add_argument("--max-size", type=POSITIVE_INT, help="cap on the longer side fed to the model (default: "
-                        f"the config's evaluate.max_size, else {defaults['max_size']})")
+                        "the config's evaluate.max_size)")
     parser.add_argument("--no-ema", action="store_true", help="use the checkpoint's `model` weights, not `model_ema`")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -45,40 +47,34 @@ def add_arguments(parser):
 FROM_CHECKPOINT = ("masks", "contrastive_align_loss")
 
 
-def read_model_config(path, run=None) -> tuple:
-    """(build_model dict, evaluate section) from a YAML/JSON file, checked against the workflow schema (unknown keys
-    are errors): a workflow config gives `run`'s model (the run's overrides applied) and its `evaluate` section; a
-    spec or a flat dict the model alone, with the schema's evaluate defaults. A relative text_encoder_type resolves
-    next to the file."""
-    path = Path(path)
-    cfg = read_mapping(path)  # YAML, of which JSON is a subset
-    schema = load_schema()
-    evaluate = schema_defaults("evaluate")
-    if "runs" in cfg:  # a workflow config
-        config = validate_config(cfg, f"config {path}")
-        runs = list(config["runs"])
-        if run is None and len(runs) > 1:
-            raise InputError(f"config {path}: runs: {', '.join(runs)}: name the run to build with --run")
-        if (run or runs[0]) not in runs:
-            raise InputError(f"--run {run}: config {path} has no such run (runs: {', '.join(runs)})")
-        cfg, evaluate = run_model(config, run or runs[0]), config["evaluate"]
-    elif run is not None:
-        raise InputError(f"--run {run}: config {path} is no workflow config (it has no runs)")
-    else:  # a spec, or build_model keys alone
-        prefix = ""
-        if "model" in cfg:
-            extra = sorted(set(cfg) - set(schema["properties"]) - {"model", "train"})
-            if extra:
-                raise InputError(f"config {path}: {extra[0]}: unknown key (expected a spec or a workflow config)")
-            cfg, prefix = cfg["model"], "model."
-        if not isinstance(cfg, dict):
-            raise InputError(f"config {path}: {prefix or 'model'}: must be a mapping")
-        cfg = {k: v for k, v in cfg.items() if k not in FROM_CHECKPOINT}
-        check(copy.deepcopy(cfg), section_schema(schema, "model"), f"config {path}", prefix)
-    encoder = cfg.get("text_encoder_type")
+def read_spec(config=None, spec=None, run=None) -> dict:
+    """The spec {"model", "train", "evaluate"} to build from: a `--spec` file as is; a workflow `--config`, `run`'s
+    model (the run's overrides applied) and its evaluate section; a flat `--config`, the model keys alone (unknown
+    keys are errors). A relative text_encoder_type resolves next to the file."""
+    path = Path(spec or config)
+    if spec is not None:
+        if run is not None:
+            raise InputError(f"--run {run}: belongs to a workflow --config, not a --spec")
+        spec = load_spec(path)
+    else:
+        cfg = read_mapping(path)  # YAML, of which JSON is a subset
+        if "runs" in cfg:  # a workflow config
+            config = validate_config(cfg, f"config {path}")
+            runs = list(config["runs"])
+            if run is None and len(runs) > 1:
+                raise InputError(f"config {path}: runs: {', '.join(runs)}: name the run to build with --run")
+            if (run or runs[0]) not in runs:
+                raise InputError(f"--run {run}: config {path} has no such run (runs: {', '.join(runs)})")
+            spec = {"model": run_model(config, run or runs[0]), "train": {}, "evaluate": config["evaluate"]}
+        elif run is not None:
+            raise InputError(f"--run {run}: config {path} is no workflow config (it has no runs)")
+        else:  # build_model keys alone
+            model = {k: v for k, v in cfg.items() if k not in FROM_CHECKPOINT}
+            spec = validate_spec({"model": model, "train": {}}, f"config {path}")
+    encoder = spec["model"].get("text_encoder_type")
     if encoder and not Path(encoder).is_absolute() and (path.parent / encoder).is_dir():
-        cfg["text_encoder_type"] = str(path.parent / encoder)
-    return cfg, evaluate
+        spec["model"]["text_encoder_type"] = str(path.parent / encoder)
+    return spec
 
 
 @torch.inference_mode()
@@ -90,11 +86,8 @@ def predict(model, postprocessors, image: Image.Image, phrase: str, size: int, m
     samples = nested_tensor_from_tensor_list([tensor]).to(device)
     outputs = model(samples, [phrase])
     orig_size = torch.tensor([[image.height, image.width]], device=device)
-    results = postprocessors["bbox"](outputs, orig_size)
-    if "segm" in postprocessors:
-        input_size = torch.tensor([list(tensor.shape[-2:])], device=device)
-        results = postprocessors["segm"](results, outputs, orig_size, input_size)
-    answer = postprocessors["phrasecut"](results)[0]
+    input_size = torch.tensor([list(tensor.shape[-2:])], device=device)
+    answer = phrasecut_answers(postprocessors, outputs, orig_size, input_size)[0]
     if "masks" not in answer:
         mask = torch.zeros(image.height, image.width, dtype=torch.bool)
         for x, y, w, h in answer["boxes"].tolist():
@@ -120,22 +113,27 @@ def overlay(image: Image.Image, mask: np.ndarray, boxes) -> Image.Image:
 
 def main(args):
     image = open_image(args.image, "--image")
-    model_config, evaluate = read_model_config(args.config, args.run)
-    size, max_size = args.size or evaluate["size"], args.max_size or evaluate["max_size"]
+    spec = read_spec(args.config, args.spec, args.run)
+    chosen = {}
 
     def fitting_model(weights):
-        """The weights say which stage made them (a mask head: stage 2) and whether it kept contrastive-align heads."""
-        stage = "stage2" if describe(weights)[1] == "segmentation" else "stage1"
-        if stage == "stage1":
+        """The weights say which stage made them (a mask head: the evaluated stage, else the detector it starts
+        from) and whether they kept contrastive-align heads."""
+        segmentation = describe(weights)[1] == "segmentation"
+        if not segmentation:
             print(f"warning: {args.checkpoint} is a detector without mask head: the mask is the union of the kept "
                   "boxes", file=sys.stderr)
-        cfg = resolve_stage({"model": model_config, "train": {}}, stage, args.threshold)
-        return build({**cfg, "contrastive_align_loss": any("contrastive_align_projection" in k for k in weights)})
+        cfg = resolve_stage(spec, model_stage(segmentation)).with_evaluate(
+            threshold=args.threshold, size=args.size, max_size=args.max_size)
+        chosen["cfg"] = cfg.with_model(contrastive_align_loss=any("contrastive_align_projection" in k for k in weights))
+        return build(chosen["cfg"])
 
     model, _, postprocessors = load_weights(args.checkpoint, fitting_model, prefer_ema=not args.no_ema)
+    cfg = chosen["cfg"]
     check_phrase_lengths(getattr(model, "detr", model).transformer.tokenizer, [args.phrase], lambda _: "--phrase")
     model.to(args.device).eval()
-    answer = predict(model, postprocessors, image, args.phrase, size, max_size, args.device)
+    answer = predict(model, postprocessors, image, args.phrase, cfg.evaluate["size"], cfg.evaluate["max_size"],
+                     args.device)
     mask = answer["masks"].numpy()
     save_png(Image.fromarray(mask.astype(np.uint8) * 255), args.out_mask)
     save_png(overlay(image, mask, answer["boxes"].tolist()), args.out_overlay)

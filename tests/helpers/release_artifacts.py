@@ -76,7 +76,7 @@ def training_args(config: dict, run: str, stage: str, **differ) -> argparse.Name
     its argument names, its bookkeeping (paths, world size), an argument we have no counterpart for (`set_loss`),
     the release's text encoder by its name (a fake is built with a tiny stand-in for it), and `differ` on top (a
     deliberate difference for the recipe audit to flag)."""
-    cfg = resolve_stage({"model": run_model(config, run), "train": run_train(config, run, stage)}, stage)
+    cfg = resolve_stage({"model": run_model(config, run), "train": run_train(config, run, stage)}, stage).as_args()
     res = {**config["resources"]["default"], **config["resources"][stage]}
     args = {k: v for k, v in cfg.items() if k not in OURS_ONLY}
     args.update(eval_skip=cfg["eval_every"], world_size=res["nodes"] * (res["gpus_per_node"] or res["tasks_per_node"]),
@@ -92,7 +92,7 @@ def release_checkpoint(config: dict, run: str, stage: str, seed: int = 0, args_d
     `args_differ`), random weights, the release's layout."""
     torch.manual_seed(seed)
     model_cfg = run_model(config, run)
-    model = build_model(resolve_stage({"model": model_cfg, "train": run_train(config, run, stage)}, stage))
+    model = build_model(resolve_stage({"model": model_cfg, "train": run_train(config, run, stage)}, stage).model)
     text_encoder = model.detr.transformer.text_encoder if stage == "stage2" else model.transformer.text_encoder
     prefix = "detr." if stage == "stage2" else ""
     state = {k: v.clone() for k, v in model.state_dict().items()}

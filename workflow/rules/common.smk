@@ -11,6 +11,7 @@ from mdetr_phrasecut.infra.launch import TORCHRUN_SIGNALS
 from mdetr_phrasecut.errors import InputError
 from mdetr_phrasecut.evaluation.table import check_order
 from mdetr_phrasecut.infra.io import atomic_write_text
+from mdetr_phrasecut.stages import COST_STAGES, EVALUATED, RUN_STAGES, STAGES
 
 REPO = Path(workflow.basedir).resolve()
 # Only the download jobs reach the network (they say HF_HUB_OFFLINE=0): every other job, here or submitted, finds
@@ -58,15 +59,19 @@ def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-def json_file(obj):
-    """`@FILE` holding the JSON of `obj`, for an option of `mdetr-phrasecut` (argparse reads the value from FILE in
-    its place), so the job's command stays short. FILE is named by the hash of its content: a changed value is a
-    changed param, and re-runs the job."""
+def args_file(obj):
+    """A file holding the JSON of `obj` (a stage's `--spec`), so the job's command stays short. It is named by the
+    hash of its content: a changed value is a changed param, and re-runs the job."""
     text = json.dumps(obj, sort_keys=True)
     path = Path(".snakemake", "args", f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json")
     if not path.exists():
         atomic_write_text(path, f"{text}\n")
-    return f"@{path}"
+    return str(path)
+
+
+def json_file(obj):
+    """`@FILE` (see `args_file`) for a JSON option of `mdetr-phrasecut`: argparse reads the value from FILE."""
+    return f"@{args_file(obj)}"
 
 
 def table_runs(runs, results, names=None):
@@ -178,6 +183,15 @@ def stage_spec(name, stage, downloaded=True):
     train = {**run_train(config, run, stage), **splits, **({} if seed is None else {"seed": seed})}
     model = {**run_model(config, run), **(text_encoder_download(run) if downloaded else {})}
     return {"model": model, "train": train}
+
+
+def train_settings(name, stage):
+    """A training job's key settings, short and readable, for its command line (the whole spec is its --spec)."""
+    train = stage_spec(name, stage)["train"]
+    return (
+        f"{name} {stage}: {train['epochs']} epochs, lr {train['lr']:g}, batch {train['batch_size']} per process, "
+        f"seed {train['seed']}"
+    )
 
 
 def text_encoder_download(run):
@@ -313,10 +327,12 @@ def train_inputs(corpus="main"):
 
 
 def train_init(wildcards):
-    """What a stage starts from: stage 1 the run's pre-trained checkpoint, stage 2 the run's stage 1."""
-    if wildcards.stage == "stage1":
+    """What a stage starts from (its `init` in STAGES): the run's pre-trained checkpoint, or the run's checkpoint
+    of the stage it continues."""
+    init = STAGES[wildcards.stage].init
+    if init == "pretrained":
         return download_path(config["runs"][run_of(wildcards.run)]["pretrained"])
-    return f"results/runs/{wildcards.run}/stage1/checkpoint.pth"
+    return f"results/runs/{wildcards.run}/{init}/checkpoint.pth"
 
 
 def evaluate_inputs(ckpt):
@@ -333,26 +349,21 @@ def evaluate_inputs(ckpt):
 
 
 EVALUATE_PARAMS = dict(
-    spec=lambda w: json_file(stage_spec(w.run, "stage2")),
-    record=record(lambda w: {**stage_slice(w.run, "stage2"), "evaluate": config["evaluate"]}),
+    spec=lambda w: args_file({**stage_spec(w.run, EVALUATED), "evaluate": config["evaluate"]}),
+    record=record(lambda w: {**stage_slice(w.run, EVALUATED), "evaluate": config["evaluate"]}),
     out_dir=lambda w, output: Path(output.metrics).parent,
     root=lambda w, input: Path(input.refer).parent,
     images=images_arg,
     split=TEST,
-    threshold=config["evaluate"]["threshold"],
-    size=config["evaluate"]["size"],
-    max_size=config["evaluate"]["max_size"],
-    batch_size=config["evaluate"]["batch_size"],
-    processes=config["evaluate"]["processes"],
-    workers=config["evaluate"]["workers"],
-    ema="" if config["evaluate"]["use_ema"] else "--no-ema",
     dataset=shlex.quote(config["dataset"]["name"]),
 )
+EVALUATE_SETTINGS = "threshold {threshold:g}, size {size}/{max_size}, batch {batch_size} x {processes}, {ema}".format(
+    ema="EMA weights" if config["evaluate"]["use_ema"] else "model weights", **config["evaluate"]
+)  # an evaluation's key settings, for its command line (the whole evaluate section is in its --spec)
 EVALUATE_THREADS = config["evaluate"]["workers"]  # its scoring processes (the model runs before them)
 
 # Bootstrap intervals and verdicts of the tables, cost per table row (statistics.smk, evaluate.smk).
 STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit {unit}".format(**config["statistics"])
-COST_STAGES = ("stage1", "stage2", "evaluate")  # the jobs behind a row of results/table.md
 COST_GPUS = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
 # {row's training: metrics.json of every seed} of the runs with seeds (the table's --seeds-json)
 SEED_METRICS = {

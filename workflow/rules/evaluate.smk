@@ -1,19 +1,19 @@
 # Test evaluation (PhraseCut protocol), the released checkpoints' evaluation, results/table.md and plots
 # (helpers: common.smk).
 EVALUATE_SHELL = (
-    "mdetr-phrasecut --record {params.record} evaluate --checkpoint {input.ckpt:q} --spec-json {params.spec} "
-    "--coco {input.coco:q} --index {input.index:q} --root {params.root:q} --images {params.images:q} "
-    "--split {params.split} "
-    "--out-dir {params.out_dir:q} --threshold {params.threshold} --size {params.size} --max-size {params.max_size} "
-    "--batch-size {params.batch_size} --processes {params.processes} --workers {params.workers} {params.ema} "
-    "--dataset {params.dataset} 2> {log}"
+    "mdetr-phrasecut --record {params.record} evaluate --spec {params.spec:q} \\\n"
+    "  --checkpoint {input.ckpt:q} \\\n"
+    "  --coco {input.coco:q} --index {input.index:q} \\\n"
+    "  --root {params.root:q} --images {params.images:q} --split {params.split} \\\n"
+    "  --out-dir {params.out_dir:q} --dataset {params.dataset} \\\n"
+    "  2> {log}  # " + EVALUATE_SETTINGS
 )
 
 
 rule evaluate:
     """Our stage-2 checkpoint on the test split: predictions, per-phrase scores, metrics per subset."""
     input:
-        **evaluate_inputs("results/runs/{run}/stage2/checkpoint.pth"),
+        **evaluate_inputs(f"results/runs/{{run}}/{EVALUATED}/checkpoint.pth"),
     output:
         metrics=ensure("results/runs/{run}/test/metrics.json", non_empty=True),
         per_task="results/runs/{run}/test/per_task.json",
@@ -66,13 +66,14 @@ rule recipe_audit:
     conda:
         CONDA_ENV
     params:
-        spec=lambda w: json_file(stage_spec(w.run, "stage2", downloaded=False)),
-        world_size=stage_resources("stage2")["nodes"] * stage_processes("stage2"),
-        record=record(lambda w: stage_slice(w.run, "stage2")),
+        spec=lambda w: args_file(stage_spec(w.run, EVALUATED, downloaded=False)),
+        world_size=stage_resources(EVALUATED)["nodes"] * stage_processes(EVALUATED),
+        record=record(lambda w: stage_slice(w.run, EVALUATED)),
+        stage=EVALUATED,
     shell:
-        "mdetr-phrasecut --record {params.record} recipe-audit --checkpoint {input.ckpt:q} --spec-json {params.spec} "
-        "--stage stage2 --world-size {params.world_size} --run {wildcards.run} --out-md {output.md:q} "
-        "--out-json {output.json:q} 2> {log}"
+        "mdetr-phrasecut --record {params.record} recipe-audit --checkpoint {input.ckpt:q} \\\n"
+        "  --spec {params.spec:q} --stage {params.stage} --world-size {params.world_size} --run {wildcards.run} \\\n"
+        "  --out-md {output.md:q} --out-json {output.json:q} 2> {log}"
 
 
 TABLE_SHELL = (
@@ -236,7 +237,7 @@ rule model_card:
     input:
         metrics="results/runs/{run}/test/metrics.json",
         per_task="results/runs/{run}/test/per_task.json",
-        checkpoints=expand("results/runs/{{run}}/{stage}/checkpoint.pth", stage=("stage1", "stage2")),
+        checkpoints=expand("results/runs/{{run}}/{stage}/checkpoint.pth", stage=RUN_STAGES),
         benchmarks=expand("results/benchmarks/{stage}_{{run}}.tsv", stage=COST_STAGES),
     output:
         "results/runs/{run}/MODEL_CARD.md",

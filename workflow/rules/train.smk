@@ -1,9 +1,13 @@
 # Stage 1 fine-tunes the detector from a pre-trained checkpoint; stage 2 freezes it and trains the smallconv
 # mask head. `pretrain` makes the embedded demo's stage-0 checkpoint (MDETR's detection objective, from scratch).
 # Helpers: common.smk.
+# One argument group a line (a dry run's lines stay short); the key settings close it, the whole spec is --spec.
 TRAIN_SHELL = (
-    "{params.launch} --record {params.record} train --stage {params.stage} --spec-json {params.spec} "
-    "--coco-dir {params.coco_dir:q} --images {params.images:q} {params.init} --out-dir {params.out_dir:q} 2> {log}"
+    "{params.launch} \\\n"
+    "  --record {params.record} train --stage {params.stage} --spec {params.spec:q} \\\n"
+    "  --coco-dir {params.coco_dir:q} --images {params.images:q} \\\n"
+    "  {params.init} --out-dir {params.out_dir:q} \\\n"
+    "  2> {log}  # {params.settings}"
 )
 
 
@@ -25,7 +29,8 @@ rule pretrain:
         **slurm_resources("pretrain"),
     params:
         stage="pretrain",
-        spec=lambda w: json_file(stage_spec(w.run, "pretrain")),
+        spec=lambda w: args_file(stage_spec(w.run, "pretrain")),
+        settings=lambda w: train_settings(w.run, "pretrain"),
         record=record(lambda w: stage_slice(w.run, "pretrain")),
         coco_dir=lambda w, input: Path(input.train).parent,
         images=images_arg,
@@ -50,15 +55,16 @@ rule train:
     benchmark:
         "results/benchmarks/{stage}_{run}.tsv"
     wildcard_constraints:
-        stage="stage1|stage2",
+        stage="|".join(RUN_STAGES),
     conda:
         CONDA_ENV
     threads: lambda w: stage_processes(w.stage)
     resources:
-        **train_resources(("stage1", "stage2")),
+        **train_resources(RUN_STAGES),
     params:
         stage="{stage}",
-        spec=lambda w: json_file(stage_spec(w.run, w.stage)),
+        spec=lambda w: args_file(stage_spec(w.run, w.stage)),
+        settings=lambda w: train_settings(w.run, w.stage),
         record=record(lambda w: stage_slice(w.run, w.stage)),
         coco_dir=lambda w, input: Path(input.train).parent,
         images=images_arg,

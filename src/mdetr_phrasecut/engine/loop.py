@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.ops import box_convert, box_iou
 from tqdm import tqdm
 
+from ..model.postprocess import phrasecut_answers
 from .distributed import any_process, reduce_mean, reduce_sum
 from .optim import current_lrs
 
@@ -142,9 +143,8 @@ def _phrase_mask_iou(outputs, targets, postprocessors) -> torch.Tensor:
     post-processors' "phrasecut" after "bbox" and "segm") with the union of the ground-truth masks (0 when they
     do not intersect)."""
     sizes = torch.stack([t["size"] for t in targets])
-    results = postprocessors["segm"](postprocessors["bbox"](outputs, sizes), outputs, sizes, sizes)
     ious = []
-    for answer, t in zip(postprocessors["phrasecut"](results), targets):
+    for answer, t in zip(phrasecut_answers(postprocessors, outputs, sizes, sizes), targets):
         pred = answer["masks"]
         gt = t["masks"].any(0).cpu() if len(t["masks"]) else torch.zeros_like(pred)
         ious.append((pred & gt).sum() / (pred | gt).sum().clamp(min=1))
@@ -152,7 +152,7 @@ def _phrase_mask_iou(outputs, targets, postprocessors) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, criterion, postprocessors, data_loader, real_items: int, device: torch.device,
+def validate(model: nn.Module, criterion, postprocessors, data_loader, *, real_items: int, device: torch.device,
              bf16: bool, progress: bool = True) -> Dict[str, float]:
     """Validation loss terms (weighted by `criterion.weight_dict`, averaged over batches and processes), the
     mean top-1 box IoU per phrase and, with a "segm" post-processor (stage 2), the mean merged-mask IoU per

@@ -10,9 +10,10 @@ import json
 import math
 
 from ..arguments import IN_FILE, OUT_FILE, POSITIVE_INT
-from ..config import TRAIN_STAGES, load_spec, resolve_stage
+from ..config import load_spec, resolve_stage
 from ..infra.io import atomic_write_json, atomic_write_text
 from ..model.checkpoint_file import read_checkpoint
+from ..stages import EVALUATED, TRAIN_STAGES
 
 # our key -> how the release's args express it (a name, or a function of the args dict; None: not derivable)
 DERIVED = {
@@ -93,8 +94,9 @@ def markdown(report: dict) -> str:
 
 def add_arguments(parser):
     parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="the released checkpoint")
-    parser.add_argument("--spec-json", required=True, help='our {"model": {...}, "train": {...}} of that stage')
-    parser.add_argument("--stage", default="stage2", choices=TRAIN_STAGES, help="the stage it was trained in")
+    parser.add_argument("--spec", required=True, type=IN_FILE,
+                        help='JSON file: our {"model": {...}, "train": {...}} of that stage')
+    parser.add_argument("--stage", default=EVALUATED, choices=TRAIN_STAGES, help="the stage it was trained in")
     parser.add_argument("--world-size", type=POSITIVE_INT, required=True, help="our processes for that stage")
     parser.add_argument("--run", required=True, help="the run's name (shown)")
     parser.add_argument("--out-md", required=True, type=OUT_FILE)
@@ -102,7 +104,7 @@ def add_arguments(parser):
 
 
 def main(args):
-    ours = resolve_stage(load_spec(args.spec_json), args.stage)
+    ours = resolve_stage(load_spec(args.spec), args.stage).as_args()
     ours["world_size"] = args.world_size
     theirs, kind = release_args(read_checkpoint(args.checkpoint))
     report = {"run": args.run, "checkpoint": str(args.checkpoint), "stage": args.stage, "args_kind": kind,

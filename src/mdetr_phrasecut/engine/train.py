@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 
 from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PathArg
-from ..config import TRAIN_STAGES, load_spec, resolve_stage
+from ..config import StageConfig, load_spec, resolve_stage
 from ..data.dataset import build_dataset, train_collate_fn
 from ..errors import InputError
 from ..infra.io import atomic_path
 from ..model.build import build
 from ..model.checkpoint_file import load_weights, read_checkpoint
 from ..model.ema import build_ema
+from ..stages import STAGES, TRAIN_STAGES
 from . import distributed as D
 from .resume_state import (EXIT_REQUEUE, StopSignal, restore_training_checkpoint, save_training_checkpoint,
                             seed_everything)
@@ -35,10 +36,8 @@ FINAL = "checkpoint.pth"
 def add_arguments(parser):
     parser.add_argument("--stage", required=True, choices=TRAIN_STAGES,
                         help="pretrain: detector from scratch; stage1: fine-tune the detector from --init; "
-                             "stage2: train the mask head on the frozen detector of --init")
-    spec = parser.add_mutually_exclusive_group(required=True)
-    spec.add_argument("--spec-json", help='JSON {"model": {...}, "train": {...}}')
-    spec.add_argument("--spec", type=IN_FILE, help="file holding that JSON")
+                             "stage2: train the mask head on the frozen detector of --init (see stages.py)")
+    parser.add_argument("--spec", type=IN_FILE, required=True, help='JSON file {"model": {...}, "train": {...}}')
     parser.add_argument("--coco-dir", type=IN_DIR, required=True, help="folder of finetune_phrasecut_{split}.json")
     parser.add_argument("--images", type=IN_DIR, required=True, help="image folder")
     parser.add_argument("--out-dir", type=OUT_DIR, required=True)
@@ -84,27 +83,39 @@ def resumable(out_dir: Path, args: dict, is_main: bool):
     return None
 
 
-def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, init: Path = None,
-        resume: Path = None, device: str = "auto", progress: bool = True, datasets=None) -> Path:
-    """Train one stage; returns OUT_DIR/checkpoint.pth. `datasets` = (train, val) overrides the data built
-    from coco_dir/images (tests). Raises NonFiniteLoss, Preempted or InputError."""
-    if stage != "pretrain" and init is None:
-        raise InputError(f"train --stage {stage}: --init is required (stage1: the pre-trained detector, "
-                         "stage2: the stage-1 checkpoint)")
-    if stage == "pretrain" and init is not None:
-        raise InputError("train --stage pretrain: trains from scratch; use --stage stage1 with --init")
-    cfg = resolve_stage(spec, stage)
+def init_help(stage: str) -> str:
+    """What --init of `stage` is, in words."""
+    init = STAGES[stage].init
+    return "the pre-trained detector" if init == "pretrained" else f"the {init} checkpoint"
+
+
+def check_init(stage: str, init) -> None:
+    """InputError unless --init is given exactly when the stage starts from a checkpoint."""
+    if STAGES[stage].from_scratch and init is not None:
+        starting = ", ".join(name for name, s in STAGES.items() if not s.from_scratch)
+        raise InputError(f"train --stage {stage}: trains from scratch; --init belongs to {starting}")
+    if not STAGES[stage].from_scratch and init is None:
+        raise InputError(f"train --stage {stage}: --init is required ({init_help(stage)})")
+
+
+def run(cfg: StageConfig, *, coco_dir: Path, images: Path, out_dir: Path, init: Path = None, resume: Path = None,
+        device: str = "auto", progress: bool = True, datasets=None) -> Path:
+    """Train one stage of a resolved config; returns OUT_DIR/checkpoint.pth. `datasets` = (train, val) overrides
+    the data built from coco_dir/images (tests). Raises NonFiniteLoss, Preempted or InputError."""
+    stage = cfg.stage.name
+    check_init(stage, init)
+    train = cfg.train
     out_dir = Path(out_dir)
     denv, dev = D.init_distributed(device)
     stop = StopSignal()
     try:
         # Same seed on every process: identical initial weights; per-process RNG streams come later.
-        seed_everything(cfg["seed"])
-        args = {"stage": stage, "train": cfg, "init": str(init) if init else None}
+        seed_everything(train["seed"])
+        args = {"stage": stage, "train": cfg.as_args(), "init": str(init) if init else None}
         resume = resume or resumable(out_dir, args, denv.is_main)
-        if init is not None and resume is None:  # the release's --load; stage2 starts from a stage-1 detector
+        if init is not None and resume is None:  # the release's --load; a stage continuing another loads a detector
             model, criterion, postprocessors = load_weights(
-                init, lambda _: build(cfg), need="detector" if stage == "stage2" else None,
+                init, lambda _: build(cfg), need="detector" if cfg.stage.init in STAGES else None,
                 needed_by=f"train --stage {stage}")
         else:
             model, criterion, postprocessors = build(cfg)
@@ -112,31 +123,31 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
         criterion.to(dev)
 
         if datasets is None:
-            tokenizer = model.detr.transformer.tokenizer if stage == "stage2" else model.transformer.tokenizer
-            datasets = [build_dataset(cfg[f"{s}_split"], coco_dir, images, tokenizer, cfg)
-                        for s in ("train", "val")]
+            tokenizer = getattr(model, "detr", model).transformer.tokenizer
+            datasets = [build_dataset(train[f"{s}_split"], coco_dir, images, tokenizer,
+                                      {**train, "masks": cfg.stage.masks}) for s in ("train", "val")]
         train_set, val_set = datasets
-        ema = build_ema(model, cfg)
-        items = SeededItems(train_set, cfg["seed"])
-        steps_per_epoch = len(epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], 0,
-                                            cfg["max_steps_per_epoch"]))
+        ema = build_ema(model, train)
+        items = SeededItems(train_set, train["seed"])
+        steps_per_epoch = len(epoch_batches(train_set, train["batch_size"], denv, train["seed"], 0,
+                                            train["max_steps_per_epoch"]))
         if steps_per_epoch == 0:
-            raise InputError(f"train.batch_size {cfg['batch_size']} x {denv.world_size} processes exceeds the "
+            raise InputError(f"train.batch_size {train['batch_size']} x {denv.world_size} processes exceeds the "
                              f"{len(train_set)} training items")
-        optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+        optimizer = build_optimizer(model, train)
+        scheduler = build_scheduler(optimizer, train, steps_per_epoch)
 
         position = Position()
         if resume is not None:
             position = restore_training_checkpoint(
                 read_checkpoint(resume), resume, denv=denv, model=model, model_ema=ema,
-                optimizer=optimizer, scheduler=scheduler, batch_size=cfg["batch_size"], seed=cfg["seed"])
+                optimizer=optimizer, scheduler=scheduler, batch_size=train["batch_size"], seed=train["seed"])
             if denv.is_main:
                 print(f"resuming from {resume}: epoch {position.epoch}, step {position.step}", file=sys.stderr)
         else:
-            seed_everything(cfg["seed"] + denv.rank)
+            seed_everything(train["seed"] + denv.rank)
 
-        net = torch.compile(model) if cfg["compile"] and dev.type == "cuda" else model
+        net = torch.compile(model) if train["compile"] and dev.type == "cuda" else model
         if denv.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
@@ -149,26 +160,26 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
         def save(pos: Position, path: Path = out_dir / LAST):
             save_training_checkpoint(path, denv=denv, model=model, model_ema=ema,
                                      optimizer=optimizer, scheduler=scheduler, position=pos, args=args,
-                                     batch_size=cfg["batch_size"])
+                                     batch_size=train["batch_size"])
 
         progress = progress and denv.is_main
         pin = dev.type == "cuda"
-        collate_fn = functools.partial(train_collate_fn, positive_map=cfg["positive_map"])
-        val, val_items = val_loader(val_set, cfg["batch_size"], denv, collate_fn, cfg["num_workers"], pin)
-        while position.epoch < cfg["epochs"]:
-            batches = epoch_batches(train_set, cfg["batch_size"], denv, cfg["seed"], position.epoch,
-                                    cfg["max_steps_per_epoch"])[position.step:]
-            loader = train_loader(items, batches, collate_fn, cfg["num_workers"], position.epoch, pin)
+        collate_fn = functools.partial(train_collate_fn, positive_map=train["positive_map"])
+        val, val_items = val_loader(val_set, train["batch_size"], denv, collate_fn, train["num_workers"], pin)
+        while position.epoch < train["epochs"]:
+            batches = epoch_batches(train_set, train["batch_size"], denv, train["seed"], position.epoch,
+                                    train["max_steps_per_epoch"])[position.step:]
+            loader = train_loader(items, batches, collate_fn, train["num_workers"], position.epoch, pin)
             epoch = position.epoch
             position = train_one_epoch(
                 net, model, criterion, loader, optimizer, scheduler, dev, position, steps_per_epoch,
-                max_norm=cfg["clip_max_norm"], bf16=cfg["bf16"], world_batch=cfg["batch_size"] * denv.world_size,
-                ema=ema, log=log, save=save, every=cfg["checkpoint_every_steps"], stop_requested=stop,
+                max_norm=train["clip_max_norm"], bf16=train["bf16"], world_batch=train["batch_size"] * denv.world_size,
+                ema=ema, log=log, save=save, every=train["checkpoint_every_steps"], stop_requested=stop,
                 progress=progress)
-            every = cfg["eval_every"]
-            if every and ((epoch + 1) % every == 0 or position.epoch == cfg["epochs"]):
-                metrics = validate(ema.module if ema else model, criterion, postprocessors, val, val_items, dev,
-                                   cfg["bf16"], progress)
+            every = train["eval_every"]
+            if every and ((epoch + 1) % every == 0 or position.epoch == train["epochs"]):
+                metrics = validate(ema.module if ema else model, criterion, postprocessors, val, real_items=val_items,
+                                   device=dev, bf16=train["bf16"], progress=progress)
                 log.epoch({"epoch": epoch, **metrics})
             save(position)
             if D.any_process(stop(), dev):
@@ -186,10 +197,11 @@ def run(stage: str, spec: dict, coco_dir: Path, images: Path, out_dir: Path, ini
 
 
 def main(args):
-    spec = load_spec(args.spec_json, args.spec, {"epochs": args.epochs} if args.epochs is not None else None)
+    cfg = resolve_stage(load_spec(args.spec, {"epochs": args.epochs} if args.epochs is not None else None),
+                        args.stage)
     try:
-        run(args.stage, spec, args.coco_dir, args.images, args.out_dir, args.init, args.resume, args.device,
-            progress=not args.no_progress)
+        run(cfg, coco_dir=args.coco_dir, images=args.images, out_dir=args.out_dir, init=args.init,
+            resume=args.resume, device=args.device, progress=not args.no_progress)
     except NonFiniteLoss as e:
         print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""`evaluate`: run a segmentation checkpoint on a split, post-process as the release does, score with PhraseCut's protocol.
+"""`evaluate`: run a segmentation checkpoint on a split, post-process as the release does, score with PhraseCut's
+protocol.
 
 Writes to --out-dir: `predictions.npz` (one merged mask + kept boxes per phrase, at the original image size),
 `per_task.json` (I, U, IoU, box IoU, subsets per phrase) and `metrics.json` (per subset, plus the split file's and
@@ -12,20 +13,22 @@ from tqdm import tqdm
 
 from ..data.annotation_index import AnnotationIndex
 from ..data.dataset import PhraseCutDetection, collate_fn
-from ..arguments import IN_DIR, IN_FILE, OUT_DIR, POSITIVE_INT, PROBABILITY
-from ..config import load_spec, resolve_stage, schema_defaults
+from ..arguments import IN_DIR, IN_FILE, OUT_DIR
+from ..config import StageConfig, load_spec, resolve_stage
 from ..data.phrasecut_format import PHRASECUT_SPLITS, refer_path
 from ..data.transforms import make_eval_transform
 from ..engine.sampling import release_eval_batches
 from ..infra.io import atomic_write_json, sha256_file
 from ..model.build import build
 from ..model.checkpoint_file import load_weights
+from ..model.postprocess import phrasecut_answers
+from ..stages import EVALUATED
 from .phrasecut_metrics import evaluate_split
 from .predictions import PredictionWriter
 
 
 @torch.no_grad()
-def predict_split(model, postprocessors, dataset, out_path, batch_size, device, num_workers=0, processes=1):
+def predict_split(model, postprocessors, dataset, out_path, *, batch_size, device, num_workers=0, processes=1):
     """Write the PhraseCut answer (merged mask, kept boxes) of every phrase of `dataset` to `out_path`, with
     the stage-2 post-processors of `model.build.build`, batched as the release's evaluation on `processes`
     processes of `batch_size` (`engine.sampling.release_eval_batches`, run here one batch after another). An item
@@ -40,27 +43,29 @@ def predict_split(model, postprocessors, dataset, out_path, batch_size, device, 
             outputs = model(samples.to(device), [t["caption"] for t in targets])
             orig_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
             sizes = torch.stack([t["size"] for t in targets]).to(device)
-            results = postprocessors["segm"](postprocessors["bbox"](outputs, orig_sizes), outputs, orig_sizes, sizes)
-            for index, target, answer in zip(batches[b], targets, postprocessors["phrasecut"](results)):
+            answers = phrasecut_answers(postprocessors, outputs, orig_sizes, sizes)
+            for index, target, answer in zip(batches[b], targets, answers):
                 if last[index] == b:
                     writer.add(target["task_id"], answer["masks"].numpy(), answer["boxes"].numpy())
 
 
-def evaluate(checkpoint, spec, coco, index, root, images, split, out_dir, threshold, size, max_size, batch_size,
-             workers, use_ema, device, dataset_name=None, processes=1):
-    """Run the stage-2 model of `spec` (`config.resolve_stage`) with `checkpoint`'s weights on `split`, score it;
-    writes and returns metrics.json's content."""
+def evaluate(cfg: StageConfig, *, checkpoint, coco, index, root, images, split, out_dir, device, dataset_name=None):
+    """Run the model of the evaluated stage's config `cfg` (`config.resolve_stage`; its `evaluate` section: threshold,
+    image size, batching, scoring workers, EMA weights) with `checkpoint`'s weights on `split`, score it; writes and
+    returns metrics.json's content."""
     out_dir = Path(out_dir)
-    model, _, postprocessors = load_weights(checkpoint, lambda _: build(resolve_stage(spec, "stage2", threshold)),
-                                            use_ema, need="segmentation", needed_by="evaluate")
+    ev = cfg.evaluate
+    model, _, postprocessors = load_weights(checkpoint, lambda _: build(cfg), ev["use_ema"], need="segmentation",
+                                            needed_by="evaluate")
     tokenizer = model.detr.transformer.tokenizer
     dataset = PhraseCutDetection(images, AnnotationIndex(index, coco),
-                                 make_eval_transform(size=size, max_size=max_size), return_masks=False,
+                                 make_eval_transform(size=ev["size"], max_size=ev["max_size"]), return_masks=False,
                                  tokenizer=tokenizer)
     predictions = out_dir / "predictions.npz"
-    predict_split(model, postprocessors, dataset, predictions, batch_size, device, processes=processes)
+    predict_split(model, postprocessors, dataset, predictions, batch_size=ev["batch_size"], device=device,
+                  processes=ev["processes"])
 
-    result = evaluate_split(root, split, predictions, workers)
+    result = evaluate_split(root, split, predictions, ev["workers"])
     split_file = refer_path(root, split)
     metrics = {
         "dataset": dataset_name,
@@ -69,7 +74,7 @@ def evaluate(checkpoint, spec, coco, index, root, images, split, out_dir, thresh
         "split_sha256": sha256_file(split_file),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
-        "threshold": threshold,
+        "threshold": ev["threshold"],
         "num_phrases": len(result.per_task) + len(result.missing),
         "missing": len(result.missing),
         "missing_task_ids": result.missing,
@@ -81,9 +86,11 @@ def evaluate(checkpoint, spec, coco, index, root, images, split, out_dir, thresh
 
 
 def add_arguments(parser):
-    defaults = schema_defaults("evaluate")
     parser.add_argument("--checkpoint", required=True, type=IN_FILE, help="stage-2 (segmentation) checkpoint")
-    parser.add_argument("--spec-json", required=True, help='{"model": {...}, "train": {...}} as given to `train`')
+    parser.add_argument("--spec", required=True, type=IN_FILE,
+                        help='JSON file {"model": {...}, "train": {...}, "evaluate": {...}}: the spec given to `train` '
+                             "and the evaluate section (threshold, size, max_size, batch_size, processes, workers, "
+                             "use_ema; default: the schema's)")
     parser.add_argument("--coco", required=True, type=IN_FILE, help="finetune_phrasecut_{split}.json")
     parser.add_argument("--index", required=True, type=IN_DIR, help="its annotation index (`mdetr-phrasecut index`)")
     parser.add_argument("--root", required=True, type=IN_DIR, help="original PhraseCut files (refer_{split}.json, ...)")
@@ -91,21 +98,12 @@ def add_arguments(parser):
     parser.add_argument("--split", default="test", choices=PHRASECUT_SPLITS)
     parser.add_argument("--dataset", help="dataset name recorded in metrics.json (shown in the table)")
     parser.add_argument("--out-dir", required=True, type=OUT_DIR)
-    parser.add_argument("--threshold", type=PROBABILITY, default=defaults["threshold"],
-                        help="keep queries scoring above this (default: the schema's evaluate.threshold)")
-    parser.add_argument("--size", type=POSITIVE_INT, default=defaults["size"], help="shorter image side at test time")
-    parser.add_argument("--max-size", type=POSITIVE_INT, default=defaults["max_size"])
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=defaults["batch_size"], help="per process")
-    parser.add_argument("--processes", type=POSITIVE_INT, default=defaults["processes"],
-                        help="batch as the release's evaluation on this many processes (its DistributedSampler)")
-    parser.add_argument("--workers", type=POSITIVE_INT, default=defaults["workers"], help="processes scoring phrases")
-    parser.add_argument("--no-ema", dest="use_ema", action="store_false", help="use `model`, not `model_ema`")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(args):
-    metrics = evaluate(args.checkpoint, load_spec(args.spec_json), args.coco, args.index, args.root, args.images,
-                       args.split, args.out_dir, args.threshold, args.size, args.max_size, args.batch_size,
-                       args.workers, args.use_ema, args.device, args.dataset, args.processes)
+    metrics = evaluate(resolve_stage(load_spec(args.spec), EVALUATED), checkpoint=args.checkpoint, coco=args.coco,
+                       index=args.index, root=args.root, images=args.images, split=args.split, out_dir=args.out_dir,
+                       device=args.device, dataset_name=args.dataset)
     overall = metrics["subsets"].get("all", {})
     print(json.dumps({k: overall.get(k) for k in ("mean_mask_iou", "cum_mask_iou", "pred_mask_acc")}))

@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..arguments import IN_ANY, OUT_FILE, json_object_or_file
 from ..errors import InputError
 from .io import atomic_write_json
 from .provenance import FORMAT, digest, jsonable, record_path
@@ -123,31 +124,17 @@ def audit(target, config=None, deep=False) -> list[Problem]:
 
 
 def add_arguments(parser):
-    parser.add_argument("target", help="artifact whose provenance chain to verify, e.g. results/table.md")
-    parser.add_argument("--config-json", help="current config (a JSON file, or inline JSON) to compare the records' config slices with")
-    parser.add_argument("--out", help="write the per-artifact report here as JSON")
+    parser.add_argument("target", type=IN_ANY, help="artifact whose provenance chain to verify, e.g. results/table.md")
+    parser.add_argument("--config-json", type=json_object_or_file,
+                        help="current config (a JSON file, or inline JSON) to compare the records' config slices with")
+    parser.add_argument("--out", type=OUT_FILE, help="write the per-artifact report here as JSON")
     parser.add_argument("--deep", action="store_true",
                         help="re-hash every file of folder artifacts (default: trust the sizes and mtimes of their "
                              "manifests)")
 
 
-def _load_config(value):
-    if value is None:
-        return None
-    text = value if value.lstrip().startswith("{") else None
-    if text is None:
-        try:
-            text = Path(value).read_text()
-        except OSError as e:
-            raise InputError(f"--config-json {value}: cannot read: {e.strerror}")
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise InputError(f"--config-json {value}: not valid JSON: {e}")
-
-
 def main(args):
-    artifacts = walk(args.target, _load_config(args.config_json), args.deep)
+    artifacts = walk(args.target, args.config_json, args.deep)
     for art in artifacts:
         status = ", ".join(sorted({p.kind for p in art.problems})) or ("ok" if art.shipped else "not shipped")
         print(f"{status:<16} {art.path}  sha256 {(art.sha256 or '-')[:12]}  record {art.record or '-'}")
@@ -155,7 +142,7 @@ def main(args):
             print(f"{'':<16}   {p.kind}: {p.detail}")
     problems = [p for art in artifacts for p in art.problems]
     if args.out:
-        atomic_write_json(args.out, {"target": args.target, "ok": not problems,
+        atomic_write_json(args.out, {"target": str(args.target), "ok": not problems,
                                      "artifacts": [asdict(a) for a in artifacts]}, indent=1)
     if problems:
         raise InputError(f"provenance of {args.target} is broken ({len(problems)} problem(s)); first: {problems[0]}")

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
-from ..config import schema_defaults
 from .matcher import HungarianMatcher
 from .positive_map import MODES, token_mask
 
@@ -167,12 +166,12 @@ class SetCriterion(nn.Module):
         return losses
 
 
-def build_criterion(cfg: Mapping) -> Tuple[SetCriterion, Dict[str, float]]:
-    """The criterion and loss weights for a config with the release's argument names; missing keys take the
-    schema's defaults (train section, the model's dec_layers and temperature_NCE; no masks)."""
-    model = schema_defaults("model")
-    cfg = {**schema_defaults("train"), "dec_layers": model["dec_layers"], "temperature_NCE": model["temperature_NCE"],
-           "masks": False, **cfg}
+def build_criterion(model: Mapping, train: Mapping) -> Tuple[SetCriterion, Dict[str, float]]:
+    """The criterion and loss weights of a resolved config (`config.StageConfig`'s model and train, the release's
+    argument names): the model's dec_layers, temperature_NCE and heads (masks, aux_loss, contrastive_align_loss),
+    the train section's coefficients, matcher costs and positive_map."""
+    cfg = {**train, **{k: model[k] for k in ("dec_layers", "temperature_NCE", "masks", "aux_loss",
+                                             "contrastive_align_loss")}}
     coef = {
         "loss_ce": cfg["ce_loss_coef"],
         "loss_bbox": cfg["bbox_loss_coef"],

@@ -14,7 +14,7 @@ import shutil
 import torch
 
 from ..arguments import IN_FILE, OUT_DIR, OUT_FILE
-from ..config import load_schema
+from ..schema import load_schema
 from ..errors import InputError
 from ..infra.io import atomic_torch_save, built_folder
 from .checkpoint_file import describe, read_checkpoint, select_weights

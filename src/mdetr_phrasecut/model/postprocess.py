@@ -1,7 +1,7 @@
 """Model outputs -> per-image results at the original image size, and the PhraseCut per-phrase answer.
 
 Chain: `PostProcess` (boxes, scores) -> `PostProcessSegm` (binary masks) -> `PostProcessPhrasecut` (one merged mask
-and the kept boxes per phrase), as the release evaluates PhraseCut.
+and the kept boxes per phrase), as the release evaluates PhraseCut; `phrasecut_answers` runs it.
 """
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ class PostProcess(nn.Module):
         img_h, img_w = target_sizes.unbind(1)
         scale = torch.stack([img_w, img_h, img_w, img_h], dim=1).to(boxes)
         boxes = box_convert(boxes, "cxcywh", "xyxy") * scale[:, None, :]
-        return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, boxes)]
+        return [{"scores": s, "labels": c, "boxes": b} for s, c, b in zip(scores, labels, boxes)]
 
 
 class PostProcessSegm(nn.Module):
@@ -67,3 +67,12 @@ class PostProcessPhrasecut(nn.Module):
                 answer["masks"] = result["masks"][keep.cpu()].any(0).squeeze(0).cpu()
             answers.append(answer)
         return answers
+
+
+def phrasecut_answers(postprocessors: dict, outputs: dict, orig_sizes: Tensor, input_sizes: Tensor) -> list:
+    """The PhraseCut answer of each phrase of a batch (`model.build.build`'s post-processors: "bbox", then "segm"
+    when the model has masks, then "phrasecut"), at `orig_sizes` (B×2, h w) from the network's `input_sizes`."""
+    results = postprocessors["bbox"](outputs, orig_sizes)
+    if "segm" in postprocessors:
+        results = postprocessors["segm"](results, outputs, orig_sizes, input_sizes)
+    return postprocessors["phrasecut"](results)
