@@ -216,9 +216,9 @@ def test_table_shows_intervals_verdicts_and_cost(tmp_path):
     assert "500 resamples of the test phrases (seed 0)" in md
     assert pd.read_csv(tmp_path / "table.csv").loc[0, "p90_verdict"] == "differs"
 
-    metrics["subsets"]["all"]["mean_mask_iou"] += 0.01  # a per_task.json of another evaluation
+    metrics["num_phrases"] += 3  # a per_task.json of another evaluation
     write(metrics_path, metrics)
-    with pytest.raises(InputError, match="per_task.json: miou is .* not the same evaluation"):
+    with pytest.raises(InputError, match="per_task.json: 2000 phrases, but .* scored 2003: not the same evaluation"):
         write_table([metrics_path], runs, "d", tmp_path / "t.md", per_task_paths=[per_task],
                     options=options)
 

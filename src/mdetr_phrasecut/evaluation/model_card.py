@@ -15,7 +15,8 @@ from ..errors import InputError
 from ..infra.io import atomic_write_text
 from ..infra.provenance import record_path
 from .cost import cost_text, costs
-from .statistics import METRICS, add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task
+from . import metrics as registry
+from .statistics import add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task
 from .table import load_metrics
 
 LICENSE = "apache-2.0"  # the release's (ashkamath/mdetr) licence, which the weights follow
@@ -29,7 +30,6 @@ CITATION = """@inproceedings{kamath2021mdetr,
   author={Wu, Chenyun and Lin, Zhe and Cohen, Scott and Bui, Trung and Maji, Subhransu},
   booktitle={CVPR}, year={2020}
 }"""
-METRIC_TYPES = {"miou": "mean_iou", "cum_iou": "cum_iou"}  # else precision_at_{t}
 
 
 def read_records(checkpoints):
@@ -60,10 +60,10 @@ def card_data(name, metrics, stats, options, hashes):
 
     results = [EvalResult(task_type="image-segmentation", task_name="Referring expression segmentation",
                           dataset_type="phrasecut", dataset_name=metrics["dataset"], dataset_split=metrics["split"],
-                          metric_type=METRIC_TYPES.get(key, f"precision_at_{key[1]}0"), metric_name=title,
-                          metric_value=round(100 * stats[key]["value"], 2))
-               for key, title, *_ in METRICS]
-    ci = {key: [round(100 * stats[key]["lo"], 2), round(100 * stats[key]["hi"], 2)] for key, *_ in METRICS}
+                          metric_type=m.hub_type or m.key, metric_name=m.title,
+                          metric_value=round(100 * stats[m.key]["value"], 2))
+               for m in registry.reported()]
+    ci = {m.key: [round(100 * stats[m.key]["lo"], 2), round(100 * stats[m.key]["hi"], 2)] for m in registry.reported()}
     return ModelCardData(
         model_name=name, license=LICENSE, library_name="pytorch", pipeline_tag="image-segmentation",
         tags=["mdetr", "phrasecut", "referring-expression-segmentation", "vision-language"],
@@ -100,8 +100,8 @@ def render(name, metrics, stats, options, records, cost):
     hashes = _hashes(metrics, records)
     data = card_data(name, metrics, stats, options, hashes)
     code = next(iter(records.values())).get("code", {})
-    rows = "\n".join(f"| {title} | {interval_text(100 * stats[key]['value'], 100 * stats[key]['lo'], 100 * stats[key]['hi'])} |"
-                     for key, title, *_ in METRICS)
+    rows = "\n".join(f"| {m.title} | {interval_text(*(100 * stats[m.key][k] for k in ('value', 'lo', 'hi')), m.digits)}"
+                     " |" for m in registry.reported())
     body = f"""
 # MDETR for referring-expression segmentation: training `{name}`
 

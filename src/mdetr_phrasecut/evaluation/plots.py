@@ -22,7 +22,8 @@ from ..arguments import IN_DIR, OUT_DIR, POSITIVE_INT
 from ..data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_json, load_refer
 from ..errors import InputError
 from ..infra.io import atomic_path, open_image
-from .phrasecut_metrics import THRESHOLDS, rasterize_polygons
+from . import metrics as registry
+from .phrasecut_metrics import rasterize_polygons
 from .predictions import read_predictions
 from .table import field, fraction, load_metrics
 
@@ -51,16 +52,18 @@ def _figure(width, height):
 
 
 def plot_precision(metrics, path, source="metrics.json"):
-    """Precision@t of the "all" subset against t, masks and boxes."""
+    """Precision@t of the "all" subset against t, masks and boxes (the registry's Precision@t metrics)."""
     fig = _figure(5.5, 4)
     ax = fig.add_subplot()
-    ts = list(THRESHOLDS.values())
-    for key, label, marker in (("pred_mask_acc", "mask", "o"), ("pred_box_acc", "box", "s")):
-        values = [100 * fraction(metrics, ("subsets", "all", key, t), source) for t in THRESHOLDS]
-        ax.plot(ts, values, marker=marker, label=label)
-    miou = 100 * fraction(metrics, ("subsets", "all", "mean_mask_iou"), source)
-    ax.set(xlabel="IoU threshold t", ylabel="Precision@t (% of phrases with IoU > t)", ylim=(-2, 102), xticks=ts,
-           title=f"{metrics['dataset']} ({metrics['split']}): M-IoU {miou:.1f}")
+    for of, marker in (("mask", "o"), ("box", "s")):
+        precision = [m for m in registry.registered() if m.of == of and m.threshold is not None]
+        values = [100 * fraction(metrics, ("subsets", "all") + m.field, source) for m in precision]
+        ax.plot([m.threshold for m in precision], values, marker=marker, label=of)
+    miou = registry.by_key("miou")
+    value = fraction(metrics, ("subsets", "all") + miou.field, source)
+    ax.set(xlabel="IoU threshold t", ylabel="Precision@t (% of phrases with IoU > t)", ylim=(-2, 102),
+           xticks=[m.threshold for m in precision],
+           title=f"{metrics['dataset']} ({metrics['split']}): {miou.title} {miou.text(value)}")
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
@@ -71,10 +74,11 @@ def plot_subsets(metrics, path, source="metrics.json"):
     subsets = field(metrics, ("subsets",), source)
     if not isinstance(subsets, dict) or not subsets:
         raise InputError(f"{source}: subsets must be a non-empty object")
+    miou = registry.by_key("miou")
     rows = []
     for name in subsets:
         count = field(subsets, (name, "count"), f"{source}: subsets")
-        rows.append((100 * fraction(subsets, (name, "mean_mask_iou"), f"{source}: subsets"), name, count))
+        rows.append((100 * fraction(subsets, (name,) + miou.field, f"{source}: subsets"), name, count))
     rows.sort(key=lambda r: (-r[0], r[1]))
     fig = _figure(7, 1.2 + 0.24 * len(rows))
     ax = fig.add_subplot()

@@ -22,22 +22,11 @@ from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from ..arguments import IN_DIR, IN_FILE, OUT_FILE, json_object
 from ..infra.io import atomic_path, atomic_write_text
+from . import metrics as registry
 from .cost import cost_text, costs
 from .statistics import (add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task,
                          verdict)
 
-# (key in the CSV and in a run's `published`, column heading, field of the "all" subset of metrics.json)
-PUBLISHED_COLUMNS = (
-    ("miou", "M-IoU", ("mean_mask_iou",)),
-    ("p50", "Precision@0.5", ("pred_mask_acc", "0.5")),
-    ("p70", "Precision@0.7", ("pred_mask_acc", "0.7")),
-    ("p90", "Precision@0.9", ("pred_mask_acc", "0.9")),
-)
-EXTRA_COLUMNS = (
-    ("cum_iou", "cum-IoU", ("cum_mask_iou",)),
-    ("p60", "Precision@0.6", ("pred_mask_acc", "0.6")),
-    ("p80", "Precision@0.8", ("pred_mask_acc", "0.8")),
-)
 TEXT_FIELDS = ("dataset", "split", "split_file", "split_sha256", "checkpoint", "checkpoint_sha256")
 COUNT_FIELDS = ("num_phrases", "missing")
 
@@ -72,8 +61,8 @@ def load_metrics(path):
         value = field(metrics, (key,), path)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InputError(f"{path}: {key} must be a non-negative integer, got {value!r}")
-    for _, _, keys in PUBLISHED_COLUMNS + EXTRA_COLUMNS:
-        fraction(metrics, ("subsets", "all") + keys, path)
+    for metric in registry.table_order():
+        fraction(metrics, ("subsets", "all") + metric.field, path)
     return metrics
 
 
@@ -97,10 +86,10 @@ def parse_runs(text):
         runs[run] = {"label": spec["label"], "published": field(spec, ("published",), source)}
         if runs[run]["published"] is None:
             continue
-        for key, _, _ in PUBLISHED_COLUMNS:
-            value = field(spec["published"], (key,), source + ": published")
+        for metric in registry.published():
+            value = field(spec["published"], (metric.key,), source + ": published")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"{source}: published.{key} must be a number, got {value!r}")
+                raise InputError(f"{source}: published.{metric.key} must be a number, got {value!r}")
     return runs
 
 
@@ -127,12 +116,12 @@ def table_rows(runs, metrics_paths, dataset):
         row = {"run": run, "label": spec["label"], "metrics": str(path),
                **{key: metrics[key] for key in TEXT_FIELDS + COUNT_FIELDS}}
         published = spec["published"] or {}
-        for key, _, keys in PUBLISHED_COLUMNS:
-            row[key] = 100 * fraction(metrics["subsets"]["all"], keys, path)
-            row[f"{key}_published"] = published.get(key, math.nan)
-            row[f"{key}_diff"] = row[key] - row[f"{key}_published"]
-        for key, _, keys in EXTRA_COLUMNS:
-            row[key] = 100 * fraction(metrics["subsets"]["all"], keys, path)
+        for metric in registry.table_order():
+            key = metric.key
+            row[key] = 100 * fraction(metrics["subsets"]["all"], metric.field, path)
+            if metric.published:
+                row[f"{key}_published"] = published.get(key, math.nan)
+                row[f"{key}_diff"] = row[key] - row[f"{key}_published"]
         rows.append(row)
     return rows
 
@@ -147,17 +136,18 @@ def add_intervals(rows, per_task_paths, options):
             raise InputError(f"{path}: expected the per_task.json beside {row['metrics']}; give --per-task in the "
                              "order of --metrics")
         stats = intervals(load_per_task(path), subsets=("all",), **options)["all"]
+        if stats["count"] != row["num_phrases"] - row["missing"]:
+            raise InputError(f"{path}: {stats['count']} phrases, but {row['metrics']} scored "
+                             f"{row['num_phrases'] - row['missing']}: not the same evaluation")
         differs = []
-        for key, title, _ in PUBLISHED_COLUMNS + EXTRA_COLUMNS:
-            if not math.isclose(100 * stats[key]["value"], row[key], abs_tol=1e-7):
-                raise InputError(f"{path}: {key} is {100 * stats[key]['value']:.4f} %, but {row['metrics']} says "
-                                 f"{row[key]:.4f} %: not the same evaluation")
+        for metric in registry.table_order():
+            key = metric.key
             row[f"{key}_lo"], row[f"{key}_hi"] = 100 * stats[key]["lo"], 100 * stats[key]["hi"]
             published = row.get(f"{key}_published", math.nan)
             if not math.isnan(published):
                 row[f"{key}_verdict"] = verdict(published, row[f"{key}_lo"], row[f"{key}_hi"])
-                differs += [title] if row[f"{key}_verdict"] == "differs" else []
-        has_published = any(f"{key}_verdict" in row for key, _, _ in PUBLISHED_COLUMNS)
+                differs += [metric.title] if row[f"{key}_verdict"] == "differs" else []
+        has_published = any(f"{m.key}_verdict" in row for m in registry.published())
         row["verdict"] = ("" if not has_published else f"differs ({', '.join(differs)})" if differs
                           else "reproduced")
         row.update(bootstrap_resamples=options["resamples"], bootstrap_level=options["level"],
@@ -180,11 +170,10 @@ def add_seeds(rows, seeds):
             metrics = load_metrics(path)
             if metrics["dataset"] != row["dataset"] or metrics["split_sha256"] != row["split_sha256"]:
                 raise InputError(f"{path}: not evaluated on the split of {row['metrics']}")
-            values.append([100 * fraction(metrics["subsets"]["all"], keys, path)
-                           for _, _, keys in PUBLISHED_COLUMNS + EXTRA_COLUMNS])
+            values.append([100 * fraction(metrics["subsets"]["all"], m.field, path) for m in registry.table_order()])
         values = np.array(values)
-        for (key, _, _), mean, std in zip(PUBLISHED_COLUMNS + EXTRA_COLUMNS, values.mean(0), values.std(0, ddof=1)):
-            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean, std
+        for metric, mean, std in zip(registry.table_order(), values.mean(0), values.std(0, ddof=1)):
+            row[f"{metric.key}_seed_mean"], row[f"{metric.key}_seed_std"] = mean, std
         row["seeds"] = len(paths)
 
 
@@ -208,21 +197,23 @@ def add_costs(rows, benchmark_paths, gpus, owners=None):
                    cost=cost_text(by_run[row["run"]]))
 
 
-def _cell(row, key):
-    ours = interval_text(row[key], row[f"{key}_lo"], row[f"{key}_hi"]) if f"{key}_lo" in row else f"{row[key]:.1f}"
+def _cell(row, metric):
+    key, digits = metric.key, metric.digits
+    ours = (interval_text(row[key], row[f"{key}_lo"], row[f"{key}_hi"], digits) if f"{key}_lo" in row
+            else f"{row[key]:.{digits}f}")
     if f"{key}_seed_mean" in row:
-        ours += f", {row[f'{key}_seed_mean']:.1f} ± {row[f'{key}_seed_std']:.1f} ({row['seeds']} seeds)"
+        ours += f", {row[f'{key}_seed_mean']:.{digits}f} ± {row[f'{key}_seed_std']:.{digits}f} ({row['seeds']} seeds)"
     published = row.get(f"{key}_published", math.nan)
     if math.isnan(published):
         return ours
-    return f"{ours} (pub. {published:.1f}, {round(row[f'{key}_diff'], 1) + 0.0:+.1f})"
+    return f"{ours} (pub. {published:.{digits}f}, {round(row[f'{key}_diff'], digits) + 0.0:+.{digits}f})"
 
 
 def render_markdown(rows, dataset, out_dir):
     """The table as Markdown; links to the metrics files are relative to `out_dir` (where the table lives)."""
-    columns = PUBLISHED_COLUMNS + EXTRA_COLUMNS[:1]
+    columns = registry.shown()
     with_intervals, with_cost = "verdict" in rows[0], "cost" in rows[0]
-    head = (["Backbone"] + [title for _, title, _ in columns] + ["Verdict"] * with_intervals
+    head = (["Backbone"] + [m.title for m in columns] + ["Verdict"] * with_intervals
             + ["Phrases", "Missing", "Metrics"] + ["Cost"] * with_cost)
     lines = [
         f"# MDETR referring-expression segmentation: {dataset}",
@@ -238,7 +229,7 @@ def render_markdown(rows, dataset, out_dir):
     ]
     for row in rows:
         link = Path(os.path.relpath(row["metrics"], out_dir)).as_posix()
-        cells = [row["label"]] + [_cell(row, key) for key, _, _ in columns]
+        cells = [row["label"]] + [_cell(row, metric) for metric in columns]
         cells += [row["verdict"] or "-"] if with_intervals else []
         cells += [str(row["num_phrases"]), str(row["missing"]), f"[{link}]({link})"]
         if "browser" in row:
