@@ -27,8 +27,8 @@ def test_a_metric_registered_in_one_file_flows_everywhere(tmp_path, monkeypatch)
     assert stats["p95"]["lo"] < stats["p95"]["value"] < stats["p95"]["hi"]
 
     runs = {"r1": {"label": "R", "published": None}}
-    write_table([test / "metrics.json"], runs, "d", tmp_path / "table.md", tmp_path / "table.csv",
-                [test / "per_task.json"], options)
+    write_table({"r1": test / "metrics.json"}, runs, "d", tmp_path / "table.md", tmp_path / "table.csv",
+                {"r1": test / "per_task.json"}, options)
     head = next(line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| Backbone"))
     assert head.split(" | ")[1:7] == ["M-IoU", "Precision@0.5", "Precision@0.7", "Precision@0.9", "cum-IoU",
                                       "Precision@0.95"]

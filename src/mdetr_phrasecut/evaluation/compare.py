@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import IN_FILE, OUT_FILE, text
 from ..errors import InputError
 from ..infra.io import atomic_path, atomic_write_text
 from . import metrics as registry
@@ -134,13 +135,14 @@ def compare(per_task_paths, labels, out, options, csv=None, plot=None, is_paired
 
 
 def add_arguments(parser):
-    parser.add_argument("--per-task", nargs="+", required=True, help="per_task.json files written by `evaluate`")
-    parser.add_argument("--labels", nargs="+", required=True, help="one name per --per-task file")
+    parser.add_argument("--per-task", nargs="+", required=True, type=IN_FILE,
+                        help="per_task.json files written by `evaluate`")
+    parser.add_argument("--labels", nargs="+", required=True, type=text, help="one name per --per-task file")
     parser.add_argument("--paired", action="store_true", help="first minus second, on the same phrases")
-    parser.add_argument("--out", required=True, help="Markdown, e.g. results/subsets.md")
-    parser.add_argument("--csv", help="every metric of every subset, long form")
-    parser.add_argument("--plot", help="PNG: the subsets departing most from the overall M-IoU; with --paired, the "
-                        "subsets with the largest differences")
+    parser.add_argument("--out", required=True, type=OUT_FILE, help="Markdown, e.g. results/subsets.md")
+    parser.add_argument("--csv", type=OUT_FILE, help="every metric of every subset, long form")
+    parser.add_argument("--plot", type=OUT_FILE, help="PNG: the subsets departing most from the overall M-IoU; with "
+                        "--paired, the subsets with the largest differences")
     add_bootstrap_arguments(parser)
 
 

@@ -9,7 +9,7 @@ stages' `checkpoint.pth.prov.json` records), the training cost (the rules' bench
 import json
 import os
 
-from ..arguments import IN_FILE, OUT_FILE, json_object, text
+from ..arguments import IN_FILE, NAMED_IN_FILE, OUT_FILE, by_name, json_object, text
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from ..infra.io import atomic_write_text
@@ -154,12 +154,14 @@ interval over {options['resamples']:,} resamples of the test {options['unit']}s 
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
-def write_card(name, metrics_path, per_task_path, checkpoints, out, options, benchmarks=(), gpus=None):
-    """Write the model card `out` of training `name`; checkpoints: the training stages', in order."""
+def write_card(name, metrics_path, per_task_path, checkpoints, out, options, benchmarks=None, gpus=None):
+    """Write the model card `out` of training `name`; checkpoints: the training stages', in order; benchmarks:
+    {stage: its benchmark file}."""
     metrics = load_metrics(metrics_path)
     stats = intervals(load_per_task(per_task_path), subsets=("all",), **options)["all"]
     records = read_records(checkpoints)
-    cost = cost_text(costs(benchmarks, [name], gpus or {})[name]) if benchmarks else "not measured"
+    cost = (cost_text(costs([(name, stage, path) for stage, path in benchmarks.items()], [name], gpus or {})[name])
+            if benchmarks else "not measured")
     atomic_write_text(out, render(name, metrics, stats, options, records, cost))
 
 
@@ -169,8 +171,8 @@ def add_arguments(parser):
     parser.add_argument("--per-task", required=True, type=IN_FILE, help="per_task.json beside it")
     parser.add_argument("--checkpoints", nargs="+", required=True, type=IN_FILE,
                         help="the stages' checkpoint.pth, in training order; their provenance records are read")
-    parser.add_argument("--benchmarks", nargs="+", type=IN_FILE, default=(),
-                        help="results/benchmarks/{stage}_{run}.tsv: the cost")
+    parser.add_argument("--benchmarks", nargs="+", type=NAMED_IN_FILE,
+                        help="STAGE=results/benchmarks/{stage}_{run}.tsv for each stage: the cost")
     parser.add_argument("--gpus-json", type=json_object, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
     parser.add_argument("--out", required=True, type=OUT_FILE, help="results/runs/{run}/MODEL_CARD.md")
     add_bootstrap_arguments(parser)
@@ -178,4 +180,4 @@ def add_arguments(parser):
 
 def main(args):
     write_card(args.name, args.metrics, args.per_task, args.checkpoints, args.out, bootstrap_options(args),
-               args.benchmarks, args.gpus_json)
+               by_name(args.benchmarks, "--benchmarks"), args.gpus_json)
