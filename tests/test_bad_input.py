@@ -162,8 +162,8 @@ def _predict(fx, t, *args, ckpt=None, config=None, image=None, phrase="red circl
 
 
 def _table(fx, t, *args, out=None, runs='{"demo": {"label": "Demo", "published": null}}'):
-    return ["table", "--metrics", f"demo={fx.run / 'test' / 'metrics.json'}", "--runs-json", runs, "--dataset", "synthetic",
-            "--out", str(out or t / "table.md"), *args]
+    return ["table", "--metrics", f"demo={fx.run / 'test' / 'metrics.json'}", "--runs-json", runs,
+            "--dataset", "synthetic", "--out", str(out or t / "table.md"), *args]
 
 
 def _plots(fx, t, *args, run=None, out=None):

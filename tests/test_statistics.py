@@ -278,7 +278,8 @@ def test_table_shows_mean_and_std_over_seeds_and_costs_every_seed(tmp_path):
     with pytest.raises(InputError, match="expected at least two seeds' trainings, r101_seed0 among them"):
         write_table(metrics, runs, "d", tmp_path / "t.md", seeds={"r101_seed0": trainings[1:]})
     with pytest.raises(InputError, match="--metrics: expected one file for each of r101_seed0, r101_seed1, r101_seed2"):
-        write_table({t: metrics[t] for t in trainings[:2]}, runs, "d", tmp_path / "t.md", seeds={"r101_seed0": trainings})
+        write_table({t: metrics[t] for t in trainings[:2]}, runs, "d", tmp_path / "t.md",
+                    seeds={"r101_seed0": trainings})
 
 
 def test_seeds_train_and_evaluate_as_their_own_jobs_and_reach_the_table(repo_dir, tmp_path):
