@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdetr_phrasecut.evaluation.phrasecut_metrics import THRESHOLDS
+from mdetr_phrasecut.evaluation.metrics import THRESHOLDS, Per, reported, terms
 from mdetr_phrasecut.evaluation.statistics import intervals, load_per_task, paired
 from mdetr_phrasecut.evaluation.subsets import SUBSETS
 
@@ -41,17 +41,18 @@ def naive_intervals(per_phrase, resamples, level, seed, subsets=SUBSETS):
     """The straightforward bootstrap: per resample, index the phrases; per subset, select its phrases and compute
     each metric; then percentiles."""
     rng = np.random.default_rng(seed)
-    iou, inter, union = per_phrase.columns[:, 1], per_phrase.columns[:, 7], per_phrase.columns[:, 8]
+    column = {term: i for i, term in enumerate(terms(reported())[0])}
+    iou, inter, union = (per_phrase.columns[:, column[Per(value)]] for value in ("mask_iou", "mask_i", "mask_u"))
     columns = [SUBSETS.index(s) for s in subsets]
-    keys = ["miou", *(f"p{t[2]}0" for t in THRESHOLDS), "cum_iou"]
+    keys = ["miou", *(f"p{round(100 * t)}" for t in THRESHOLDS), "cum_iou"]
     samples = {(s, key): [] for s in subsets for key in keys}
     for _ in range(resamples):
         idx = rng.integers(len(iou), size=len(iou))
         for subset, column in zip(subsets, columns):
             take = idx[per_phrase.members[idx, column]]
             samples[subset, "miou"].append(iou[take].mean())
-            for key, t in THRESHOLDS.items():
-                samples[subset, f"p{key[2]}0"].append((iou[take] > t).mean())
+            for t in THRESHOLDS:
+                samples[subset, f"p{round(100 * t)}"].append((iou[take] > t).mean())
             samples[subset, "cum_iou"].append(inter[take].sum() / union[take].sum())
     tail = 100 * (1 - level) / 2
     return {k: np.percentile(v, [tail, 100 - tail]) for k, v in samples.items()}

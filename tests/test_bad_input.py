@@ -123,6 +123,11 @@ def fx(tmp_path_factory):
                 "--coco", str(coco / "finetune_phrasecut_test.json"), "--index",
                 str(coco / "finetune_phrasecut_test.index"), "--root", str(root), "--images",
                 str(root / "images"), "--out-dir", str(run / "test"), "--device", "cpu"]) == 0
+    for stage in ("stage1", "stage2"):  # the training logs `plots` draws
+        (run / stage).mkdir()
+        (run / stage / "log.csv").write_text("step,loss
+0,1.0
+")
     (base / "a_file").write_text("not a folder\n")
     return SimpleNamespace(base=base, root=root, coco=coco, images=root / "images", image=image, ckpt=ckpts,
                            seg=base / "seg.pth", det=base / "det.pth", spec=base / "spec.json",
@@ -165,13 +170,16 @@ def _predict(fx, t, *args, ckpt=None, spec=None, config=None, image=None, phrase
 
 
 def _table(fx, t, *args, out=None, runs='{"demo": {"label": "Demo", "published": null}}'):
-    return ["table", "--metrics", str(fx.run / "test" / "metrics.json"), "--runs-json", runs, "--dataset", "synthetic",
-            "--out", str(out or t / "table.md"), *args]
+    return ["table", "--metrics", f"demo={fx.run / 'test' / 'metrics.json'}", "--runs-json", runs,
+            "--dataset", "synthetic", "--out", str(out or t / "table.md"), *args]
 
 
 def _plots(fx, t, *args, run=None, out=None):
-    return ["plots", "--run-dir", str(run or fx.run), "--root", str(fx.root), "--images", str(fx.images),
-            "--out-dir", str(out or t / "plots"), *args]
+    run = run or fx.run
+    return ["plots", "--metrics", str(run / "test" / "metrics.json"), "--per-task", str(run / "test" / "per_task.json"),
+            "--predictions", str(run / "test" / "predictions.npz"),
+            "--log", *(f"{s}={run / s / 'log.csv'}" for s in ("stage1", "stage2")), "--root", str(fx.root),
+            "--images", str(fx.images), "--out-dir", str(out or t / "plots"), *args]
 
 
 def _link(kind, target, at):
@@ -285,7 +293,7 @@ CASES = [
      ["bomb.jpg", "--image", "DecompressionBombError"]),
     ("predict-checkpoint-html-page", lambda fx, t: _predict(fx, t, ckpt=fx.ckpt.html), ["page.pth", "an HTML page"]),
     ("table-out-is-a-folder", lambda fx, t: _table(fx, t, out=t), ["--out", "{t}", "folder"]),
-    ("table-metrics-missing", lambda fx, t: ["table", "--metrics", str(t / "m.json"), *_table(fx, t)[3:]],
+    ("table-metrics-missing", lambda fx, t: ["table", "--metrics", f"demo={t / 'm.json'}", *_table(fx, t)[3:]],
      ["--metrics", "m.json", "not found"]),
     ("table-runs-not-json", lambda fx, t: _table(fx, t, runs="{demo"), ["--runs-json", "invalid JSON"]),
     ("plots-no-examples", lambda fx, t: _plots(fx, t, "--num-examples", "0"), ["--num-examples", "'0'"]),

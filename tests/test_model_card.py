@@ -24,7 +24,8 @@ def card_args(tmp_path, checkpoints):
     run = tmp_path / "runs" / "r1"
     return ["model-card", "--name", "r1", "--metrics", str(run / "test" / "metrics.json"),
             "--per-task", str(run / "test" / "per_task.json"), "--checkpoints", *map(str, checkpoints),
-            "--benchmarks", *(str(write_benchmark(tmp_path / f"{s}_r1.tsv", 3600, 7200)) for s in ("stage1", "stage2")),
+            "--benchmarks", *(f"{s}={write_benchmark(tmp_path / f'b{i}.tsv', 3600, 7200)}"  # names: not from paths
+                              for i, s in enumerate(("stage1", "stage2"))),
             "--gpus-json", json.dumps({"stage1": 8, "stage2": 8}), "--out", str(run / "MODEL_CARD.md"), *OPTIONS]
 
 

@@ -136,13 +136,14 @@ def test_both_tables_follow_the_config_order(tmp_path):
     for rule, out in (("table", "results/table.md"), ("released_table", "results/released/table.md")):
         argv = shlex.split(commands[rule][0].split(" 2> ")[0])[1:]
         del argv[argv.index("--record"):argv.index("--record") + 2]
-        metrics = argv[argv.index("--metrics") + 1:argv.index("--runs-json")]
-        for path in metrics:  # an evaluation's per_task.json and metrics.json, its browser, the stages' benchmarks
+        metrics = argv[argv.index("--metrics") + 1:argv.index("--runs-json")]  # RUN=PATH each
+        for path in (m.partition("=")[2] for m in metrics):  # an evaluation's files, its browser, the benchmarks
             write_evaluation((workspace / path).parent, dataset=argv[argv.index("--dataset") + 1], n=40)
             (workspace / path).parent.joinpath("browser").mkdir()
-        for path in argv[argv.index("--benchmarks") + 1:argv.index("--gpus-json")] if "--benchmarks" in argv else []:
+        benchmarks = argv[argv.index("--benchmarks") + 1:argv.index("--gpus-json")] if "--benchmarks" in argv else []
+        for path in (b.partition("=")[2] for b in benchmarks):
             write_benchmark(workspace / path, 60, 30)
-        argv = [str(workspace / a) if a.startswith("results/") else a for a in argv]
+        argv = [re.sub(r"^([^=]*=)?(results/)", lambda m: f"{m[1] or ''}{workspace}/{m[2]}", a) for a in argv]
         assert cli.main(argv) == 0
         rows = [line.split("|")[1].strip() for line in (workspace / out).read_text().splitlines()
                 if line.startswith("| ") and "pub." in line]
@@ -150,14 +151,15 @@ def test_both_tables_follow_the_config_order(tmp_path):
 
 
 def test_a_run_the_tables_cannot_follow_fails_when_the_dag_is_built(tmp_path):
-    """A run whose metrics path would not name it (a `/` in its name) fails the dry run, before any job."""
+    """A run whose name cannot name its files (`--metrics RUN=PATH`: a `=` in it) fails the dry run, before any
+    job."""
     workspace = copy_workflow(tmp_path / "ws")
     config = published_config()
-    config["runs"]["efficientnet_b3/v2"] = config["runs"].pop("efficientnet_b3")
+    config["runs"]["efficientnet_b3=v2"] = config["runs"].pop("efficientnet_b3")
     (workspace / "config" / "renamed.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(workspace, "-n", "results/table.md", configfiles=("config/renamed.yaml",), check=False)
     assert run.returncode != 0
-    assert "expected the metrics of run efficientnet_b3/v2" in run.stdout + run.stderr
+    assert "efficientnet_b3=v2: a name given as NAME=PATH cannot hold '='" in run.stdout + run.stderr
     assert "Job stats" not in run.stdout
 
 

@@ -198,12 +198,12 @@ def test_table_shows_intervals_verdicts_and_cost(tmp_path):
     miou = 100 * m["mean_mask_iou"]
     published = {"miou": round(miou, 1), "p50": round(100 * m["pred_mask_acc"]["0.5"], 1), "p70": 1.0, "p90": 99.0}
     runs = {"r101": {"label": "ResNet-101", "published": published}}
-    bench = tmp_path / "benchmarks"
-    for stage, seconds, cpu in (("stage1", 3600, 7200), ("stage2", 1800, 3600), ("evaluate", 600, 600)):
-        write_benchmark(bench / f"{stage}_r101.tsv", seconds, cpu)
+    benchmarks = [("r101", stage, write_benchmark(tmp_path / "benchmarks" / f"{i}.tsv", seconds, cpu))
+                  for i, (stage, seconds, cpu) in enumerate((("stage1", 3600, 7200), ("stage2", 1800, 3600),
+                                                              ("evaluate", 600, 600)))]
     options = {"resamples": 500, "level": 0.95, "seed": 0, "unit": "phrase"}
-    rows = write_table([metrics_path], runs, "d", tmp_path / "table.md", tmp_path / "table.csv", [per_task], options,
-                       sorted(bench.glob("*.tsv")), {"stage1": 32, "stage2": 32})
+    rows = write_table({"r101": metrics_path}, runs, "d", tmp_path / "table.md", tmp_path / "table.csv",
+                       {"r101": per_task}, options, benchmarks, {"stage1": 32, "stage2": 32})
     row = rows[0]
     assert row["miou_lo"] < miou < row["miou_hi"] and row["miou_verdict"] == "reproduced"
     assert row["p70_verdict"] == row["p90_verdict"] == "differs"
@@ -216,11 +216,12 @@ def test_table_shows_intervals_verdicts_and_cost(tmp_path):
     assert "500 resamples of the test phrases (seed 0)" in md
     assert pd.read_csv(tmp_path / "table.csv").loc[0, "p90_verdict"] == "differs"
 
-    metrics["subsets"]["all"]["mean_mask_iou"] += 0.01  # a per_task.json of another evaluation
+    metrics["num_phrases"] += 3  # a per_task.json of another evaluation
     write(metrics_path, metrics)
-    with pytest.raises(InputError, match="per_task.json: miou is .* not the same evaluation"):
-        write_table([metrics_path], runs, "d", tmp_path / "t.md", per_task_paths=[per_task],
-                    options=options)
+    with pytest.raises(InputError, match="per_task.json: 2000 phrases, but .* scored 2003: not the same evaluation"):
+        write_table({"r101": metrics_path}, runs, "d", tmp_path / "t.md", per_task={"r101": per_task}, options=options)
+    with pytest.raises(InputError, match="--per-task: expected one file for each of r101, got other"):
+        write_table({"r101": metrics_path}, runs, "d", tmp_path / "t.md", per_task={"other": per_task}, options=options)
 
 
 def test_verdict_compares_with_the_interval_as_shown():
@@ -233,9 +234,9 @@ def test_cost_names_a_bad_benchmark_file(tmp_path):
     path = write(tmp_path / "stage1_r101.tsv", "")
     path.write_text("s\tcpu_time\nslow\t1\n")
     with pytest.raises(InputError, match="stage1_r101.tsv: column s must hold non-negative numbers"):
-        costs([path], ["r101"], {})
-    with pytest.raises(InputError, match="other_x.tsv: expected a benchmark file named"):
-        costs([write(tmp_path / "other_x.tsv", "")], ["r101"], {})
+        costs([("r101", "stage1", path)], ["r101"], {})
+    with pytest.raises(InputError, match="x.tsv: the benchmark of stage1 of r50, not a training of a run of the table"):
+        costs([("r50", "stage1", write(tmp_path / "x.tsv", ""))], ["r101"], {})
 
 
 def test_published_dag_compares_with_the_released_checkpoint_and_costs_each_row(repo_dir):
@@ -245,10 +246,11 @@ def test_published_dag_compares_with_the_released_checkpoint_and_costs_each_row(
     assert out.returncode == 0, out.stderr[-2000:]
     assert ("compare --paired --per-task results/runs/resnet101/test/per_task.json "
             "results/released/resnet101/test/per_task.json") in out.stdout
-    assert ("--per-task results/runs/resnet101/test/per_task.json results/runs/efficientnet_b3/test/per_task.json"
-            in out.stdout)
-    assert ("--benchmarks results/benchmarks/stage1_resnet101.tsv results/benchmarks/stage2_resnet101.tsv "
-            "results/benchmarks/evaluate_resnet101.tsv") in out.stdout
+    assert ("--per-task resnet101=results/runs/resnet101/test/per_task.json "
+            "efficientnet_b3=results/runs/efficientnet_b3/test/per_task.json") in out.stdout
+    assert ("--benchmarks stage1:resnet101=results/benchmarks/stage1_resnet101.tsv "
+            "stage2:resnet101=results/benchmarks/stage2_resnet101.tsv "
+            "evaluate:resnet101=results/benchmarks/evaluate_resnet101.tsv") in out.stdout
     assert """--gpus-json '{"evaluate": 1, "stage1": 32, "stage2": 32}'""" in out.stdout
     assert "--resamples 1000 --level 0.95 --seed 0 --unit phrase" in out.stdout
 
@@ -257,13 +259,14 @@ def test_table_shows_mean_and_std_over_seeds_and_costs_every_seed(tmp_path):
     trainings = ["r101_seed0", "r101_seed1", "r101_seed2"]
     miou = [100 * write_evaluation(tmp_path / "runs" / t / "test", seed=i)[1]["subsets"]["all"]["mean_mask_iou"]
             for i, t in enumerate(trainings)]
-    metrics = [str(tmp_path / "runs" / t / "test" / "metrics.json") for t in trainings]
-    benchmarks = [write_benchmark(tmp_path / "benchmarks" / f"{stage}_{t}.tsv", 600, 600)
+    metrics = {t: tmp_path / "runs" / t / "test" / "metrics.json" for t in trainings}
+    benchmarks = [(t, stage, write_benchmark(tmp_path / "benchmarks" / f"{stage}_{t}.tsv", 600, 600))
                   for t in trainings for stage in ("stage1", "evaluate")]
     runs = {"r101_seed0": {"label": "ResNet-101", "published": None}}
     options = {"resamples": 200, "level": 0.95, "seed": 0, "unit": "phrase"}
-    row, = write_table(metrics[:1], runs, "d", tmp_path / "table.md", None, [metrics[0].replace("metrics", "per_task")],
-                       options, benchmarks, {}, seeds={"r101_seed0": metrics})
+    row, = write_table(metrics, runs, "d", tmp_path / "table.md", None,
+                       {"r101_seed0": metrics["r101_seed0"].with_name("per_task.json")}, options, benchmarks, {},
+                       seeds={"r101_seed0": trainings})
     assert row["miou"] == pytest.approx(miou[0]) and row["seeds"] == 3
     assert row["miou_seed_mean"] == pytest.approx(np.mean(miou))
     assert row["miou_seed_std"] == pytest.approx(np.std(miou, ddof=1))
@@ -272,8 +275,11 @@ def test_table_shows_mean_and_std_over_seeds_and_costs_every_seed(tmp_path):
     assert (f"| {miou[0]:.1f} [{row['miou_lo']:.1f}, {row['miou_hi']:.1f}], {np.mean(miou):.1f} ± "
             f"{np.std(miou, ddof=1):.1f} (3 seeds) |") in line
     assert "| 1 h 0 min; 1.00 CPU-h (stage1, evaluate, 3 seeds) |" in line
-    with pytest.raises(InputError, match="expected the metrics of at least two seeds"):
-        write_table(metrics[:1], runs, "d", tmp_path / "t.md", seeds={"r101_seed0": metrics[1:]})
+    with pytest.raises(InputError, match="expected at least two seeds' trainings, r101_seed0 among them"):
+        write_table(metrics, runs, "d", tmp_path / "t.md", seeds={"r101_seed0": trainings[1:]})
+    with pytest.raises(InputError, match="--metrics: expected one file for each of r101_seed0, r101_seed1, r101_seed2"):
+        write_table({t: metrics[t] for t in trainings[:2]}, runs, "d", tmp_path / "t.md",
+                    seeds={"r101_seed0": trainings})
 
 
 def test_seeds_train_and_evaluate_as_their_own_jobs_and_reach_the_table(repo_dir, tmp_path):
@@ -292,9 +298,10 @@ def test_seeds_train_and_evaluate_as_their_own_jobs_and_reach_the_table(repo_dir
             assert json.loads((repo_dir / spec[1]).read_text())["train"]["seed"] == seed
         assert f"--out-dir results/runs/demo_seed{seed}/test" in out.stdout
     table = next(line for line in out.stdout.splitlines() if " table --metrics " in line)
-    assert "--metrics results/runs/demo_seed3/test/metrics.json --runs-json" in table
+    assert ("--metrics demo_seed3=results/runs/demo_seed3/test/metrics.json "
+            "demo_seed5=results/runs/demo_seed5/test/metrics.json --runs-json") in table
     seeds = json.loads(re.search(r"--seeds-json '([^']*)'", table)[1])
-    assert seeds == {"demo_seed3": [f"results/runs/demo_seed{s}/test/metrics.json" for s in (3, 5)]}
+    assert seeds == {"demo_seed3": ["demo_seed3", "demo_seed5"]}
     record = json.loads((repo_dir / re.search(r"--record @(\S+)", table)[1]).read_text())  # the audit walks every seed
     assert {f"results/runs/demo_seed{s}/test/metrics.json" for s in (3, 5)} <= set(record["inputs"])
     assert {f"results/benchmarks/stage2_demo_seed{s}.tsv" for s in (3, 5)} <= set(record["inputs"])

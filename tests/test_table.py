@@ -36,10 +36,15 @@ def write_metrics(root, run, metrics):
 
 @pytest.fixture
 def two_runs(tmp_path):
-    return [
-        write_metrics(tmp_path, "r101", metrics_json(0.53449, 0.56162, 0.38, 0.11, 0.32051)),
-        write_metrics(tmp_path, "demo", metrics_json(0.41251, 0.4, 0.2, 0.051, 0.3, missing=3)),
-    ]
+    """{run: its metrics.json}, as `--metrics RUN=PATH` gives them."""
+    return {
+        "r101": write_metrics(tmp_path, "r101", metrics_json(0.53449, 0.56162, 0.38, 0.11, 0.32051)),
+        "demo": write_metrics(tmp_path, "demo", metrics_json(0.41251, 0.4, 0.2, 0.051, 0.3, missing=3)),
+    }
+
+
+def named(paths):
+    return [f"{name}={path}" for name, path in paths.items()]
 
 
 def test_markdown_rounds_and_shows_published_and_difference(tmp_path, two_runs):
@@ -85,7 +90,7 @@ def test_csv_has_ours_published_and_difference_per_run(tmp_path, two_runs):
 
 
 def test_cli_writes_both_files(tmp_path, two_runs):
-    argv = ["table", "--metrics", *map(str, two_runs), "--runs-json", RUNS_JSON, "--dataset", DATASET,
+    argv = ["table", "--metrics", *named(two_runs), "--runs-json", RUNS_JSON, "--dataset", DATASET,
             "--out", str(tmp_path / "t.md"), "--csv", str(tmp_path / "t.csv")]
     assert cli.main(argv) == 0
     assert "53.4 (pub. 53.1, +0.3)" in (tmp_path / "t.md").read_text()
@@ -93,14 +98,14 @@ def test_cli_writes_both_files(tmp_path, two_runs):
 
 
 def test_missing_metrics_file_names_it(tmp_path, two_runs, capsys):
-    two_runs[1].unlink()
-    with pytest.raises(InputError, match=str(two_runs[1])):
+    two_runs["demo"].unlink()
+    with pytest.raises(InputError, match=str(two_runs["demo"])):
         write_table(two_runs, RUNS, DATASET, tmp_path / "table.md")
-    argv = ["table", "--metrics", *map(str, two_runs), "--runs-json", RUNS_JSON, "--dataset", DATASET,
+    argv = ["table", "--metrics", *named(two_runs), "--runs-json", RUNS_JSON, "--dataset", DATASET,
             "--out", str(tmp_path / "t.md")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(two_runs[1]) in err and err.count("\n") == 1
+    assert err.startswith("error: ") and str(two_runs["demo"]) in err and err.count("\n") == 1
     assert not (tmp_path / "t.md").exists() and not (tmp_path / "table.md").exists()
 
 
@@ -115,19 +120,27 @@ def test_missing_metrics_file_names_it(tmp_path, two_runs, capsys):
     (lambda m: m.update(dataset="PhraseCut test (VGPhraseCut_v0)"), "dataset is 'PhraseCut test"),
 ])
 def test_malformed_metrics_name_the_field(tmp_path, two_runs, corrupt, field):
-    metrics = json.loads(two_runs[0].read_text())
+    metrics = json.loads(two_runs["r101"].read_text())
     corrupt(metrics)
-    two_runs[0].write_text(json.dumps(metrics))
+    two_runs["r101"].write_text(json.dumps(metrics))
     with pytest.raises(InputError) as info:
         write_table(two_runs, RUNS, DATASET, tmp_path / "table.md")
-    assert str(two_runs[0]) in str(info.value) and field in str(info.value)
+    assert str(two_runs["r101"]) in str(info.value) and field in str(info.value)
 
 
-def test_metrics_must_follow_runs_order_and_count(tmp_path, two_runs):
-    with pytest.raises(InputError, match="expected the metrics of run r101"):
-        write_table(two_runs[::-1], RUNS, DATASET, tmp_path / "table.md")
-    with pytest.raises(InputError, match="1 files given for 2 runs"):
-        write_table(two_runs[:1], RUNS, DATASET, tmp_path / "table.md")
+def test_rows_follow_runs_json_whatever_the_order_and_names_of_the_files(tmp_path, two_runs, capsys):
+    """Each file is named by its run (`RUN=PATH`): the rows follow --runs-json, and no path is read for a run."""
+    anywhere = {"demo": two_runs["demo"].rename(tmp_path / "a.json"), "r101": two_runs["r101"]}
+    argv = ["table", "--metrics", *named(anywhere), "--runs-json", RUNS_JSON, "--dataset", DATASET,
+            "--out", str(tmp_path / "t.md"), "--csv", str(tmp_path / "t.csv")]
+    assert cli.main(argv) == 0
+    assert list(pd.read_csv(tmp_path / "t.csv")["run"]) == ["r101", "demo"]
+    with pytest.raises(InputError, match="--metrics: expected one file for each of r101, demo, got r101"):
+        write_table({"r101": two_runs["r101"]}, RUNS, DATASET, tmp_path / "table.md")
+    for bad, message in ((str(two_runs["r101"]), "expected NAME=PATH"), ("r101=", "expected NAME=PATH"),
+                         (f"r101={two_runs['r101']}", "r101 is given twice")):
+        assert cli.main([*argv[:2], f"r101={two_runs['r101']}", bad, *argv[2:]]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, message", [

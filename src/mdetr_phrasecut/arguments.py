@@ -10,6 +10,9 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
+
+from .errors import InputError
 
 
 class PathArg:
@@ -46,6 +49,48 @@ class PathArg:
 
 IN_FILE, IN_DIR, IN_ANY = PathArg("in", "file"), PathArg("in", "dir"), PathArg("in", "any")
 OUT_FILE, OUT_DIR = PathArg("out", "file"), PathArg("out", "dir")
+
+
+class Named(NamedTuple):
+    name: str
+    path: Path
+
+
+class NamedPathArg(PathArg):
+    """`NAME=PATH`: a path and the fact it stands for (a run, a stage), given by the workflow so that no command
+    reads meaning out of a path; the path checked as `PathArg`. `argument(name, path)` writes one."""
+
+    def __call__(self, text: str) -> Named:
+        name, sep, path = text.partition("=")
+        if not sep or not name.strip() or not path:
+            raise argparse.ArgumentTypeError(f"{text}: expected NAME=PATH")
+        try:
+            return Named(name, super().__call__(path))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{name}={e}") from None
+
+    @staticmethod
+    def argument(name: str, path) -> str:
+        if "=" in name:
+            raise InputError(f"{name}: a name given as NAME=PATH cannot hold '='")
+        return f"{name}={path}"
+
+
+NAMED_IN_FILE, NAMED_IN_DIR = NamedPathArg("in", "file"), NamedPathArg("in", "dir")
+
+
+def by_name(values, option, names=None):
+    """{name: path} of `NamedPathArg` values, each name once; with `names`, exactly those (in that order)."""
+    paths = {}
+    for name, path in values or ():
+        if name in paths:
+            raise InputError(f"{option}: {name} is given twice")
+        paths[name] = path
+    if names is not None:
+        if set(paths) != set(names):
+            raise InputError(f"{option}: expected one file for each of {', '.join(names)}, got {', '.join(paths)}")
+        paths = {name: paths[name] for name in names}
+    return paths
 
 
 def number(kind=int, minimum=None, maximum=None):
@@ -109,6 +154,7 @@ def declared_paths(parser: argparse.ArgumentParser, args) -> tuple:
         values = getattr(args, action.dest)
         name = action.option_strings[0] if action.option_strings else action.dest
         for value in values if isinstance(values, list) else [values]:
+            value = value.path if isinstance(value, Named) else value
             if action.type.role == "out":
                 outputs.append((value, name, action.type.kind))
             elif not action.type.rewritten:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from mdetr_phrasecut.config import run_model, run_train, validate_config
 from mdetr_phrasecut.infra.launch import TORCHRUN_SIGNALS
+from mdetr_phrasecut.arguments import NamedPathArg
 from mdetr_phrasecut.errors import InputError
-from mdetr_phrasecut.evaluation.table import check_order
 from mdetr_phrasecut.infra.io import atomic_write_text
-from mdetr_phrasecut.stages import COST_STAGES, EVALUATED, RUN_STAGES, STAGES
+from mdetr_phrasecut.stages import COST_STAGES, EVALUATED, LOGGED_STAGES, RUN_STAGES, STAGES
 
 REPO = Path(workflow.basedir).resolve()
 # Only the download jobs reach the network (they say HF_HUB_OFFLINE=0): every other job, here or submitted, finds
@@ -74,20 +74,23 @@ def json_file(obj):
     return f"@{args_file(obj)}"
 
 
+def named(names, paths):
+    """`NAME=PATH` arguments, quoted: each file with the fact it is of (arguments.py's NamedPathArg), so that no
+    command reads meaning out of a path. A name that cannot be one fails as the DAG is built."""
+    names, paths = list(names), list(paths)
+    if len(names) != len(paths):
+        raise InputError(f"{len(names)} names for {len(paths)} files: {', '.join(names)}")
+    return " ".join(shlex.quote(NamedPathArg.argument(n, p)) for n, p in zip(names, paths))
+
+
 def table_runs(runs, results, names=None):
     """The table of `runs` (in RUNS order) from their metrics under `results`: (metrics.json paths, --runs-json
-    entries), one list in one order; `names`: {run: the training its row shows} (default: the run). Checked with
-    the table's own check as the DAG is built, so a mismatch fails before any job runs, not after all training."""
+    entries), one list in one order; `names`: {run: the training its row shows} (default: the run). Each row's
+    name is checked as an argument name as the DAG is built, so a bad one fails before any job runs."""
     names = names or {}
-    metrics = [f"{results}/{names.get(run, run)}/test/metrics.json" for run in runs]
-    rows = [
-        {
-            "run": names.get(run, run),
-            **shown(run),
-        }
-        for run in runs
-    ]
-    check_order([row["run"] for row in rows], metrics)
+    rows = [{"run": names.get(run, run), **shown(run)} for run in runs]
+    metrics = [f"{results}/{row['run']}/test/metrics.json" for row in rows]
+    named([row["run"] for row in rows], metrics)
     return metrics, rows
 
 
@@ -365,12 +368,9 @@ EVALUATE_THREADS = config["evaluate"]["workers"]  # its scoring processes (the m
 # Bootstrap intervals and verdicts of the tables, cost per table row (statistics.smk, evaluate.smk).
 STATISTICS_ARGS = "--resamples {resamples} --level {level} --seed {seed} --unit {unit}".format(**config["statistics"])
 COST_GPUS = {s: stage_resources(s)["nodes"] * stage_resources(s)["gpus_per_node"] for s in COST_STAGES}
-# {row's training: metrics.json of every seed} of the runs with seeds (the table's --seeds-json)
-SEED_METRICS = {
-    ROW_TRAINING[run]: [f"results/runs/{t}/test/metrics.json" for t in run_trainings(run)]
-    for run in RUNS
-    if config["runs"][run]["seeds"]
-}
+# {row's training: every seed's training, the row's first} of the runs with seeds (the table's --seeds-json)
+SEEDS = {ROW_TRAINING[run]: list(run_trainings(run)) for run in RUNS if config["runs"][run]["seeds"]}
+OTHER_SEEDS = [t for trainings in SEEDS.values() for t in trainings[1:]]  # the trainings a row does not show
 
 
 def table_statistics_inputs(runs, kind):
@@ -379,29 +379,47 @@ def table_statistics_inputs(runs, kind):
     every seed of the runs that have seeds."""
     if kind == "released":
         return {"per_task": expand("results/released/{run}/test/per_task.json", run=runs)}
-    trainings = [t for run in runs for t in run_trainings(run)]
     return {
         "per_task": [f"results/runs/{ROW_TRAINING[run]}/test/per_task.json" for run in runs],
-        "benchmarks": expand("results/benchmarks/{stage}_{run}.tsv", run=trainings, stage=COST_STAGES),
-        "seeds": [path for paths in SEED_METRICS.values() for path in paths],
+        "benchmarks": [f"results/benchmarks/{stage}_{t}.tsv" for t, stage in cost_benchmarks(runs)],
+        "seeds": [f"results/runs/{t}/test/metrics.json" for t in OTHER_SEEDS],
     }
+
+
+def cost_benchmarks(runs):
+    """(training, stage) of every benchmark file behind the rows of `runs`: every seed's trainings."""
+    return [(t, stage) for run in runs for t in run_trainings(run) for stage in COST_STAGES]
 
 
 def table_statistics_args(kind):
     """`table` flags from the config: the bootstrap's and, for our runs (kind "runs", not "released"), the metrics
     of every seed. Not made from the job's input, so Snakemake compares them (it leaves out params made from input
     or output): a change re-runs the table."""
-    seeds = f"--seeds-json {quoted_json(SEED_METRICS)} " if kind == "runs" and SEED_METRICS else ""
+    seeds = f"--seeds-json {quoted_json(SEEDS)} " if kind == "runs" and SEEDS else ""
     return f"{seeds}{STATISTICS_ARGS}"
 
 
-def table_job_args(wildcards, input):
-    """`table`'s files, the per-phrase results and, for our runs, the stages' benchmark files with the GPUs each
+def table_job_args(rows, kind):
+    """`table`'s files, each named by what it is of: the metrics of each row (and of the other seeds), the
+    per-phrase results and browser of each row and, for our runs, the stages' benchmark files with the GPUs each
     stage's job holds (how its jobs ran, like `resources`: no reason to re-run the table)."""
-    args = f"--per-task {' '.join(map(shlex.quote, input.per_task))}"
-    if hasattr(input, "benchmarks"):
-        args += f" --benchmarks {' '.join(map(shlex.quote, input.benchmarks))} --gpus-json {quoted_json(COST_GPUS)}"
+    names = [row["run"] for row in rows]
+    runs = [run_of(name) for name in names]
+
+    def args(wildcards, input):
+        text = f"--per-task {named(names, input.per_task)} --browsers {named(names, input.browsers)}"
+        if kind == "runs":
+            benchmarks = named((f"{stage}:{t}" for t, stage in cost_benchmarks(runs)), input.benchmarks)
+            text += f" --benchmarks {benchmarks} --gpus-json {quoted_json(COST_GPUS)}"
+        return text
+
     return args
+
+
+def table_metrics_args(rows, kind):
+    """`--metrics`: each row's metrics.json and, for our runs, every other seed's, named by their training."""
+    names = [row["run"] for row in rows] + (OTHER_SEEDS if kind == "runs" else [])
+    return lambda wildcards, input: named(names, [*input.metrics, *getattr(input, "seeds", [])])
 
 
 def shown(run, keys=("label", "published")):
@@ -421,7 +439,8 @@ def table_params(rows, kind):
             }
         ),
         statistics=table_statistics_args(kind),
-        jobs=table_job_args,
+        metrics=table_metrics_args(rows, kind),
+        jobs=table_job_args(rows, kind),
     )
 
 

@@ -77,9 +77,9 @@ rule recipe_audit:
 
 
 TABLE_SHELL = (
-    "mdetr-phrasecut --record {params.record} table --metrics {input.metrics:q} --runs-json {params.runs} "
+    "mdetr-phrasecut --record {params.record} table --metrics {params.metrics} --runs-json {params.runs} "
     "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.jobs} {params.statistics} "
-    "--browsers {input.browsers:q} 2> {log}"
+    "2> {log}"
 )
 
 
@@ -132,7 +132,7 @@ rule plots:
         metrics="results/runs/{run}/test/metrics.json",
         per_task="results/runs/{run}/test/per_task.json",
         predictions="results/runs/{run}/test/predictions.npz",
-        logs=["results/runs/{run}/stage1/log.csv", "results/runs/{run}/stage2/log.csv"],
+        logs=expand("results/runs/{{run}}/{stage}/log.csv", stage=LOGGED_STAGES),
         refer=original(f"refer_{TEST}.json"),
         images=images_dir(),
     output:
@@ -156,12 +156,13 @@ rule plots:
         root=lambda w, input: Path(input.refer).parent,
         images=images_arg,
         split=TEST,
-        run_dir=lambda w, input: Path(input.metrics).parent.parent,
+        logs=lambda w, input: named(LOGGED_STAGES, input.logs),
         out_dir=lambda w, output: Path(output.examples).parent,
         record=record(lambda w: {}),  # no config key: only its inputs
     shell:
-        "mdetr-phrasecut --record {params.record} plots --run-dir {params.run_dir:q} --root {params.root:q} "
-        "--images {params.images:q} --split {params.split} --out-dir {params.out_dir:q} 2> {log}"
+        "mdetr-phrasecut --record {params.record} plots --metrics {input.metrics:q} --per-task {input.per_task:q} "
+        "--predictions {input.predictions:q} --log {params.logs} --root {params.root:q} --images {params.images:q} "
+        "--split {params.split} --out-dir {params.out_dir:q} 2> {log}"
 
 
 rule audit:
@@ -246,10 +247,11 @@ rule model_card:
     conda:
         CONDA_ENV
     params:
+        benchmarks=lambda w, input: named(COST_STAGES, input.benchmarks),
         gpus=quoted_json(COST_GPUS),
         statistics=STATISTICS_ARGS,
         record=record(lambda w: {"statistics": config["statistics"]}),
     shell:
         "mdetr-phrasecut --record {params.record} model-card --name {wildcards.run} "
         "--metrics {input.metrics:q} --per-task {input.per_task:q} --checkpoints {input.checkpoints:q} "
-        "--benchmarks {input.benchmarks:q} --gpus-json {params.gpus} --out {output:q} {params.statistics} 2> {log}"
+        "--benchmarks {params.benchmarks} --gpus-json {params.gpus} --out {output:q} {params.statistics} 2> {log}"

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import IN_FILE, OUT_FILE, text
 from ..errors import InputError
 from ..infra.io import atomic_path, atomic_write_text
+from . import metrics as registry
 from .plots import plot_subset_differences, plot_subset_intervals
-from .statistics import (METRICS, add_bootstrap_arguments, bootstrap_options, interval_text, intervals,
-                         load_per_task, paired)
-
-TITLES = {key: title for key, title, *_ in METRICS}
-PAIRED_COLUMNS = ("miou", "p50", "p70", "p90", "cum_iou")
+from .statistics import add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task, paired
 
 
 def side_by_side(per_phrase, labels, options):
@@ -27,8 +25,8 @@ def side_by_side(per_phrase, labels, options):
     rows = []
     for label, evaluation in zip(labels, per_phrase):
         for subset, stats in intervals(evaluation, **options).items():
-            rows += [{"subset": subset, "label": label, "metric": key, "count": stats["count"],
-                      **{k: 100 * v for k, v in stats[key].items()}} for key in TITLES]
+            rows += [{"subset": subset, "label": label, "metric": m.key, "count": stats["count"],
+                      **{k: 100 * v for k, v in stats[m.key].items()}} for m in registry.reported()]
     return rows
 
 
@@ -36,9 +34,9 @@ def paired_rows(a, b, options):
     """Long-form rows (subset, metric, count, a, b, diff, lo, hi in %; p, q)."""
     from scipy.stats import false_discovery_control
 
-    rows = [{"subset": subset, "metric": key, "count": stats["count"],
-             **{k: v if k == "p" else 100 * v for k, v in stats[key].items()}}
-            for subset, stats in paired(a, b, **options).items() for key in TITLES]
+    rows = [{"subset": subset, "metric": m.key, "count": stats["count"],
+             **{k: v if k == "p" else 100 * v for k, v in stats[m.key].items()}}
+            for subset, stats in paired(a, b, **options).items() for m in registry.reported()]
     p = np.array([row["p"] for row in rows])
     q = np.full_like(p, np.nan)
     q[~np.isnan(p)] = false_discovery_control(p[~np.isnan(p)])
@@ -59,9 +57,10 @@ def _options_text(options):
 def render_side_by_side(rows, labels, sources, out, options):
     import pandas as pd
 
-    df = pd.DataFrame(rows).query("metric == 'miou'")
-    lines = ["# PhraseCut subsets: M-IoU per subset", "",
-             f"Values in %: M-IoU [{_options_text(options)}], phrases in brackets. Every metric: the CSV.", "",
+    miou = registry.by_key("miou")
+    df = pd.DataFrame(rows).query(f"metric == '{miou.key}'")
+    lines = [f"# PhraseCut subsets: {miou.title} per subset", "",
+             f"Values in %: {miou.title} [{_options_text(options)}], phrases in brackets. Every metric: the CSV.", "",
              "| Subset | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     by = df.set_index(["subset", "label"])
     for subset in dict.fromkeys(df["subset"]):
@@ -71,7 +70,7 @@ def render_side_by_side(rows, labels, sources, out, options):
                 cells.append("")
                 continue
             r = by.loc[(subset, label)]
-            cells.append(f"{interval_text(r['value'], r['lo'], r['hi'])} ({int(r['count'])})")
+            cells.append(f"{interval_text(r['value'], r['lo'], r['hi'], miou.digits)} ({int(r['count'])})")
         lines.append(f"| {subset} | " + " | ".join(cells) + " |")
     lines += ["", "Sources: " + ", ".join(f"{label}: [{_relative(s, out)}]({_relative(s, out)})"
                                         for label, s in zip(labels, sources))]
@@ -88,21 +87,22 @@ def render_paired(rows, labels, sources, out, options):
 
     df = pd.DataFrame(rows).set_index(["subset", "metric"])
     overall = df.loc["all"]
+    columns = registry.shown()
     lines = [f"# Paired comparison: {labels[0]} minus {labels[1]}", "",
              f"Same phrases, same resamples: {labels[0]} ([{_relative(sources[0], out)}]"
              f"({_relative(sources[0], out)})) minus {labels[1]} ([{_relative(sources[1], out)}]"
              f"({_relative(sources[1], out)})), in % points, with the {_options_text(options)} of the difference "
              "and the two-sided p-value of no difference (q: Benjamini-Hochberg over every subset and metric of "
              "the CSV).", "",
-             "Overall: " + "; ".join(f"{TITLES[k]} {overall.loc[k, 'a']:.1f} vs {overall.loc[k, 'b']:.1f}"
-                                     for k in PAIRED_COLUMNS), "",
-             "| Subset | Phrases | " + " | ".join(TITLES[k] for k in PAIRED_COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(PAIRED_COLUMNS)]
+             "Overall: " + "; ".join(f"{m.title} {overall.loc[m.key, 'a']:.{m.digits}f} vs "
+                                     f"{overall.loc[m.key, 'b']:.{m.digits}f}" for m in columns), "",
+             "| Subset | Phrases | " + " | ".join(m.title for m in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
     for subset in dict.fromkeys(df.index.get_level_values(0)):
-        cells = [f"{df.loc[(subset, k), 'diff']:+.1f} [{df.loc[(subset, k), 'lo']:+.1f}, "
-                 f"{df.loc[(subset, k), 'hi']:+.1f}] {_p_text(df.loc[(subset, k), 'p'], options['resamples'])}"
-                 for k in PAIRED_COLUMNS]
-        lines.append(f"| {subset} | {int(df.loc[(subset, 'miou'), 'count'])} | " + " | ".join(cells) + " |")
+        cells = [f"{df.loc[(subset, m.key), 'diff']:+.{m.digits}f} [{df.loc[(subset, m.key), 'lo']:+.{m.digits}f}, "
+                 f"{df.loc[(subset, m.key), 'hi']:+.{m.digits}f}] "
+                 f"{_p_text(df.loc[(subset, m.key), 'p'], options['resamples'])}" for m in columns]
+        lines.append(f"| {subset} | {int(df.loc[(subset, columns[0].key), 'count'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -135,13 +135,14 @@ def compare(per_task_paths, labels, out, options, csv=None, plot=None, is_paired
 
 
 def add_arguments(parser):
-    parser.add_argument("--per-task", nargs="+", required=True, help="per_task.json files written by `evaluate`")
-    parser.add_argument("--labels", nargs="+", required=True, help="one name per --per-task file")
+    parser.add_argument("--per-task", nargs="+", required=True, type=IN_FILE,
+                        help="per_task.json files written by `evaluate`")
+    parser.add_argument("--labels", nargs="+", required=True, type=text, help="one name per --per-task file")
     parser.add_argument("--paired", action="store_true", help="first minus second, on the same phrases")
-    parser.add_argument("--out", required=True, help="Markdown, e.g. results/subsets.md")
-    parser.add_argument("--csv", help="every metric of every subset, long form")
-    parser.add_argument("--plot", help="PNG: the subsets departing most from the overall M-IoU; with --paired, the "
-                        "subsets with the largest differences")
+    parser.add_argument("--out", required=True, type=OUT_FILE, help="Markdown, e.g. results/subsets.md")
+    parser.add_argument("--csv", type=OUT_FILE, help="every metric of every subset, long form")
+    parser.add_argument("--plot", type=OUT_FILE, help="PNG: the subsets departing most from the overall M-IoU; with "
+                        "--paired, the subsets with the largest differences")
     add_bootstrap_arguments(parser)
 
 

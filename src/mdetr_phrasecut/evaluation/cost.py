@@ -1,11 +1,10 @@
 """What a table row cost: wall time, CPU-hours and GPU-hours of its stages, from Snakemake's benchmark files.
 
-A rule's `benchmark:` file (`results/benchmarks/{stage}_{run}.tsv`) holds its wall seconds `s` and `cpu_time`
+A rule's `benchmark:` file (e.g. `results/benchmarks/{stage}_{run}.tsv`; the rules say which training and stage
+each file is of) holds its wall seconds `s` and `cpu_time`
 (seconds of CPU used by the job's processes on the machine that ran it; for a multi-node Slurm job, only the
 first node's). GPU-hours are wall time x the GPUs the stage's job holds (nodes x gpus_per_node of the config).
 """
-from pathlib import Path
-
 from ..errors import InputError
 
 
@@ -26,16 +25,15 @@ def read_benchmark(path):
     return float(df["s"].mean()), float(df["cpu_time"].mean())
 
 
-def costs(paths, runs, gpus, owners=None):
-    """{run: {"wall_s", "cpu_h", "gpu_h", "stages": [...], "trainings": [...]}} from benchmark files named
-    `{stage}_{run}.tsv`; gpus: {stage: GPUs its job holds} (a stage not listed holds none); owners: {training:
-    run} for benchmark files of another name that count towards a run (its other seeds)."""
+def costs(benchmarks, runs, gpus, owners=None):
+    """{run: {"wall_s", "cpu_h", "gpu_h", "stages": [...], "trainings": [...]}} from `benchmarks`, (training,
+    stage, benchmark file) each; gpus: {stage: GPUs its job holds} (a stage not listed holds none); owners:
+    {training: run} for the trainings of another name that count towards a run (its other seeds)."""
     result = {run: {"wall_s": 0.0, "cpu_h": 0.0, "gpu_h": 0.0, "stages": [], "trainings": []} for run in runs}
-    for path in map(Path, paths):
-        stage, _, training = path.stem.partition("_")
+    for training, stage, path in benchmarks:
         run = (owners or {}).get(training, training)
         if run not in result:
-            raise InputError(f"{path}: expected a benchmark file named {{stage}}_{{run}}.tsv of a run of the table "
+            raise InputError(f"{path}: the benchmark of {stage} of {training}, not a training of a run of the table "
                              f"({', '.join(runs)})")
         wall, cpu = read_benchmark(path)
         row = result[run]

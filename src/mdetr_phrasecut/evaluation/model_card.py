@@ -9,13 +9,14 @@ stages' `checkpoint.pth.prov.json` records), the training cost (the rules' bench
 import json
 import os
 
-from ..arguments import IN_FILE, OUT_FILE, json_object, text
+from ..arguments import IN_FILE, NAMED_IN_FILE, OUT_FILE, by_name, json_object, text
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
 from ..infra.io import atomic_write_text
 from ..infra.provenance import record_path
 from .cost import cost_text, costs
-from .statistics import METRICS, add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task
+from . import metrics as registry
+from .statistics import add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task
 from .table import load_metrics
 
 LICENSE = "apache-2.0"  # the release's (ashkamath/mdetr) licence, which the weights follow
@@ -29,7 +30,6 @@ CITATION = """@inproceedings{kamath2021mdetr,
   author={Wu, Chenyun and Lin, Zhe and Cohen, Scott and Bui, Trung and Maji, Subhransu},
   booktitle={CVPR}, year={2020}
 }"""
-METRIC_TYPES = {"miou": "mean_iou", "cum_iou": "cum_iou"}  # else precision_at_{t}
 
 
 def read_records(checkpoints):
@@ -60,10 +60,10 @@ def card_data(name, metrics, stats, options, hashes):
 
     results = [EvalResult(task_type="image-segmentation", task_name="Referring expression segmentation",
                           dataset_type="phrasecut", dataset_name=metrics["dataset"], dataset_split=metrics["split"],
-                          metric_type=METRIC_TYPES.get(key, f"precision_at_{key[1]}0"), metric_name=title,
-                          metric_value=round(100 * stats[key]["value"], 2))
-               for key, title, *_ in METRICS]
-    ci = {key: [round(100 * stats[key]["lo"], 2), round(100 * stats[key]["hi"], 2)] for key, *_ in METRICS}
+                          metric_type=m.hub_type or m.key, metric_name=m.title,
+                          metric_value=round(100 * stats[m.key]["value"], 2))
+               for m in registry.reported()]
+    ci = {m.key: [round(100 * stats[m.key]["lo"], 2), round(100 * stats[m.key]["hi"], 2)] for m in registry.reported()}
     return ModelCardData(
         model_name=name, license=LICENSE, library_name="pytorch", pipeline_tag="image-segmentation",
         tags=["mdetr", "phrasecut", "referring-expression-segmentation", "vision-language"],
@@ -100,8 +100,8 @@ def render(name, metrics, stats, options, records, cost):
     hashes = _hashes(metrics, records)
     data = card_data(name, metrics, stats, options, hashes)
     code = next(iter(records.values())).get("code", {})
-    rows = "\n".join(f"| {title} | {interval_text(100 * stats[key]['value'], 100 * stats[key]['lo'], 100 * stats[key]['hi'])} |"
-                     for key, title, *_ in METRICS)
+    rows = "\n".join(f"| {m.title} | {interval_text(*(100 * stats[m.key][k] for k in ('value', 'lo', 'hi')), m.digits)}"
+                     " |" for m in registry.reported())
     body = f"""
 # MDETR for referring-expression segmentation: training `{name}`
 
@@ -154,12 +154,14 @@ interval over {options['resamples']:,} resamples of the test {options['unit']}s 
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
-def write_card(name, metrics_path, per_task_path, checkpoints, out, options, benchmarks=(), gpus=None):
-    """Write the model card `out` of training `name`; checkpoints: the training stages', in order."""
+def write_card(name, metrics_path, per_task_path, checkpoints, out, options, benchmarks=None, gpus=None):
+    """Write the model card `out` of training `name`; checkpoints: the training stages', in order; benchmarks:
+    {stage: its benchmark file}."""
     metrics = load_metrics(metrics_path)
     stats = intervals(load_per_task(per_task_path), subsets=("all",), **options)["all"]
     records = read_records(checkpoints)
-    cost = cost_text(costs(benchmarks, [name], gpus or {})[name]) if benchmarks else "not measured"
+    cost = (cost_text(costs([(name, stage, path) for stage, path in benchmarks.items()], [name], gpus or {})[name])
+            if benchmarks else "not measured")
     atomic_write_text(out, render(name, metrics, stats, options, records, cost))
 
 
@@ -169,8 +171,8 @@ def add_arguments(parser):
     parser.add_argument("--per-task", required=True, type=IN_FILE, help="per_task.json beside it")
     parser.add_argument("--checkpoints", nargs="+", required=True, type=IN_FILE,
                         help="the stages' checkpoint.pth, in training order; their provenance records are read")
-    parser.add_argument("--benchmarks", nargs="+", type=IN_FILE, default=(),
-                        help="results/benchmarks/{stage}_{run}.tsv: the cost")
+    parser.add_argument("--benchmarks", nargs="+", type=NAMED_IN_FILE,
+                        help="STAGE=results/benchmarks/{stage}_{run}.tsv for each stage: the cost")
     parser.add_argument("--gpus-json", type=json_object, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
     parser.add_argument("--out", required=True, type=OUT_FILE, help="results/runs/{run}/MODEL_CARD.md")
     add_bootstrap_arguments(parser)
@@ -178,4 +180,4 @@ def add_arguments(parser):
 
 def main(args):
     write_card(args.name, args.metrics, args.per_task, args.checkpoints, args.out, bootstrap_options(args),
-               args.benchmarks, args.gpus_json)
+               by_name(args.benchmarks, "--benchmarks"), args.gpus_json)

@@ -4,8 +4,8 @@ Per phrase: the GT polygons of all instances are drawn with PIL `ImageDraw.polyg
 outline and fill) and OR-ed at the original image size; mask I, U and IoU = I / U (0 when I = 0).
 Box IoU follows the evaluator's quirks: predicted and GT boxes are drawn as masks on a canvas spanning the
 boxes (from the origin to their farthest corner), each box covering `[int(x), int(x + w - 1))` (one pixel short)
-and likewise in y. Per subset: mean mask IoU, cumulative IoU (sum I / sum U), Precision@t (share of phrases
-with IoU strictly above t), the same for boxes, and `box_acc` (always 0: the release passes no `correct` flag).
+and likewise in y. Per subset: the metrics of metrics.py (mean mask IoU, cumulative IoU, Precision@t, the same
+for boxes, `box_acc`), from running sums of their per-phrase values.
 Phrases without a prediction are left out of the statistics, as the published evaluator does, and listed.
 
 Phrases are scored in a process pool over chunks; only per-phrase scalars are kept, so memory stays flat
@@ -23,11 +23,9 @@ from PIL import Image, ImageDraw
 from ..data.phrasecut_format import load_image_split, load_name_att_rel_count, load_refer
 from ..errors import InputError
 from ..infra.lifetime import die_with_parent
+from .metrics import nest, ratio, registered, terms
 from .predictions import read_predictions
 from .subsets import SUBSETS, PhraseSubsets
-
-THRESHOLDS = {"0.5": 0.5, "0.6": 0.6, "0.7": 0.7, "0.8": 0.8, "0.9": 0.9}  # Precision@t: IoU > t
-
 
 def rasterize_polygons(instance_polygons, width, height):
     """H x W bool mask of `Polygons` (per instance, a list of [[x, y], ...] polygons), OR-ed over all of them."""
@@ -85,36 +83,28 @@ def score_phrase(record, image, mask, boxes, subsets):
 
 
 class SubsetStats:
-    """Running sums for one subset (constant memory)."""
+    """Running sums of every metric's numerator and denominator (metrics.py) for one subset: constant memory."""
 
     def __init__(self):
-        self.count = 0
-        self.mask_iou = self.box_iou = 0.0
-        self.mask_i = self.mask_u = 0
-        self.mask_hits = dict.fromkeys(THRESHOLDS, 0)
-        self.box_hits = dict.fromkeys(THRESHOLDS, 0)
+        self.registered = registered()
+        self.columns, self.index = terms(self.registered)
+        self.sums = [0] * len(self.columns)
+
+    @property
+    def count(self):
+        return self.sums[0]  # the phrase count comes first
 
     def add(self, task):
-        self.count += 1
-        self.mask_iou += task["mask_iou"]
-        self.box_iou += task["box_iou"]
-        self.mask_i += task["mask_i"]
-        self.mask_u += task["mask_u"]
-        for key, t in THRESHOLDS.items():
-            self.mask_hits[key] += task["mask_iou"] > t
-            self.box_hits[key] += task["box_iou"] > t
+        """Add a phrase's scores (score_phrase's)."""
+        self.add_values([column(task) for column in self.columns])
+
+    def add_values(self, values):
+        """Add a phrase's values of `self.columns` (computed once for all its subsets)."""
+        self.sums = [total + value for total, value in zip(self.sums, values)]
 
     def metrics(self):
-        n = self.count
-        return {
-            "count": n,
-            "mean_mask_iou": self.mask_iou / n,
-            "cum_mask_iou": self.mask_i / self.mask_u if self.mask_u else 0.0,
-            "pred_mask_acc": {t: hits / n for t, hits in self.mask_hits.items()},
-            "mean_box_iou": self.box_iou / n,
-            "pred_box_acc": {t: hits / n for t, hits in self.box_hits.items()},
-            "box_acc": 0.0,
-        }
+        values = [ratio(self.sums[n], self.sums[d]) for n, d in self.index]
+        return {"count": self.count, **nest(values, self.registered)}
 
 
 class Evaluation(NamedTuple):
@@ -195,10 +185,12 @@ def evaluate_predictions(records, image_info, name_att_rel_count, predictions, w
             yield record, image, mask, boxes
 
     stats = {subset: SubsetStats() for subset in SUBSETS}
+    columns = stats["all"].columns
     per_task = {}
     for task in _scored(jobs(), PhraseSubsets(name_att_rel_count), workers, chunk_size):
+        values = [column(task) for column in columns]
         for subset in task["subsets"]:
-            stats[subset].add(task)
+            stats[subset].add_values(values)
         per_task[task.pop("task_id")] = task
     metrics = {subset: s.metrics() for subset, s in stats.items() if s.count}
     missing = [record["task_id"] for record in records if record["task_id"] not in seen]

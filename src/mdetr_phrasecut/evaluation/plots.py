@@ -1,11 +1,12 @@
 """`mdetr-phrasecut plots`: figures of one run, drawn with matplotlib (Agg, no display needed).
 
-Reads `{run_dir}/test/metrics.json`, `per_task.json` and `predictions.npz` (written by `evaluate`) and
-`{run_dir}/{stage1,stage2}/log.csv` (written by `train`), and writes into `--out-dir` (names in PLOT_FILES):
+Reads an evaluation's `metrics.json`, `per_task.json` and `predictions.npz` (written by `evaluate`) and the
+training stages' `log.csv` (written by `train`; `--log STAGE=PATH`), and writes into `--out-dir` (names in
+PLOT_FILES):
 
 - precision_iou.png: Precision@t against the IoU threshold t (0.5..0.9), for masks and boxes;
 - subset_miou.png: M-IoU per PhraseCut subset, sorted, with each subset's phrase count;
-- training_curves.png: loss terms and learning rates against the step, for both training stages;
+- training_curves.png: loss terms and learning rates against the step, for each logged training stage;
 - examples.png: test phrases from best to worst mask IoU (evenly spaced in that order), each image with its
   phrase as title and the predicted and ground-truth masks overlaid in different colours.
 
@@ -18,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arguments import IN_DIR, OUT_DIR, POSITIVE_INT
+from ..arguments import IN_DIR, IN_FILE, NAMED_IN_FILE, OUT_DIR, POSITIVE_INT, by_name
 from ..data.phrasecut_format import PHRASECUT_SPLITS, load_image_split, load_json, load_refer
 from ..errors import InputError
 from ..infra.io import atomic_path, open_image
-from .phrasecut_metrics import THRESHOLDS, rasterize_polygons
+from . import metrics as registry
+from .phrasecut_metrics import rasterize_polygons
 from .predictions import read_predictions
 from .table import field, fraction, load_metrics
 
@@ -32,7 +34,6 @@ PLOT_FILES = {
     "training": "training_curves.png",
     "examples": "examples.png",
 }
-LOGGED_STAGES = ("stage1", "stage2")  # the training folders of a run with a log.csv
 DPI = 100
 PLOT_SUBSETS = 12  # subsets in compare's plots
 # Overlay colours (RGBA): prediction only, ground truth only, both.
@@ -51,16 +52,18 @@ def _figure(width, height):
 
 
 def plot_precision(metrics, path, source="metrics.json"):
-    """Precision@t of the "all" subset against t, masks and boxes."""
+    """Precision@t of the "all" subset against t, masks and boxes (the registry's Precision@t metrics)."""
     fig = _figure(5.5, 4)
     ax = fig.add_subplot()
-    ts = list(THRESHOLDS.values())
-    for key, label, marker in (("pred_mask_acc", "mask", "o"), ("pred_box_acc", "box", "s")):
-        values = [100 * fraction(metrics, ("subsets", "all", key, t), source) for t in THRESHOLDS]
-        ax.plot(ts, values, marker=marker, label=label)
-    miou = 100 * fraction(metrics, ("subsets", "all", "mean_mask_iou"), source)
-    ax.set(xlabel="IoU threshold t", ylabel="Precision@t (% of phrases with IoU > t)", ylim=(-2, 102), xticks=ts,
-           title=f"{metrics['dataset']} ({metrics['split']}): M-IoU {miou:.1f}")
+    for of, marker in (("mask", "o"), ("box", "s")):
+        precision = [m for m in registry.registered() if m.of == of and m.threshold is not None]
+        values = [100 * fraction(metrics, ("subsets", "all") + m.field, source) for m in precision]
+        ax.plot([m.threshold for m in precision], values, marker=marker, label=of)
+    miou = registry.by_key("miou")
+    value = fraction(metrics, ("subsets", "all") + miou.field, source)
+    ax.set(xlabel="IoU threshold t", ylabel="Precision@t (% of phrases with IoU > t)", ylim=(-2, 102),
+           xticks=[m.threshold for m in precision],
+           title=f"{metrics['dataset']} ({metrics['split']}): {miou.title} {miou.text(value)}")
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
@@ -71,10 +74,11 @@ def plot_subsets(metrics, path, source="metrics.json"):
     subsets = field(metrics, ("subsets",), source)
     if not isinstance(subsets, dict) or not subsets:
         raise InputError(f"{source}: subsets must be a non-empty object")
+    miou = registry.by_key("miou")
     rows = []
     for name in subsets:
         count = field(subsets, (name, "count"), f"{source}: subsets")
-        rows.append((100 * fraction(subsets, (name, "mean_mask_iou"), f"{source}: subsets"), name, count))
+        rows.append((100 * fraction(subsets, (name,) + miou.field, f"{source}: subsets"), name, count))
     rows.sort(key=lambda r: (-r[0], r[1]))
     fig = _figure(7, 1.2 + 0.24 * len(rows))
     ax = fig.add_subplot()
@@ -277,28 +281,29 @@ def load_examples(task_ids, per_task, predictions_path, root, images_dir, split)
             for record, image, gt, (pred,) in iter_examples(task_ids, records, [predictions_path], images_dir)]
 
 
-def write_plots(run_dir, root, images_dir, out_dir, split="test", num_examples=12):
-    """Every figure of PLOT_FILES for one run; returns {kind: path}."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    test = run_dir / "test"
-    for name in ("metrics.json", "per_task.json", "predictions.npz"):
-        if not (test / name).is_file():
-            raise InputError(f"{test / name}: file not found (run `evaluate` first)")
-    metrics = load_metrics(test / "metrics.json")
-    logs = {stage: read_log(run_dir / stage / "log.csv") for stage in LOGGED_STAGES}
-    per_task = load_json(test / "per_task.json")
-    task_ids = pick_examples(per_task, num_examples, test / "per_task.json")
-    examples = load_examples(task_ids, per_task, test / "predictions.npz", root, images_dir, split)
-    paths = {kind: out_dir / name for kind, name in PLOT_FILES.items()}  # inputs all read: now draw
-    plot_precision(metrics, paths["precision"], test / "metrics.json")
-    plot_subsets(metrics, paths["subsets"], test / "metrics.json")
+def write_plots(metrics_path, per_task_path, predictions_path, logs, root, images_dir, out_dir, split="test",
+                num_examples=12):
+    """Every figure of PLOT_FILES for one run, from its evaluation's files (`evaluate`) and `logs` ({stage: its
+    log.csv}, the training curves); returns {kind: path}."""
+    metrics = load_metrics(metrics_path)
+    logs = {stage: read_log(path) for stage, path in logs.items()}
+    per_task = load_json(per_task_path)
+    task_ids = pick_examples(per_task, num_examples, per_task_path)
+    examples = load_examples(task_ids, per_task, predictions_path, root, images_dir, split)
+    paths = {kind: Path(out_dir) / name for kind, name in PLOT_FILES.items()}  # inputs all read: now draw
+    plot_precision(metrics, paths["precision"], metrics_path)
+    plot_subsets(metrics, paths["subsets"], metrics_path)
     plot_training(logs, paths["training"])
     plot_examples(examples, paths["examples"])
     return paths
 
 
 def add_arguments(parser):
-    parser.add_argument("--run-dir", required=True, type=IN_DIR, help="results/runs/{run}")
+    parser.add_argument("--metrics", required=True, type=IN_FILE, help="metrics.json of `evaluate`")
+    parser.add_argument("--per-task", required=True, type=IN_FILE, help="per_task.json beside it")
+    parser.add_argument("--predictions", required=True, type=IN_FILE, help="predictions.npz beside it")
+    parser.add_argument("--log", nargs="+", required=True, type=NAMED_IN_FILE,
+                        help="STAGE=results/runs/{run}/{stage}/log.csv for each logged training stage, in order")
     parser.add_argument("--root", required=True, type=IN_DIR,
                         help="PhraseCut root (refer_{split}.json, image_data_split.json)")
     parser.add_argument("--images", required=True, type=IN_DIR, help="folder of {image_id}.jpg")
@@ -308,4 +313,5 @@ def add_arguments(parser):
 
 
 def main(args):
-    write_plots(args.run_dir, args.root, args.images, args.out_dir, args.split, args.num_examples)
+    write_plots(args.metrics, args.per_task, args.predictions, by_name(args.log, "--log"), args.root, args.images,
+                args.out_dir, args.split, args.num_examples)

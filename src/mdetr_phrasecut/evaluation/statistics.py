@@ -1,10 +1,10 @@
 """Bootstrap confidence intervals and paired comparisons of PhraseCut evaluations, from `per_task.json`.
 
-Every table metric is a ratio of two per-phrase sums (M-IoU: sum IoU / n; Precision@t: sum [IoU > t] / n;
-cum-IoU: sum I / sum U), so a bootstrap resample is just a weight per phrase: how often it (or its image, with
-all the image's phrases: they are correlated) was drawn. One seeded weight matrix times the per-phrase columns
-of every subset gives every metric of every subset of all resamples at once, and the same weights applied to
-two evaluations of the same phrases give the paired differences. scipy.stats.bootstrap resamples one statistic
+Every reported metric is a ratio of two per-phrase sums (metrics.py: M-IoU sum IoU / n; Precision@t sum
+[IoU > t] / n; cum-IoU sum I / sum U), so a bootstrap resample is just a weight per phrase: how often it (or its
+image, with all the image's phrases: they are correlated) was drawn. One seeded weight matrix times the per-phrase
+columns of every subset gives every metric of every subset of all resamples at once, and the same weights applied
+to two evaluations of the same phrases give the paired differences. scipy.stats.bootstrap resamples one statistic
 at a time and has no cluster (image) resampling, so it serves as the reference of the tests instead.
 Intervals are percentile intervals; the paired p-value is two-sided, from the differences centred on zero.
 """
@@ -16,19 +16,9 @@ import numpy as np
 from ..config import schema_defaults
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
-from .phrasecut_metrics import THRESHOLDS
+from .metrics import PHRASE_VALUES, reported, terms
 from .subsets import SUBSETS
 
-# key (as in table.py), title, numerator column, denominator column (columns: see PerPhrase.columns)
-METRICS = (
-    ("miou", "M-IoU", 1, 0),
-    ("p50", "Precision@0.5", 2, 0),
-    ("p60", "Precision@0.6", 3, 0),
-    ("p70", "Precision@0.7", 4, 0),
-    ("p80", "Precision@0.8", 5, 0),
-    ("p90", "Precision@0.9", 6, 0),
-    ("cum_iou", "cum-IoU", 7, 8),
-)
 UNITS = ("phrase", "image")
 CHUNK = 250  # resamples per weight matrix (250 x 14,354 float64: 29 MB)
 
@@ -39,7 +29,7 @@ class PerPhrase(NamedTuple):
     source: str
     task_ids: tuple
     image_ids: tuple
-    columns: np.ndarray  # n x 9: 1, IoU, [IoU > t] for t in THRESHOLDS, I, U
+    columns: np.ndarray  # n x C: the per-phrase values of the reported metrics (metrics.terms), the count first
     members: np.ndarray  # n x len(SUBSETS) bool: subset membership
 
 
@@ -58,12 +48,14 @@ def load_per_task(path):
     if not isinstance(data, dict) or not data:
         raise InputError(f"{path}: must be a non-empty object {{task_id: {{mask_i, mask_u, mask_iou, ...}}}}")
     index = {s: i for i, s in enumerate(SUBSETS)}
+    columns, _ = terms(reported())
+    read = [c.value for c in columns if c.value is not None]
     rows, image_ids, members = [], [], np.zeros((len(data), len(SUBSETS)), dtype=bool)
     for n, (task_id, task) in enumerate(data.items()):
         where = f"{path}: {task_id}"
-        iou = _number(task, "mask_iou", where)
-        rows.append((1.0, iou, *(iou > t for t in THRESHOLDS.values()),
-                     _number(task, "mask_i", where, integer=True), _number(task, "mask_u", where, integer=True)))
+        for key in dict.fromkeys(read):
+            _number(task, key, where, integer=PHRASE_VALUES[key] == "count")
+        rows.append([column(task) for column in columns])
         if "image_id" not in task:
             raise InputError(f"{where}.image_id is missing")
         image_ids.append(task["image_id"])
@@ -103,22 +95,24 @@ def resample_weights(groups, resamples, seed, chunk=CHUNK):
 
 
 def _ratios(sums):
-    """(..., S, 9) sums -> (..., S, len(METRICS)) metrics; NaN where a subset has no phrase (or no union)."""
-    num = sums[..., [m[2] for m in METRICS]]
-    den = sums[..., [m[3] for m in METRICS]]
+    """(..., S, C) sums -> (..., S, M) reported metrics; NaN where a subset has no phrase (or no union)."""
+    _, index = terms(reported())
+    num = sums[..., [n for n, _ in index]]
+    den = sums[..., [d for _, d in index]]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def bootstrap(evaluations, resamples=1000, seed=0, unit="phrase", subsets=SUBSETS):
-    """Metrics of aligned evaluations: (estimates E x S x M, resampled B x E x S x M), S = `subsets`, M = METRICS.
+    """Metrics of aligned evaluations: (estimates E x S x M, resampled B x E x S x M), S = `subsets`, M = the
+    reported metrics.
 
     All evaluations share the resamples (paired); unit "image" draws images with all their phrases.
     """
     if unit not in UNITS:
         raise InputError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
     members = evaluations[0].members[:, [SUBSETS.index(s) for s in subsets]].astype(np.float64)
-    # n x (E * S * 9): every evaluation's columns restricted to every subset
+    # n x (E * S * C): every evaluation's columns restricted to every subset
     stacked = np.concatenate([(e.columns[:, None, :] * members[:, :, None]).reshape(len(members), -1)
                               for e in evaluations], axis=1)
     shape = (len(evaluations), members.shape[1], evaluations[0].columns.shape[1])
@@ -149,7 +143,7 @@ def intervals(per_phrase, resamples=1000, level=0.95, seed=0, unit="phrase", sub
     lo, hi = percentile_interval(resampled, level)
     return {subset: {"count": count,
                      **{key: {"value": float(estimates[0, s, m]), "lo": float(lo[0, s, m]), "hi": float(hi[0, s, m])}
-                        for m, (key, *_) in enumerate(METRICS)}}
+                        for m, key in enumerate(m.key for m in reported())}}
             for s, (subset, count) in enumerate(counts.items())}
 
 
@@ -169,7 +163,7 @@ def paired(a, b, resamples=1000, level=0.95, seed=0, unit="phrase"):
                      **{key: {"a": float(estimates[0, s, m]), "b": float(estimates[1, s, m]),
                               "diff": float(diff[s, m]), "lo": float(lo[s, m]), "hi": float(hi[s, m]),
                               "p": float(p[s, m])}
-                        for m, (key, *_) in enumerate(METRICS)}}
+                        for m, key in enumerate(m.key for m in reported())}}
             for s, (subset, count) in enumerate(counts.items())}
 
 

@@ -5,6 +5,7 @@ value and ours minus published beside it when the run has published values, then
 counts and a link to the metrics.json the row came from. The dataset is named in the heading, and a
 provenance section records each row's split file, its sha256 and the checkpoint's sha256, so a number is
 never mistaken for one measured on another dataset or split. The CSV holds the same numbers unrounded.
+Every file is given with what it is of (`--metrics RUN=PATH`): nothing is read out of a path.
 With `--per-task`, every number carries its bootstrap interval (`53.1 [52.4, 53.8]`, see statistics.py) and a
 Verdict column says whether each published value lies inside it; with `--benchmarks`, a Cost column gives the
 measured wall time, CPU- and GPU-hours of the row's stages; with `--seeds-json`, a row trained with several
@@ -20,24 +21,13 @@ import numpy as np
 
 from ..data.phrasecut_format import load_json
 from ..errors import InputError
-from ..arguments import IN_DIR, IN_FILE, OUT_FILE, json_object
+from ..arguments import NAMED_IN_DIR, NAMED_IN_FILE, OUT_FILE, by_name, json_object
 from ..infra.io import atomic_path, atomic_write_text
+from . import metrics as registry
 from .cost import cost_text, costs
 from .statistics import (add_bootstrap_arguments, bootstrap_options, interval_text, intervals, load_per_task,
                          verdict)
 
-# (key in the CSV and in a run's `published`, column heading, field of the "all" subset of metrics.json)
-PUBLISHED_COLUMNS = (
-    ("miou", "M-IoU", ("mean_mask_iou",)),
-    ("p50", "Precision@0.5", ("pred_mask_acc", "0.5")),
-    ("p70", "Precision@0.7", ("pred_mask_acc", "0.7")),
-    ("p90", "Precision@0.9", ("pred_mask_acc", "0.9")),
-)
-EXTRA_COLUMNS = (
-    ("cum_iou", "cum-IoU", ("cum_mask_iou",)),
-    ("p60", "Precision@0.6", ("pred_mask_acc", "0.6")),
-    ("p80", "Precision@0.8", ("pred_mask_acc", "0.8")),
-)
 TEXT_FIELDS = ("dataset", "split", "split_file", "split_sha256", "checkpoint", "checkpoint_sha256")
 COUNT_FIELDS = ("num_phrases", "missing")
 
@@ -72,8 +62,8 @@ def load_metrics(path):
         value = field(metrics, (key,), path)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InputError(f"{path}: {key} must be a non-negative integer, got {value!r}")
-    for _, _, keys in PUBLISHED_COLUMNS + EXTRA_COLUMNS:
-        fraction(metrics, ("subsets", "all") + keys, path)
+    for metric in registry.table_order():
+        fraction(metrics, ("subsets", "all") + metric.field, path)
     return metrics
 
 
@@ -97,132 +87,122 @@ def parse_runs(text):
         runs[run] = {"label": spec["label"], "published": field(spec, ("published",), source)}
         if runs[run]["published"] is None:
             continue
-        for key, _, _ in PUBLISHED_COLUMNS:
-            value = field(spec["published"], (key,), source + ": published")
+        for metric in registry.published():
+            value = field(spec["published"], (metric.key,), source + ": published")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"{source}: published.{key} must be a number, got {value!r}")
+                raise InputError(f"{source}: published.{metric.key} must be a number, got {value!r}")
     return runs
 
 
-def check_order(runs, metrics_paths):
-    """`metrics_paths[i]` must be the metrics of the i-th run (…/{run}/test/metrics.json). The workflow calls this
-    when it builds the DAG, so a mismatch fails before any training; `table` again on its arguments."""
-    if len(metrics_paths) != len(runs):
-        raise InputError(f"--metrics: {len(metrics_paths)} files given for {len(runs)} runs in --runs-json "
-                         f"({', '.join(runs)})")
-    for run, path in zip(runs, map(Path, metrics_paths)):
-        if path.parent.parent.name != run:
-            raise InputError(f"{path}: expected the metrics of run {run} (results/runs/{run}/test/metrics.json); "
-                             "give --metrics in the order of --runs-json")
-
-
-def table_rows(runs, metrics_paths, dataset):
-    """One dict per run: identity, provenance and every number in % (ours, published, ours - published)."""
-    check_order(runs, metrics_paths)
+def table_rows(runs, metrics, dataset):
+    """One dict per run: identity, provenance and every number in % (ours, published, ours - published);
+    metrics: {run: its metrics.json}."""
     rows = []
-    for (run, spec), path in zip(runs.items(), map(Path, metrics_paths)):
-        metrics = load_metrics(path)
-        if metrics["dataset"] != dataset:
-            raise InputError(f"{path}: dataset is {metrics['dataset']!r}, but the table is for {dataset!r}")
+    for run, spec in runs.items():
+        path = Path(metrics[run])
+        measured = load_metrics(path)
+        if measured["dataset"] != dataset:
+            raise InputError(f"{path}: dataset is {measured['dataset']!r}, but the table is for {dataset!r}")
         row = {"run": run, "label": spec["label"], "metrics": str(path),
-               **{key: metrics[key] for key in TEXT_FIELDS + COUNT_FIELDS}}
+               **{key: measured[key] for key in TEXT_FIELDS + COUNT_FIELDS}}
         published = spec["published"] or {}
-        for key, _, keys in PUBLISHED_COLUMNS:
-            row[key] = 100 * fraction(metrics["subsets"]["all"], keys, path)
-            row[f"{key}_published"] = published.get(key, math.nan)
-            row[f"{key}_diff"] = row[key] - row[f"{key}_published"]
-        for key, _, keys in EXTRA_COLUMNS:
-            row[key] = 100 * fraction(metrics["subsets"]["all"], keys, path)
+        for metric in registry.table_order():
+            key = metric.key
+            row[key] = 100 * fraction(measured["subsets"]["all"], metric.field, path)
+            if metric.published:
+                row[f"{key}_published"] = published.get(key, math.nan)
+                row[f"{key}_diff"] = row[key] - row[f"{key}_published"]
         rows.append(row)
     return rows
 
 
-def add_intervals(rows, per_task_paths, options):
+def add_intervals(rows, per_task, options):
     """Bootstrap interval (`{key}_lo`, `{key}_hi`) of every number of each row, and the verdicts on the published
-    values, from the row's per_task.json (which must hold the very evaluation of its metrics.json)."""
-    if len(per_task_paths) != len(rows):
-        raise InputError(f"--per-task: {len(per_task_paths)} files given for {len(rows)} runs")
-    for row, path in zip(rows, per_task_paths):
-        if Path(path).parent != Path(row["metrics"]).parent:
-            raise InputError(f"{path}: expected the per_task.json beside {row['metrics']}; give --per-task in the "
-                             "order of --metrics")
+    values, from the row's per_task.json (which must hold the very evaluation of its metrics.json); per_task:
+    {run: its per_task.json}."""
+    for row in rows:
+        path = per_task[row["run"]]
         stats = intervals(load_per_task(path), subsets=("all",), **options)["all"]
+        if stats["count"] != row["num_phrases"] - row["missing"]:
+            raise InputError(f"{path}: {stats['count']} phrases, but {row['metrics']} scored "
+                             f"{row['num_phrases'] - row['missing']}: not the same evaluation")
         differs = []
-        for key, title, _ in PUBLISHED_COLUMNS + EXTRA_COLUMNS:
-            if not math.isclose(100 * stats[key]["value"], row[key], abs_tol=1e-7):
-                raise InputError(f"{path}: {key} is {100 * stats[key]['value']:.4f} %, but {row['metrics']} says "
-                                 f"{row[key]:.4f} %: not the same evaluation")
+        for metric in registry.table_order():
+            key = metric.key
             row[f"{key}_lo"], row[f"{key}_hi"] = 100 * stats[key]["lo"], 100 * stats[key]["hi"]
             published = row.get(f"{key}_published", math.nan)
             if not math.isnan(published):
                 row[f"{key}_verdict"] = verdict(published, row[f"{key}_lo"], row[f"{key}_hi"])
-                differs += [title] if row[f"{key}_verdict"] == "differs" else []
-        has_published = any(f"{key}_verdict" in row for key, _, _ in PUBLISHED_COLUMNS)
+                differs += [metric.title] if row[f"{key}_verdict"] == "differs" else []
+        has_published = any(f"{m.key}_verdict" in row for m in registry.published())
         row["verdict"] = ("" if not has_published else f"differs ({', '.join(differs)})" if differs
                           else "reproduced")
         row.update(bootstrap_resamples=options["resamples"], bootstrap_level=options["level"],
                    bootstrap_seed=options["seed"], bootstrap_unit=options["unit"])
 
 
-def add_seeds(rows, seeds):
+def check_seeds(seeds, runs):
+    """--seeds-json: {row's run: [the training of every seed of it, the row's own included, each once]}."""
+    for run, trainings in seeds.items():
+        if run not in runs:
+            raise InputError(f"--seeds-json: {run} is not a run of the table ({', '.join(runs)})")
+        if (not isinstance(trainings, list) or not all(isinstance(t, str) for t in trainings) or run not in trainings
+                or len(set(trainings)) != len(trainings) or len(trainings) < 2):
+            raise InputError(f"--seeds-json: {run}: expected at least two seeds' trainings, {run} among them, each "
+                             "once")
+
+
+def add_seeds(rows, seeds, metrics):
     """Mean and std (`{key}_seed_mean`, `{key}_seed_std`, `seeds`) over the metrics of all seeds of a row;
-    seeds: {row's run: [metrics.json of every seed of it, the row's own included]}."""
+    seeds: see check_seeds; metrics: {training: its metrics.json}."""
     by_run = {row["run"]: row for row in rows}
-    for run, paths in seeds.items():
-        if run not in by_run:
-            raise InputError(f"--seeds-json: {run} is not a run of the table ({', '.join(by_run)})")
+    for run, trainings in seeds.items():
         row = by_run[run]
-        if row["metrics"] not in map(str, paths) or len(set(map(str, paths))) != len(paths) or len(paths) < 2:
-            raise InputError(f"--seeds-json: {run}: expected the metrics of at least two seeds, {row['metrics']} "
-                             "among them, each once")
         values = []
-        for path in paths:
-            metrics = load_metrics(path)
-            if metrics["dataset"] != row["dataset"] or metrics["split_sha256"] != row["split_sha256"]:
+        for path in (metrics[t] for t in trainings):
+            seed = load_metrics(path)
+            if seed["dataset"] != row["dataset"] or seed["split_sha256"] != row["split_sha256"]:
                 raise InputError(f"{path}: not evaluated on the split of {row['metrics']}")
-            values.append([100 * fraction(metrics["subsets"]["all"], keys, path)
-                           for _, _, keys in PUBLISHED_COLUMNS + EXTRA_COLUMNS])
+            values.append([100 * fraction(seed["subsets"]["all"], m.field, path) for m in registry.table_order()])
         values = np.array(values)
-        for (key, _, _), mean, std in zip(PUBLISHED_COLUMNS + EXTRA_COLUMNS, values.mean(0), values.std(0, ddof=1)):
-            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean, std
-        row["seeds"] = len(paths)
+        for metric, mean, std in zip(registry.table_order(), values.mean(0), values.std(0, ddof=1)):
+            row[f"{metric.key}_seed_mean"], row[f"{metric.key}_seed_std"] = mean, std
+        row["seeds"] = len(trainings)
 
 
 def add_browsers(rows, browsers):
-    """`browser`: the index.html of each row's failure browser, a folder beside its metrics.json."""
-    if len(browsers) != len(rows):
-        raise InputError(f"--browsers: {len(browsers)} folders given for {len(rows)} runs")
-    for row, folder in zip(rows, map(Path, browsers)):
-        if folder.parent != Path(row["metrics"]).parent:
-            raise InputError(f"{folder}: expected the browser beside {row['metrics']}; give --browsers in the order "
-                             "of --metrics")
-        row["browser"] = str(folder / "index.html")
+    """`browser`: the index.html of each row's failure browser; browsers: {run: its browser folder}."""
+    for row in rows:
+        row["browser"] = str(Path(browsers[row["run"]]) / "index.html")
 
 
-def add_costs(rows, benchmark_paths, gpus, owners=None):
-    """Wall time (`wall_s`), CPU-hours and GPU-hours of each row's stages, from the rules' benchmark files;
-    owners: {training: row's run} for the trainings of other seeds, which count towards their row."""
-    by_run = costs(benchmark_paths, [row["run"] for row in rows], gpus, owners or {})
+def add_costs(rows, benchmarks, gpus, owners=None):
+    """Wall time (`wall_s`), CPU-hours and GPU-hours of each row's stages, from the rules' benchmark files
+    ((training, stage, file) each); owners: {training: row's run} for the trainings of other seeds, which count
+    towards their row."""
+    by_run = costs(benchmarks, [row["run"] for row in rows], gpus, owners or {})
     for row in rows:
         row.update({k: v for k, v in by_run[row["run"]].items() if k not in ("stages", "trainings")},
                    cost=cost_text(by_run[row["run"]]))
 
 
-def _cell(row, key):
-    ours = interval_text(row[key], row[f"{key}_lo"], row[f"{key}_hi"]) if f"{key}_lo" in row else f"{row[key]:.1f}"
+def _cell(row, metric):
+    key, digits = metric.key, metric.digits
+    ours = (interval_text(row[key], row[f"{key}_lo"], row[f"{key}_hi"], digits) if f"{key}_lo" in row
+            else f"{row[key]:.{digits}f}")
     if f"{key}_seed_mean" in row:
-        ours += f", {row[f'{key}_seed_mean']:.1f} ± {row[f'{key}_seed_std']:.1f} ({row['seeds']} seeds)"
+        ours += f", {row[f'{key}_seed_mean']:.{digits}f} ± {row[f'{key}_seed_std']:.{digits}f} ({row['seeds']} seeds)"
     published = row.get(f"{key}_published", math.nan)
     if math.isnan(published):
         return ours
-    return f"{ours} (pub. {published:.1f}, {round(row[f'{key}_diff'], 1) + 0.0:+.1f})"
+    return f"{ours} (pub. {published:.{digits}f}, {round(row[f'{key}_diff'], digits) + 0.0:+.{digits}f})"
 
 
 def render_markdown(rows, dataset, out_dir):
     """The table as Markdown; links to the metrics files are relative to `out_dir` (where the table lives)."""
-    columns = PUBLISHED_COLUMNS + EXTRA_COLUMNS[:1]
+    columns = registry.shown()
     with_intervals, with_cost = "verdict" in rows[0], "cost" in rows[0]
-    head = (["Backbone"] + [title for _, title, _ in columns] + ["Verdict"] * with_intervals
+    head = (["Backbone"] + [m.title for m in columns] + ["Verdict"] * with_intervals
             + ["Phrases", "Missing", "Metrics"] + ["Cost"] * with_cost)
     lines = [
         f"# MDETR referring-expression segmentation: {dataset}",
@@ -238,7 +218,7 @@ def render_markdown(rows, dataset, out_dir):
     ]
     for row in rows:
         link = Path(os.path.relpath(row["metrics"], out_dir)).as_posix()
-        cells = [row["label"]] + [_cell(row, key) for key, _, _ in columns]
+        cells = [row["label"]] + [_cell(row, metric) for metric in columns]
         cells += [row["verdict"] or "-"] if with_intervals else []
         cells += [str(row["num_phrases"]), str(row["missing"]), f"[{link}]({link})"]
         if "browser" in row:
@@ -278,25 +258,28 @@ def render_markdown(rows, dataset, out_dir):
     return "\n".join(lines) + "\n"
 
 
-def write_table(metrics_paths, runs, dataset, out, csv=None, per_task_paths=None, options=None,
-                benchmark_paths=None, gpus=None, seeds=None, browsers=None):
-    """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows. With
-    `per_task_paths`: intervals and verdicts (bootstrap `options`: {resamples, level, seed, unit}); with
-    `benchmark_paths`: costs (`gpus`: {stage: GPUs its job holds}); with `seeds` (see add_seeds): mean ± std
-    over seeds, and the costs of all seeds; with `browsers`: links to each row's failure browser."""
+def write_table(metrics, runs, dataset, out, csv=None, per_task=None, options=None, benchmarks=None, gpus=None,
+                seeds=None, browsers=None):
+    """Write the Markdown table to `out` (and the CSV to `csv`), atomically; returns the rows. metrics: {training:
+    its metrics.json}, every run's of `runs` and every seed's. With `per_task` ({run: its per_task.json}): intervals
+    and verdicts (bootstrap `options`: {resamples, level, seed, unit}); with `benchmarks` ((training, stage, file)
+    each): costs (`gpus`: {stage: GPUs its job holds}); with `seeds` (see add_seeds): mean ± std over seeds, and
+    the costs of all seeds; with `browsers` ({run: its browser folder}): links to each row's failure browser."""
     import pandas as pd
 
-    rows = table_rows(runs, metrics_paths, dataset)
-    if browsers:
-        add_browsers(rows, browsers)
-    if per_task_paths:
-        add_intervals(rows, per_task_paths, options)
     seeds = seeds or {}
+    check_seeds(seeds, runs)
+    trainings = list(dict.fromkeys([*runs, *(t for ts in seeds.values() for t in ts)]))
+    metrics = by_name(metrics.items(), "--metrics", trainings)
+    rows = table_rows(runs, metrics, dataset)
+    if browsers:
+        add_browsers(rows, by_name(browsers.items(), "--browsers", runs))
+    if per_task:
+        add_intervals(rows, by_name(per_task.items(), "--per-task", runs), options)
     if seeds:
-        add_seeds(rows, seeds)
-    if benchmark_paths:
-        add_costs(rows, benchmark_paths, gpus or {},
-                  {Path(path).parent.parent.name: run for run, paths in seeds.items() for path in paths})
+        add_seeds(rows, seeds, metrics)
+    if benchmarks:
+        add_costs(rows, benchmarks, gpus or {}, {t: run for run, ts in seeds.items() for t in ts})
     atomic_write_text(out, render_markdown(rows, dataset, Path(out).parent))
     if csv:
         with atomic_path(csv, suffix=".csv") as tmp:
@@ -304,26 +287,39 @@ def write_table(metrics_paths, runs, dataset, out, csv=None, per_task_paths=None
     return rows
 
 
+def benchmark(value):
+    """`STAGE:TRAINING=PATH` (an `--benchmarks` value) -> (training, stage, PATH)."""
+    stage, sep, training = value.name.partition(":")
+    if not sep or not stage or not training:
+        raise InputError(f"--benchmarks: {value.name}={value.path}: expected STAGE:TRAINING=PATH")
+    return training, stage, value.path
+
+
 def add_arguments(parser):
-    parser.add_argument("--metrics", nargs="+", required=True, type=IN_FILE,
-                        help="results/runs/{run}/test/metrics.json, in the order of --runs-json")
+    parser.add_argument("--metrics", nargs="+", required=True, type=NAMED_IN_FILE,
+                        help="TRAINING=results/runs/{training}/test/metrics.json: every run's of --runs-json and "
+                             "every seed's of --seeds-json")
     parser.add_argument("--runs-json", required=True,
                         help='[{"run": "resnet101", "label": "ResNet-101", "published": {"miou": .., "p50": .., '
                              '"p70": .., "p90": ..} or null}, ...]: the rows, in order')
     parser.add_argument("--dataset", required=True, help="the dataset's name (config dataset.name), shown loudly")
     parser.add_argument("--out", required=True, type=OUT_FILE, help="Markdown table, e.g. results/table.md")
     parser.add_argument("--csv", type=OUT_FILE, help="the same numbers as CSV, one row per run")
-    parser.add_argument("--per-task", nargs="+", type=IN_FILE, help="results/runs/{run}/test/per_task.json, in the order of "
-                        "--metrics: bootstrap intervals and verdicts")
+    parser.add_argument("--per-task", nargs="+", type=NAMED_IN_FILE,
+                        help="RUN=results/runs/{run}/test/per_task.json for each run: bootstrap intervals and verdicts")
     add_bootstrap_arguments(parser)
-    parser.add_argument("--benchmarks", nargs="+", type=IN_FILE, help="results/benchmarks/{stage}_{run}.tsv: each row's cost")
+    parser.add_argument("--benchmarks", nargs="+", type=NAMED_IN_FILE,
+                        help="STAGE:TRAINING=results/benchmarks/{stage}_{training}.tsv: each row's cost")
     parser.add_argument("--gpus-json", type=json_object, default={}, help='GPUs each stage holds, {"stage1": 32, ...}')
     parser.add_argument("--seeds-json", type=json_object, default={},
-                        help='{"run_seed0": ["results/runs/run_seed0/test/metrics.json", ...]}: every seed of a row')
-    parser.add_argument("--browsers", nargs="+", type=IN_DIR,
-                        help="results/runs/{run}/test/browser, in the order of --metrics: a link per row")
+                        help='{"run_seed0": ["run_seed0", "run_seed1", ...]}: the trainings of every seed of a row')
+    parser.add_argument("--browsers", nargs="+", type=NAMED_IN_DIR,
+                        help="RUN=results/runs/{run}/test/browser for each run: a link per row")
 
 
 def main(args):
-    write_table(args.metrics, parse_runs(args.runs_json), args.dataset, args.out, args.csv, args.per_task,
-                bootstrap_options(args), args.benchmarks, args.gpus_json, args.seeds_json, args.browsers)
+    named = {option: by_name(getattr(args, option), f"--{option.replace('_', '-')}")
+             for option in ("metrics", "per_task", "browsers")}
+    write_table(named["metrics"], parse_runs(args.runs_json), args.dataset, args.out, args.csv, named["per_task"],
+                bootstrap_options(args), list(map(benchmark, args.benchmarks or ())), args.gpus_json, args.seeds_json,
+                named["browsers"])
