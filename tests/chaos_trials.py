@@ -105,13 +105,15 @@ def _logged_rows(path, rows):
     return holds
 
 
-# Moments chosen to land in different rules (the test kills at each in turn)
+# Moments chosen to land in different rules (the test kills at each in turn). Stage 1 (3 steps, a checkpoint after
+# each but the last: tests/test_workflow.py's DEMO_STAGES) is killed after its last step's row is logged and before
+# its epoch-end checkpoint, so the resumed run must rewind its log past the checkpoint (else a duplicate row).
 MOMENTS = {
     "conversion": _exists("results/logs/convert_main_*.log"),
-    "stage1, a checkpoint written": _exists(f"{RUN}/stage1/checkpoint_last.pth"),
-    "stage2, rows logged before its first checkpoint":
-        lambda ws: _logged_rows(RUN / "stage2" / "train_log.csv", 1)(ws)
-        and not (ws / RUN / "stage2" / "checkpoint_last.pth").exists(),
+    "stage1, a row logged after its last checkpoint":
+        lambda ws: _logged_rows(RUN / "stage1" / "train_log.csv", 3)(ws)
+        and (ws / RUN / "stage1" / "checkpoint_last.pth").exists()
+        and not (ws / RUN / "stage1" / "val_log.csv").exists(),
     "evaluation, predictions half-written": _exists(f"{RUN}/test/.*.tmp"),
 }
 
