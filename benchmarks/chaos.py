@@ -11,9 +11,10 @@ A kill lands at a moment drawn uniformly from [0, T), T the uninterrupted run's 
 when the re-run exits 0 and ends with the uninterrupted run's metrics, per-phrase results, training logs (but their
 images/s column), checkpoint tensors and a clean audit (smoke: the converted files, byte for byte); `differ` when
 it exits 0 with anything else; `failed` when it does not exit 0. `orphans`: trials where a process outlived the
-kill by 10 s; `stray`: trials that left temp or part files or Snakemake temp folders. Prints one JSON object on
-its last line, with `ratio` = identical / kills and the rules the kills landed in; each trial's result is also
-printed to stderr as it ends (and appended to `--trials FILE`), so a long run's finished trials survive its end.
+kill (alive 10 s after it, or writing results after it); `stray`: trials that left temp or part files or Snakemake
+temp folders. Prints one JSON object on its last line, with `ratio` = identical / kills and the rules the kills
+landed in; each trial's result is also printed to stderr as it ends (and appended to `--trials FILE`), so a long
+run's finished trials survive its end.
 """
 import argparse
 import json
@@ -100,7 +101,7 @@ def main():
             kill = kill_when(ws, job, f"{at:.1f} s", lambda _: time.monotonic() - began >= at)
             rules = "(ended before the kill)" if kill is None else landed_in(ws)
             landed[rules] += 1
-            counts["orphans"] += bool(kill and kill.orphans)
+            counts["orphans"] += bool(kill and (kill.orphans or kill.written))
             code = start(ws, snakemake_args(target=target)).wait()
             recovery.append(time.monotonic() - began)
             diff = []
@@ -114,6 +115,7 @@ def main():
             trial = {"trial": i, "kill_at_s": round(at, 1), "landed_in": rules, "rerun_exit": code,
                      "identical": code == 0 and not diff, "differs_in": diff[:5], "stray": stray[:5],
                      "orphans": list((kill.orphans if kill else {}).values())[:5],
+                     "written_after_kill": (kill.written if kill else [])[:5],
                      "kill_and_rerun_s": round(recovery[-1], 1)}
             print(json.dumps(trial), file=sys.stderr, flush=True)
             if args.trials:

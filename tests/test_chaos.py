@@ -22,6 +22,7 @@ def test_killed_anywhere_then_rerun_ends_as_the_uninterrupted_run(tmp_path, refe
         assert kill is not None, f"the run ended before the kill ({moment}): " + \
             (workspace / "chaos.log").read_text()[-3000:]
         assert not kill.orphans, f"killed in {moment}: these processes outlived the kill: {kill.orphans}"
+        assert not kill.written, f"killed in {moment}: written after the kill: {kill.written}"
     rerun = start(workspace, snakemake_args())
     assert rerun.wait(timeout=900) == 0, (workspace / "chaos.log").read_text()[-4000:]
     assert processes_in(workspace) == {}
