@@ -5,13 +5,16 @@ the same command; tests/helpers/chaos_trials.py) and compared with an uninterrup
     python benchmarks/chaos.py                 # 3 kills
     python benchmarks/chaos.py --kills 100     # the full run (hours on 2 cores)
     python benchmarks/chaos.py --smoke         # 1 kill, synthetic data and conversion only (the suite's size)
+    python benchmarks/chaos.py --kills 100 --trials chaos.jsonl   # also one JSON line per trial, as it ends
 
 A kill lands at a moment drawn uniformly from [0, T), T the uninterrupted run's wall time. A trial is `identical`
 when the re-run exits 0 and ends with the uninterrupted run's metrics, per-phrase results, training logs (but their
 images/s column), checkpoint tensors and a clean audit (smoke: the converted files, byte for byte); `differ` when
 it exits 0 with anything else; `failed` when it does not exit 0. `orphans`: trials where a process outlived the
-kill by 10 s; `stray`: trials that left temp or part files or Snakemake temp folders. Prints one JSON object on
-its last line, with `ratio` = identical / kills and the rules the kills landed in.
+kill (alive 10 s after it, or writing results after it); `stray`: trials that left temp or part files or Snakemake
+temp folders. Prints one JSON object on its last line, with `ratio` = identical / kills and the rules the kills
+landed in; each trial's result is also printed to stderr as it ends (and appended to `--trials FILE`), so a long
+run's finished trials survive its end.
 """
 import argparse
 import json
@@ -75,6 +78,7 @@ def main():
     parser.add_argument("--kills", type=int, default=3, help="trials, one kill each (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--smoke", action="store_true", help="1 kill, synthetic data and conversion only")
+    parser.add_argument("--trials", type=Path, help="append one JSON line per trial to this file, as each ends")
     args = parser.parse_args()
     kills = 1 if args.smoke else args.kills
     target = SMOKE_TARGET if args.smoke else "all"
@@ -97,19 +101,26 @@ def main():
             kill = kill_when(ws, job, f"{at:.1f} s", lambda _: time.monotonic() - began >= at)
             rules = "(ended before the kill)" if kill is None else landed_in(ws)
             landed[rules] += 1
-            counts["orphans"] += bool(kill and kill.orphans)
+            counts["orphans"] += bool(kill and (kill.orphans or kill.written))
             code = start(ws, snakemake_args(target=target)).wait()
             recovery.append(time.monotonic() - began)
+            diff = []
             if code != 0:
                 counts["failed"] += 1
             else:
                 diff = differences(result(ws, args.smoke), expected)
                 counts["differ" if diff else "identical"] += 1
-                if diff:
-                    print(f"trial {i} (kill at {at:.1f} s): differs in {diff[:5]}", file=sys.stderr)
-            counts["stray"] += bool(stray_files(ws) or processes_in(ws))
-            print(f"trial {i}: kill at {at:.1f} s in {rules}; re-run exit {code}",
-                  file=sys.stderr)
+            stray = stray_files(ws) + [f"pid {pid}: {cmd}" for pid, cmd in processes_in(ws).items()]
+            counts["stray"] += bool(stray)
+            trial = {"trial": i, "kill_at_s": round(at, 1), "landed_in": rules, "rerun_exit": code,
+                     "identical": code == 0 and not diff, "differs_in": diff[:5], "stray": stray[:5],
+                     "orphans": list((kill.orphans if kill else {}).values())[:5],
+                     "written_after_kill": (kill.written if kill else [])[:5],
+                     "kill_and_rerun_s": round(recovery[-1], 1)}
+            print(json.dumps(trial), file=sys.stderr, flush=True)
+            if args.trials:
+                with args.trials.open("a") as out:
+                    out.write(json.dumps(trial) + "\n")
     print(json.dumps({"kills": kills, **counts, "landed_in": dict(landed), "uninterrupted_s": round(uninterrupted_s, 1),
                       "kill_and_rerun_s": round(sum(recovery) / kills, 1), "ratio": counts["identical"] / kills,
                       "machine": machine(),

@@ -1,8 +1,8 @@
 """kill -9 anywhere: the tiny embedded workflow, killed (SIGKILL to Snakemake's whole process group) in conversion,
-in stage 1 after a checkpoint, in stage 2 before its first checkpoint and in evaluation -- each re-run as
-documented, and each re-run killed at the next moment -- ends exactly as an uninterrupted run: same metrics,
-per-phrase results, training logs and checkpoint tensors, a clean audit; no process outlives a kill, and no temp,
-part or Snakemake temp folder is left."""
+in stage 1 after a row logged past its last checkpoint and in evaluation -- each re-run as documented, and each
+re-run killed at the next moment -- ends exactly as an uninterrupted run: same metrics, per-phrase results, training
+logs and checkpoint tensors, a clean audit; no process outlives a kill, and no temp, part or Snakemake temp folder
+is left. (A fresh start over a killed run's rows: tests/test_train.py.)"""
 import pytest
 from helpers.chaos_trials import MOMENTS, differences, kill_when, outcome, processes_in, snakemake_args, start, stray_files
 from helpers.workflow import DEMO_STAGES, demo_run, make_workspace
@@ -22,6 +22,7 @@ def test_killed_anywhere_then_rerun_ends_as_the_uninterrupted_run(tmp_path, refe
         assert kill is not None, f"the run ended before the kill ({moment}): " + \
             (workspace / "chaos.log").read_text()[-3000:]
         assert not kill.orphans, f"killed in {moment}: these processes outlived the kill: {kill.orphans}"
+        assert not kill.written, f"killed in {moment}: written after the kill: {kill.written}"
     rerun = start(workspace, snakemake_args())
     assert rerun.wait(timeout=900) == 0, (workspace / "chaos.log").read_text()[-4000:]
     assert processes_in(workspace) == {}
