@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference folder of the published release (next to the repo) and its tiny tokenizer."""
+"""Shared fixtures: the reference folder of the published release (tests/fixtures/reference, or $MDETR_REFERENCE) and
+its tiny tokenizer."""
 import os
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+# golden data made with the published code (tests/fixtures/README.md); $MDETR_REFERENCE points the suite at another copy
+REFERENCE = Path(os.environ.get("MDETR_REFERENCE") or REPO / "tests" / "fixtures" / "reference")
 
 torch.set_num_threads(1)
 
