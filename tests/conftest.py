@@ -18,10 +18,17 @@ torch.set_num_threads(1)
 XDIST_GROUPS = {"test_chaos": "test_workflow"}
 
 
+# Tests on a real Slurm cluster need Debian's slurm-wlm and munge (`make slurm-deps`, root): marked
+# `system_packages` like the Chromium test, so `make test-without-root` deselects them by name (never skips them).
+SYSTEM_FIXTURES = {"cluster", "cluster3"}
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         module = item.module.__name__
         item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+        if SYSTEM_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.system_packages)
 
 
 @pytest.fixture(scope="session")
