@@ -315,7 +315,10 @@ def test_every_inline_command_is_valid(capsys):
             words = words[1:]
         tool = words[0]
         if tool == "snakemake":
-            args = parse_args(words[1:])[1]  # an unknown option exits with Snakemake's usage error
+            try:
+                args = parse_args(words[1:])[1]
+            except SystemExit:  # Snakemake's usage error (printed above)
+                pytest.fail(f"{context}: Snakemake's parser refuses it")
             assert all((REPO / f).is_file() for f in args.configfile or []), context
         elif tool == "make":
             targets = [w for w in words[1:] if not w.startswith("-")]

@@ -21,8 +21,10 @@ do not edit by hand (`tests/test_config_reference.py` fails when this file and t
 Configs: `config/config.yaml` (the embedded demo, what `snakemake` runs without `--configfile`),
 `config/phrasecut.yaml` (the published recipe, both backbones), `config/one_node.yaml` (the recipe's overrides for
 one 8-GPU machine, given after it). A config states only what differs from these defaults; an unknown key or a
-bad value fails before any job runs, with one line naming the file and key. A file given with `--configfile`
-replaces the embedded default; a second one updates the first key by key (a list is replaced whole).
+bad value fails before any job runs, with one line naming the file and key, e.g.
+`config/x.yaml: train.stage1.lr: 'fast' is not of type 'number'`. A file given with `--configfile` replaces the
+embedded default; a second one updates the first key by key (a list is replaced whole). A run's `model` and
+`train` override the top-level sections for that run only.
 """
 
 
