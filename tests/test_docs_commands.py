@@ -351,3 +351,24 @@ def test_every_inline_command_is_valid(capsys):
             assert (REPO / words[-1]).is_file(), f"{context}: no {words[-1]}"
         checked.append(span)
     assert {"make test-without-root", "snakemake --unlock"} <= set(checked) and len(checked) >= 30, checked
+
+
+def anchors(path):
+    """GitHub's anchors of a markdown file's headings."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower().replace("`", "")).replace(" ", "-") for h in headings}
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """[text](path#anchor) in README.md, config/README.md and docs/*.md: the file exists and has the heading."""
+    checked = []
+    for name in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", (REPO / name).read_text()):
+            if re.match(r"https?://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (REPO / name).parent / path if path else REPO / name
+            assert file.exists(), f"{name}: link {target}: {file.relative_to(REPO)} does not exist"
+            assert not anchor or anchor in anchors(file), f"{name}: link {target}: no heading #{anchor}"
+            checked.append(target)
+    assert len(checked) >= 30, checked
