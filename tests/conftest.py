@@ -1,23 +1,19 @@
-"""Shared fixtures: the reference folder of the published release (next to the repo) and its tiny tokenizer."""
+"""Shared fixtures: the reference folder of the published release (tests/fixtures/reference, or $MDETR_REFERENCE) and
+its tiny tokenizer."""
 import pytest
 import torch
 
 from helpers.coco import indexed_coco
+from helpers.markers import mark
 from helpers.paths import REFERENCE, REPO, require
 from helpers.phrasecut_run import evaluated_run as build_evaluated_run
 
 torch.set_num_threads(1)
 
-# `make test` spreads the suite over the cores (pytest-xdist, `--dist loadgroup`), a test module to a worker as a
-# whole, so a module's fixtures are made once; modules sharing a run share a worker (test_chaos.py compares its
-# killed runs with test_workflow.py's demo run).
-XDIST_GROUPS = {"test_chaos": "test_workflow"}
-
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+        mark(item)
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,12 @@ configs' comments is executed here, so a quoted command cannot rot.
   embedded config's download entry names;
 - `python -m pytest ARGS`: its tests/ paths name test modules (or tests in them).
 A quoted command of any other kind fails the test until it is covered here.
-Config keys quoted in README.md and docs/*.md (`resources.<stage>.partition`, `statistics.unit: image`,
+Commands quoted inline (`snakemake --unlock`, `make test-without-root`, `mdetr-phrasecut audit ...`): Snakemake's parser
+accepts them, `make -n` knows the target, `--help` lists the options, a module or file they name exists.
+Config keys quoted in README.md, docs/*.md and config/README.md (`resources.<stage>.partition`, `statistics.unit: image`,
 `{train: {stage1: ...}}`) must be keys of the config schema.
 """
+import importlib.util
 import os
 import re
 import runpy
@@ -36,7 +39,8 @@ COMMENTED = ["Snakefile", *sorted(p.relative_to(REPO).as_posix() for p in (REPO 
              *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "workflow" / "profiles").glob("*/config.yaml"))]
 SRC = REPO / "src" / "mdetr_phrasecut"
 SCHEMA = yaml.safe_load((SRC / "assets" / "config.schema.yaml").read_text())
-DOCS = ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
+DOCS = ["README.md", "config/README.md",
+        *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
 FILE_NAME = re.compile(r"\.(py|smk|md|json|yaml|csv|tsv|pth|png)$")
 PATH_ARG = re.compile(r"^(config|benchmarks|resources|src|tests|workflow)/")
 
@@ -99,13 +103,14 @@ def help_text(capsys, words):
     else:
         assert words[:1] == ["python"] and words[1].startswith("benchmarks/"), words
         call = lambda: runpy.run_path(str(REPO / words[1]), run_name="__main__")  # noqa: E731
-    argv = sys.argv
+    argv, path = sys.argv, list(sys.path)
     sys.argv = [words[1], "--help"]
+    sys.path.insert(0, str((REPO / words[1]).parent))  # as `python benchmarks/X.py` puts its folder first
     try:
         with pytest.raises(SystemExit) as done:
             call()
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
     assert done.value.code == 0
     return capsys.readouterr().out
 
@@ -211,6 +216,8 @@ def schema_has(node, parts, schema):
                 **(schema["definitions"][node["$ref"].split("/")[-1]] if "$ref" in node else node["allOf"][0])}
     if not parts:
         return True
+    if "oneOf" in node:  # runs.<run>.published: null or an object
+        return any(schema_has(branch, parts, schema) for branch in node["oneOf"])
     key, rest = parts[0], parts[1:]
     props = node.get("properties", {})
     if re.fullmatch(r"<\w+>|\{\w+\}|\*|[A-Z]", key):
@@ -313,3 +320,86 @@ def test_every_path_in_the_architecture_doc_exists():
                     f"docs/architecture.md: {quoted}: no {name} in {path}"
             checked.append(quoted)
     assert len(checked) >= 50 and any("::" in q for q in checked) and any("/" not in q for q in checked)
+
+
+INLINE_TOOLS = ("snakemake", "mdetr-phrasecut", "make", "sudo", "python", "pytest", "conda")
+EXTERNAL = {"hf"}  # other projects' tools, quoted as they document them
+
+
+def inline_commands():
+    """(where, words, span) of every command quoted inline in the docs: a code span starting with a tool's name."""
+    for name in DOCS:
+        text = re.sub(r"^```.*?^```", "", (REPO / name).read_text(), flags=re.S | re.M)
+        for span in re.findall(r"`([^`\n]+)`", text):
+            words = span.split()
+            if len(words) > 1 and (words[0] in INLINE_TOOLS or words[0] in EXTERNAL):
+                yield name, words, span
+
+
+def test_every_inline_command_is_valid(capsys):
+    from snakemake.cli import parse_args
+
+    checked = []
+    for where, words, span in inline_commands():
+        context = f"{where}: `{span}`"
+        if words[0] == "sudo":
+            words = words[1:]
+        tool = words[0]
+        if tool == "snakemake":
+            try:
+                args = parse_args(words[1:])[1]
+            except SystemExit:  # Snakemake's usage error (printed above)
+                pytest.fail(f"{context}: Snakemake's parser refuses it")
+            assert all((REPO / f).is_file() for f in args.configfile or []), context
+        elif tool == "make":
+            targets = [w for w in words[1:] if not w.startswith("-")]
+            run = subprocess.run(["make", "-n", *targets], cwd=REPO, capture_output=True, text=True)
+            assert run.returncode == 0, f"{context}: {run.stderr.strip()}"
+        elif tool == "mdetr-phrasecut":
+            if words[1] == "SUB":  # the placeholder for any subcommand
+                continue
+            assert words[1] in cli.COMMANDS, f"{context}: no subcommand {words[1]}"
+            text = help_text(capsys, words)
+            missing = sorted(o for o in quoted_options(words, "") if o.strip("[]") not in text and o != "--help")
+            assert not missing, f"{context}: options not in --help: {missing}"
+        elif tool == "python" and words[1] == "-m":
+            module = words[2]
+            assert importlib.util.find_spec(module), f"{context}: no module {module}"
+            text = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                                  cwd=REPO).stdout
+            assert all(o in text for o in quoted_options(words, "")), f"{context}: options not in --help"
+        elif tool == "python" and words[1] == "-c":
+            compile(span.split(" -c ", 1)[1].strip("\"'"), context, "exec")
+        elif tool == "python":
+            assert (REPO / words[1]).is_file(), f"{context}: no {words[1]}"
+            text = help_text(capsys, words)
+            assert all(o in text for o in quoted_options(words, "")), f"{context}: options not in --help"
+        elif tool == "pytest":
+            expression = words[words.index("-k") + 1]
+            assert any(re.search(rf"^def test_\w*{expression}", p.read_text(), re.M)
+                       for p in (REPO / "tests").glob("test_*.py")), f"{context}: selects no test"
+        elif tool == "conda":
+            assert (REPO / words[-1]).is_file(), f"{context}: no {words[-1]}"
+        checked.append(span)
+    assert {"make test-without-root", "snakemake --unlock"} <= set(checked) and len(checked) >= 30, checked
+
+
+def anchors(path):
+    """GitHub's anchors of a markdown file's headings."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower().replace("`", "")).replace(" ", "-") for h in headings}
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """[text](path#anchor) in README.md, config/README.md and docs/*.md: the file exists and has the heading."""
+    checked = []
+    for name in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", (REPO / name).read_text()):
+            if re.match(r"https?://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (REPO / name).parent / path if path else REPO / name
+            assert file.exists(), f"{name}: link {target}: {file.relative_to(REPO)} does not exist"
+            assert not anchor or anchor in anchors(file), f"{name}: link {target}: no heading #{anchor}"
+            checked.append(target)
+    assert len(checked) >= 30, checked

@@ -60,6 +60,7 @@ def test_html_report_holds_the_table_and_plots(demo):
         assert name in report
 
 
+@pytest.mark.system_packages  # Debian's chromium and chromium-driver (make browser-deps, root)
 def test_failure_browser_in_chromium(demo):
     """The page `make demo` writes, in headless Chromium from file://: one card per thumbnail, worst IoU first, a
     subset filter, the rest as rows; no request leaves file://."""

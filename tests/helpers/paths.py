@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO.parent / "shared" / "reference"
+# golden data made with the published code (tests/fixtures/README.md); $MDETR_REFERENCE points the suite at another copy
+REFERENCE = Path(os.environ.get("MDETR_REFERENCE") or REPO / "tests" / "fixtures" / "reference")
 BIN = Path(sys.executable).parent
 
 

@@ -12,7 +12,7 @@ TRAIN_SHELL = (
 
 
 rule pretrain:
-    """Stage 0 for the embedded demo; its output is committed as resources/demo_pretrained.pth (see README)."""
+    """Stage 0 for the embedded demo; its output is committed as resources/demo_pretrained.pth (see docs/demo.md)."""
     input:
         **train_inputs("pretrain"),
     output:
@@ -77,7 +77,7 @@ rule train:
 
 rule stage0:
     """The pre-trained detector as distributed: EMA weights only, float16. The demo's copy is committed as
-    resources/demo_pretrained.pth (see README) and enters the DAG through the download rule."""
+    resources/demo_pretrained.pth (see docs/demo.md) and enters the DAG through the download rule."""
     input:
         "results/pretrain/{run}/checkpoint.pth",
     output:
