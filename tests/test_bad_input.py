@@ -125,9 +125,7 @@ def fx(tmp_path_factory):
                 str(root / "images"), "--out-dir", str(run / "test"), "--device", "cpu"]) == 0
     for stage in ("stage1", "stage2"):  # the training logs `plots` draws
         (run / stage).mkdir()
-        (run / stage / "log.csv").write_text("step,loss
-0,1.0
-")
+        (run / stage / "log.csv").write_text("step,loss\n0,1.0\n")
     (base / "a_file").write_text("not a folder\n")
     return SimpleNamespace(base=base, root=root, coco=coco, images=root / "images", image=image, ckpt=ckpts,
                            seg=base / "seg.pth", det=base / "det.pth", spec=base / "spec.json",

@@ -4,7 +4,8 @@ re-run killed at the next moment -- ends exactly as an uninterrupted run: same m
 logs and checkpoint tensors, a clean audit; no process outlives a kill, and no temp, part or Snakemake temp folder
 is left. (A fresh start over a killed run's rows: tests/test_train.py.)"""
 import pytest
-from helpers.chaos_trials import MOMENTS, differences, kill_when, outcome, processes_in, snakemake_args, start, stray_files
+from helpers.chaos_trials import (MOMENTS, differences, kill_when, outcome, processes_in, snakemake_args, start,
+                                  stray_files)
 from helpers.workflow import DEMO_STAGES, demo_run, make_workspace
 
 

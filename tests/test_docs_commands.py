@@ -14,8 +14,8 @@ configs' comments is executed here, so a quoted command cannot rot.
 A quoted command of any other kind fails the test until it is covered here.
 Commands quoted inline (`snakemake --unlock`, `make test-without-root`, `mdetr-phrasecut audit ...`): Snakemake's parser
 accepts them, `make -n` knows the target, `--help` lists the options, a module or file they name exists.
-Config keys quoted in README.md, docs/*.md and config/README.md (`resources.<stage>.partition`, `statistics.unit: image`,
-`{train: {stage1: ...}}`) must be keys of the config schema.
+Config keys quoted in README.md, docs/*.md and config/README.md (`resources.<stage>.partition`,
+`statistics.unit: image`, `{train: {stage1: ...}}`) must be keys of the config schema.
 """
 import importlib.util
 import os
@@ -154,8 +154,10 @@ def test_every_quoted_command_runs(workspace, capsys):
                 assert not PATH_ARG.match(arg) or (REPO / arg).exists(), f"{context}: {arg} does not exist"
         elif tool == "cp":
             src, dst = words[1:]
-            assert f"output: {src}" in last_dry_run.get((where, block), ""), f"{context}: {src} is no output of the block"
-            urls = [e["url"] for e in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["downloads"].values()]
+            plan = last_dry_run.get((where, block), "")
+            assert f"output: {src}" in plan, f"{context}: {src} is no output of the block"
+            downloads = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["downloads"]
+            urls = [e["url"] for e in downloads.values()]
             assert f"file://{{repo}}/{dst}" in urls, f"{context}: no download entry of config/config.yaml names {dst}"
         elif words[:3] == ["python", "-m", "pytest"]:
             assert collects_tests(words[3:]), f"{context}: names no test module of tests/"

@@ -155,7 +155,10 @@ def test_malformed_per_task_names_file_task_and_field(tmp_path, capsys, corrupt,
 
 def test_compare_writes_subsets_side_by_side_and_a_plot(tmp_path):
     rng = np.random.default_rng(11)
-    members = lambda k: ["all", "c20" if k % 2 else "c21-100"] + (["i_multi"] if k % 5 == 0 else [])
+
+    def members(k):
+        return ["all", "c20" if k % 2 else "c21-100"] + (["i_multi"] if k % 5 == 0 else [])
+
     good = write(tmp_path / "runs/a/test/per_task.json", tasks(rng.uniform(0.4, 1, 400), subsets=members))
     bad = write(tmp_path / "runs/b/test/per_task.json", tasks(rng.uniform(0, 0.6, 400), subsets=members))
     argv = ["compare", "--per-task", str(good), str(bad), "--labels", "A", "B", "--resamples", "200",
@@ -167,7 +170,7 @@ def test_compare_writes_subsets_side_by_side_and_a_plot(tmp_path):
     row = df[(df.subset == "i_multi") & (df.label == "A") & (df.metric == "miou")].iloc[0]
     assert row["count"] == 80 and row["lo"] < row["value"] < row["hi"]
     md = (tmp_path / "subsets.md").read_text()
-    line = next(l for l in md.splitlines() if l.startswith("| i_multi |"))
+    line = next(line for line in md.splitlines() if line.startswith("| i_multi |"))
     assert f"{row['value']:.1f} [{row['lo']:.1f}, {row['hi']:.1f}] (80)" in line
     assert "[runs/a/test/per_task.json](runs/a/test/per_task.json)" in md
     assert (tmp_path / "subsets.png").read_bytes()[:4] == b"\x89PNG"
@@ -210,7 +213,7 @@ def test_table_shows_intervals_verdicts_and_cost(tmp_path):
     assert row["verdict"] == "differs (Precision@0.7, Precision@0.9)"
     assert row["wall_s"] == 6000 and row["cpu_h"] == pytest.approx(11400 / 3600) and row["gpu_h"] == pytest.approx(48)
     md = (tmp_path / "table.md").read_text()
-    line = next(l for l in md.splitlines() if l.startswith("| ResNet-101 |"))
+    line = next(line for line in md.splitlines() if line.startswith("| ResNet-101 |"))
     assert f"{miou:.1f} [{row['miou_lo']:.1f}, {row['miou_hi']:.1f}] (pub. {published['miou']:.1f}" in line
     assert "differs (Precision@0.7, Precision@0.9)" in line and "1 h 40 min; 3.17 CPU-h; 48.0 GPU-h" in line
     assert "500 resamples of the test phrases (seed 0)" in md
@@ -271,7 +274,7 @@ def test_table_shows_mean_and_std_over_seeds_and_costs_every_seed(tmp_path):
     assert row["miou_seed_mean"] == pytest.approx(np.mean(miou))
     assert row["miou_seed_std"] == pytest.approx(np.std(miou, ddof=1))
     assert row["wall_s"] == 3600 and row["cpu_h"] == pytest.approx(1)
-    line = next(l for l in (tmp_path / "table.md").read_text().splitlines() if l.startswith("| ResNet-101 |"))
+    line = next(line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| ResNet-101 |"))
     assert (f"| {miou[0]:.1f} [{row['miou_lo']:.1f}, {row['miou_hi']:.1f}], {np.mean(miou):.1f} ± "
             f"{np.std(miou, ddof=1):.1f} (3 seeds) |") in line
     assert "| 1 h 0 min; 1.00 CPU-h (stage1, evaluate, 3 seeds) |" in line

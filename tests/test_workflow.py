@@ -179,8 +179,8 @@ def test_a_config_change_reruns_exactly_what_depends_on_it(demo):
     for key, (value, _) in CHANGES.items():
         (demo / files[key]).write_text(yaml.safe_dump(changed(base, key, value)))
     try:
-        run = subprocess.run([sys.executable, str(REPO / "tests" / "helpers" / "dry_run_plans.py"), "all", "config/tiny.yaml",
-                              *files.values()], cwd=demo, env={**os.environ, "HF_HUB_OFFLINE": "0"},
+        run = subprocess.run([sys.executable, str(REPO / "tests" / "helpers" / "dry_run_plans.py"), "all",
+                              "config/tiny.yaml", *files.values()], cwd=demo, env={**os.environ, "HF_HUB_OFFLINE": "0"},
                              capture_output=True, text=True, timeout=600)
     finally:
         for path in files.values():
@@ -269,7 +269,8 @@ def test_malformed_annotation_fails_clearly_and_keeps_earlier_artifacts(tmp_path
 def test_killed_training_job_resumes(tmp_path):
     """SIGKILL the stage-1 job (torchrun and its 2 processes) after a mid-epoch checkpoint; re-running the workflow
     resumes from it."""
-    workspace = make_workspace(tmp_path, stage1={"max_steps_per_epoch": 40, "batch_size": 1, "checkpoint_every_steps": 2})
+    workspace = make_workspace(tmp_path, stage1={"max_steps_per_epoch": 40, "batch_size": 1,
+                                                 "checkpoint_every_steps": 2})
     target = "results/runs/demo/stage1/checkpoint.pth"
     snakemake(workspace, "results/downloads/demo_pretrained/demo_pretrained.pth",
               "results/main/coco/finetune_phrasecut_train.json", "results/main/coco/finetune_phrasecut_miniv.json")

@@ -134,7 +134,8 @@ def render(schema) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mdetr_phrasecut.config_reference", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mdetr_phrasecut.config_reference",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the reference to write (config/README.md)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from the schema")
     args = parser.parse_args(argv)

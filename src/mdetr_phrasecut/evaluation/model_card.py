@@ -22,7 +22,8 @@ from .table import load_metrics
 LICENSE = "apache-2.0"  # the release's (ashkamath/mdetr) licence, which the weights follow
 CITATION = """@inproceedings{kamath2021mdetr,
   title={MDETR -- Modulated Detection for End-to-End Multi-Modal Understanding},
-  author={Kamath, Aishwarya and Singh, Mannat and LeCun, Yann and Synnaeve, Gabriel and Misra, Ishan and Carion, Nicolas},
+  author={Kamath, Aishwarya and Singh, Mannat and LeCun, Yann and Synnaeve, Gabriel and Misra, Ishan and
+          Carion, Nicolas},
   booktitle={ICCV}, year={2021}
 }
 @inproceedings{wu2020phrasecut,

@@ -69,7 +69,8 @@ def load_metrics(path):
 
 def parse_runs(text):
     """--runs-json: [{"run": str, "label": str, "published": {miou, p50, p70, p90} (in %) or null}, ...], the rows in
-    table order (a list: no serialiser's key sorting can reorder it); returns {run: {label, published}} in that order."""
+    table order (a list: no serialiser's key sorting can reorder it); returns {run: {label, published}} in that
+    order."""
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as e:
