@@ -115,14 +115,15 @@ def serve_at(hosts, url, data, quota=False):
 
 
 def dry_run_commands(workspace, *targets, configfiles=(PUBLISHED,)):
-    """{rule: [shell command, ...]} of a dry run (`-n -p`) to `targets`."""
+    """{rule: [shell command, ...]} of a dry run (`-n -p`) to `targets`, each command's continued lines joined as the
+    shell joins them."""
     out = snakemake(workspace, "-n", "-p", "--forceall", "--", *targets, configfiles=configfiles).stdout
     commands = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
         rule = re.match(r"(?:local)?rule (\w+):", block)
-        command = re.search(r"^Shell command: (.*)$|^\s{4}(mdetr-phrasecut .*)$", block, re.M)
+        command = re.search(r"^Shell command: ((?:.*\\\n)*.*)$|^\s{4}(mdetr-phrasecut (?:.*\\\n)*.*)$", block, re.M)
         if rule and command:
-            commands.setdefault(rule[1], []).append(command[1] or command[2])
+            commands.setdefault(rule[1], []).append((command[1] or command[2]).replace("\\\n", ""))
     return commands
 
 
@@ -143,7 +144,8 @@ def test_both_tables_follow_the_config_order(tmp_path):
         benchmarks = argv[argv.index("--benchmarks") + 1:argv.index("--gpus-json")] if "--benchmarks" in argv else []
         for path in (b.partition("=")[2] for b in benchmarks):
             write_benchmark(workspace / path, 60, 30)
-        argv = [re.sub(r"^([^=]*=)?(results/)", lambda m: f"{m[1] or ''}{workspace}/{m[2]}", a) for a in argv]
+        argv = [re.sub(r"^(@|[^=@]*=)?(results/|\.snakemake/)", lambda m: f"{m[1] or ''}{workspace}/{m[2]}", a)
+                for a in argv]  # the workspace's files (--runs-json: an @FILE under .snakemake/)
         assert cli.main(argv) == 0
         rows = [line.split("|")[1].strip() for line in (workspace / out).read_text().splitlines()
                 if line.startswith("| ") and "pub." in line]

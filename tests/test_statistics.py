@@ -247,15 +247,16 @@ def test_published_dag_compares_with_the_released_checkpoint_and_costs_each_row(
                           "--configfile=config/phrasecut.yaml", "results/table.md",
                           "results/compare/resnet101_vs_released.md"], cwd=repo_dir, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+    commands = " ".join(out.stdout.replace("\\\n", " ").split())  # continued lines joined, as the shell reads them
     assert ("compare --paired --per-task results/runs/resnet101/test/per_task.json "
-            "results/released/resnet101/test/per_task.json") in out.stdout
+            "results/released/resnet101/test/per_task.json") in commands
     assert ("--per-task resnet101=results/runs/resnet101/test/per_task.json "
-            "efficientnet_b3=results/runs/efficientnet_b3/test/per_task.json") in out.stdout
+            "efficientnet_b3=results/runs/efficientnet_b3/test/per_task.json") in commands
     assert ("--benchmarks stage1:resnet101=results/benchmarks/stage1_resnet101.tsv "
             "stage2:resnet101=results/benchmarks/stage2_resnet101.tsv "
-            "evaluate:resnet101=results/benchmarks/evaluate_resnet101.tsv") in out.stdout
-    assert """--gpus-json '{"evaluate": 1, "stage1": 32, "stage2": 32}'""" in out.stdout
-    assert "--resamples 1000 --level 0.95 --seed 0 --unit phrase" in out.stdout
+            "evaluate:resnet101=results/benchmarks/evaluate_resnet101.tsv") in commands
+    assert """--gpus-json '{"evaluate": 1, "stage1": 32, "stage2": 32}'""" in commands
+    assert "--resamples 1000 --level 0.95 --seed 0 --unit phrase" in commands
 
 
 def test_table_shows_mean_and_std_over_seeds_and_costs_every_seed(tmp_path):
@@ -300,7 +301,8 @@ def test_seeds_train_and_evaluate_as_their_own_jobs_and_reach_the_table(repo_dir
                              rf"--out-dir results/runs/demo_seed{seed}/", out.stdout)  # the CLI reads the spec file
             assert json.loads((repo_dir / spec[1]).read_text())["train"]["seed"] == seed
         assert f"--out-dir results/runs/demo_seed{seed}/test" in out.stdout
-    table = next(line for line in out.stdout.splitlines() if " table --metrics " in line)
+    commands = re.findall(r"^Shell command: ((?:.*\\\n)*.*)$", out.stdout, re.M)  # lines continued with \
+    table = next(c for c in (" ".join(c.replace("\\\n", " ").split()) for c in commands) if " table --metrics " in c)
     assert ("--metrics demo_seed3=results/runs/demo_seed3/test/metrics.json "
             "demo_seed5=results/runs/demo_seed5/test/metrics.json --runs-json") in table
     seeds = json.loads(re.search(r"--seeds-json '([^']*)'", table)[1])

@@ -55,6 +55,11 @@ def coco_dir(corpus="main"):
     return f"results/{corpus}/coco"
 
 
+# Between a command's argument groups: the next group on its own line, so that no line of a job's command, as a
+# dry run prints it, runs past 200 characters.
+LINE = " \\\n  "
+
+
 def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
@@ -80,7 +85,7 @@ def named(names, paths):
     names, paths = list(names), list(paths)
     if len(names) != len(paths):
         raise InputError(f"{len(names)} names for {len(paths)} files: {', '.join(names)}")
-    return " ".join(shlex.quote(NamedPathArg.argument(n, p)) for n, p in zip(names, paths))
+    return f"{LINE}  ".join(shlex.quote(NamedPathArg.argument(n, p)) for n, p in zip(names, paths))
 
 
 def table_runs(runs, results, names=None):
@@ -130,7 +135,7 @@ def download_args(name):
     args += ["--sha256", entry["sha256"]] if entry["sha256"] else ["--allow-unverified"]
     if entry["extract"]:
         args += ["--extract-to", f"{download_path(name)}.unpacked"]
-    return f"{download_sources(name)} {' '.join(map(shlex.quote, args))}"
+    return f"{download_sources(name)}{LINE}{' '.join(map(shlex.quote, args))}"
 
 
 def download_sources(name):
@@ -139,15 +144,16 @@ def download_sources(name):
     added, replaced or removed re-runs nothing. Without one, they are what the file is, and are params."""
     entry = config["downloads"][name]
     expand = lambda url: url.replace("{repo}", str(REPO))
-    args = ["--url", expand(entry["url"])]
+    groups = [["--url", expand(entry["url"])]]
     for mirror in entry["mirrors"]:
-        args += (
+        groups.append(
             ["--mirror-member", expand(mirror["url"]), mirror["member"]]
             if isinstance(mirror, dict)
             else ["--mirror", expand(mirror)]
         )
     if not entry["sha256"]:
-        return " ".join(map(shlex.quote, args))
+        return LINE.join(" ".join(map(shlex.quote, group)) for group in groups)
+    args = [arg for group in groups for arg in group]
     path = Path(".snakemake", "args", f"download_{name}.sources")
     text = "".join(f"{arg}\n" for arg in args)
     if not path.exists() or path.read_text() != text:
@@ -167,7 +173,7 @@ def synth_args(section):
     s = config["dataset"][section]
     return (
         f"--seed {s['seed']} --train-images {s['train_images']} --val-images {s['val_images']} "
-        f"--test-images {s['test_images']} --min-size {s['min_size']} --max-size {s['max_size']}"
+        f"--test-images {s['test_images']}{LINE}--min-size {s['min_size']} --max-size {s['max_size']}"
     )
 
 
@@ -407,10 +413,10 @@ def table_job_args(rows, kind):
     runs = [run_of(name) for name in names]
 
     def args(wildcards, input):
-        text = f"--per-task {named(names, input.per_task)} --browsers {named(names, input.browsers)}"
+        text = f"--per-task {named(names, input.per_task)}{LINE}--browsers {named(names, input.browsers)}"
         if kind == "runs":
             benchmarks = named((f"{stage}:{t}" for t, stage in cost_benchmarks(runs)), input.benchmarks)
-            text += f" --benchmarks {benchmarks} --gpus-json {quoted_json(COST_GPUS)}"
+            text += f"{LINE}--benchmarks {benchmarks}{LINE}--gpus-json {quoted_json(COST_GPUS)}"
         return text
 
     return args
@@ -429,7 +435,7 @@ def shown(run, keys=("label", "published")):
 
 def table_params(rows, kind):
     return dict(
-        runs=quoted_json(rows),
+        runs=json_file(rows),
         dataset=shlex.quote(config["dataset"]["name"]),
         record=record(
             lambda w: {
@@ -473,9 +479,10 @@ def browser_inputs(results):
 
 
 def browser_paired(wildcards, input):
+    """The released evaluation a browser pairs with, each option on its own line after the one before; or ""."""
     if not hasattr(input, "paired_per_task"):
         return ""
     return (
-        f"--paired-per-task {shlex.quote(input.paired_per_task)} "
-        f"--paired-predictions {shlex.quote(input.paired_predictions)} --labels ours released"
+        f"{LINE}--paired-per-task {shlex.quote(input.paired_per_task)}"
+        f"{LINE}--paired-predictions {shlex.quote(input.paired_predictions)} --labels ours released"
     )

@@ -27,8 +27,9 @@ for _name in config["downloads"]:
             args=download_args(_name),
             record=record(lambda w, name=_name: download_slice(name)),
         shell:  # stderr to the log and the console (warnings, an unverified file's sha256); stdout as is
-            "{{ HF_HUB_OFFLINE=0 mdetr-phrasecut --record {params.record} download {params.args} "
-            "--out {output.archive:q} 2>&1 1>&3 3>&- | tee {log:q} >&2 3>&-; }} 3>&1"
+            "{{ HF_HUB_OFFLINE=0 mdetr-phrasecut --record {params.record} download \\\n"
+            "  {params.args} \\\n"
+            "  --out {output.archive:q} 2>&1 1>&3 3>&- | tee {log:q} >&2 3>&-; }} 3>&1"
 
 
 if config["dataset"]["source"] == "synth":
@@ -52,7 +53,7 @@ if config["dataset"]["source"] == "synth":
                 lambda w: {"dataset": {SYNTH_SECTIONS[w.corpus]: config["dataset"][SYNTH_SECTIONS[w.corpus]]}}
             ),
         shell:
-            "mdetr-phrasecut --record {params.record} synth --out {params.out} {params.args} 2> {log}"
+            "mdetr-phrasecut --record {params.record} synth --out {params.out} \\\n  {params.args} 2> {log}"
 
 
 rule convert:
@@ -73,8 +74,9 @@ rule convert:
         root=lambda w, input: Path(input.refer).parent,
         record=record(lambda w: {"dataset": {"conversion_mode": config["dataset"]["conversion_mode"]}}),
     shell:
-        "mdetr-phrasecut --record {params.record} convert --root {params.root:q} --split {wildcards.split} "
-        "--mode {params.mode} --out {output:q} 2> {log}"
+        "mdetr-phrasecut --record {params.record} convert \\\n"
+        "  --root {params.root:q} --split {wildcards.split} --mode {params.mode} \\\n"
+        "  --out {output:q} 2> {log}"
 
 
 rule index:
@@ -92,7 +94,7 @@ rule index:
     params:
         record=record(lambda w: {}),
     shell:
-        "mdetr-phrasecut --record {params.record} index --coco {input:q} --out {output:q} 2> {log}"
+        "mdetr-phrasecut --record {params.record} index --coco {input:q} \\\n  --out {output:q} 2> {log}"
 
 
 rule audit_annotations:
@@ -121,5 +123,7 @@ rule audit_annotations:
             }
         ),
     shell:
-        "mdetr-phrasecut --record {params.record} audit-annotations --mdetr {params.released:q} "
-        "--root {params.root:q} --split {wildcards.split} --out {output:q} 2> {log}"
+        "mdetr-phrasecut --record {params.record} audit-annotations \\\n"
+        "  --mdetr {params.released:q} \\\n"
+        "  --root {params.root:q} --split {wildcards.split} \\\n"
+        "  --out {output:q} 2> {log}"

@@ -77,9 +77,12 @@ rule recipe_audit:
 
 
 TABLE_SHELL = (
-    "mdetr-phrasecut --record {params.record} table --metrics {params.metrics} --runs-json {params.runs} "
-    "--dataset {params.dataset} --out {output.md:q} --csv {output.csv:q} {params.jobs} {params.statistics} "
-    "2> {log}"
+    "mdetr-phrasecut --record {params.record} table \\\n"
+    "  --metrics {params.metrics} \\\n"
+    "  --runs-json {params.runs} --dataset {params.dataset} \\\n"
+    "  --out {output.md:q} --csv {output.csv:q} \\\n"
+    "  {params.jobs} \\\n"
+    "  {params.statistics} 2> {log}"
 )
 
 
@@ -160,9 +163,13 @@ rule plots:
         out_dir=lambda w, output: Path(output.examples).parent,
         record=record(lambda w: {}),  # no config key: only its inputs
     shell:
-        "mdetr-phrasecut --record {params.record} plots --metrics {input.metrics:q} --per-task {input.per_task:q} "
-        "--predictions {input.predictions:q} --log {params.logs} --root {params.root:q} --images {params.images:q} "
-        "--split {params.split} --out-dir {params.out_dir:q} 2> {log}"
+        "mdetr-phrasecut --record {params.record} plots \\\n"
+        "  --metrics {input.metrics:q} \\\n"
+        "  --per-task {input.per_task:q} \\\n"
+        "  --predictions {input.predictions:q} \\\n"
+        "  --log {params.logs} \\\n"
+        "  --root {params.root:q} --images {params.images:q} --split {params.split} \\\n"
+        "  --out-dir {params.out_dir:q} 2> {log}"
 
 
 rule audit:
@@ -183,9 +190,13 @@ rule audit:
 
 
 BROWSER_SHELL = (
-    "mdetr-phrasecut --record {params.record} browser --per-task {input.per_task:q} "
-    "--predictions {input.predictions:q} --root {params.root:q} --images {params.images:q} --split {params.split} "
-    "--out-dir {output:q} --title {params.title:q} {params.paired} {params.selection} 2> {log}"
+    "mdetr-phrasecut --record {params.record} browser \\\n"
+    "  --per-task {input.per_task:q} \\\n"
+    "  --predictions {input.predictions:q} \\\n"
+    "  --root {params.root:q} --images {params.images:q} --split {params.split} \\\n"
+    "  --out-dir {output:q} \\\n"
+    "  --title {params.title:q}{params.paired} \\\n"
+    "  {params.selection} 2> {log}"
 )
 BROWSER_PARAMS = dict(
     root=lambda w, input: Path(input.refer).parent,
@@ -252,6 +263,10 @@ rule model_card:
         statistics=STATISTICS_ARGS,
         record=record(lambda w: {"statistics": config["statistics"]}),
     shell:
-        "mdetr-phrasecut --record {params.record} model-card --name {wildcards.run} "
-        "--metrics {input.metrics:q} --per-task {input.per_task:q} --checkpoints {input.checkpoints:q} "
-        "--benchmarks {params.benchmarks} --gpus-json {params.gpus} --out {output:q} {params.statistics} 2> {log}"
+        "mdetr-phrasecut --record {params.record} model-card --name {wildcards.run} \\\n"
+        "  --metrics {input.metrics:q} \\\n"
+        "  --per-task {input.per_task:q} \\\n"
+        "  --checkpoints {input.checkpoints:q} \\\n"
+        "  --benchmarks {params.benchmarks} \\\n"
+        "  --gpus-json {params.gpus} --out {output:q} \\\n"
+        "  {params.statistics} 2> {log}"

@@ -18,8 +18,11 @@ rule subsets:
         record=record(lambda w: {"runs": {r: shown(r, ("label",)) for r in RUNS}, "statistics": config["statistics"]}),
         statistics=STATISTICS_ARGS,
     shell:
-        "mdetr-phrasecut --record {params.record} compare --per-task {input.per_task:q} --labels {params.labels} "
-        "--out {output.md:q} --csv {output.csv:q} --plot {output.plot:q} {params.statistics} 2> {log}"
+        "mdetr-phrasecut --record {params.record} compare \\\n"
+        "  --per-task {input.per_task:q} \\\n"
+        "  --labels {params.labels} \\\n"
+        "  --out {output.md:q} --csv {output.csv:q} --plot {output.plot:q} \\\n"
+        "  {params.statistics} 2> {log}"
 
 
 rule compare_released:
@@ -39,6 +42,8 @@ rule compare_released:
         record=record(lambda w: {"statistics": config["statistics"]}),
         statistics=STATISTICS_ARGS,
     shell:
-        "mdetr-phrasecut --record {params.record} compare --paired --per-task {input.ours:q} {input.released:q} "
-        "--labels ours released --out {output.md:q} --csv {output.csv:q} --plot {output.plot:q} {params.statistics} "
-        "2> {log}"
+        "mdetr-phrasecut --record {params.record} compare --paired \\\n"
+        "  --per-task {input.ours:q} {input.released:q} --labels ours released \\\n"
+        "  --out {output.md:q} --csv {output.csv:q} \\\n"
+        "  --plot {output.plot:q} \\\n"
+        "  {params.statistics} 2> {log}"
