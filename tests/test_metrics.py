@@ -36,7 +36,8 @@ def test_a_metric_registered_in_one_file_flows_everywhere(tmp_path, monkeypatch)
     assert row["p95"] == pytest.approx(100 * np.mean(iou > 0.95)) and row["p95_lo"] < row["p95"] < row["p95_hi"]
 
     rows = compare([test / "per_task.json"], ["R"], tmp_path / "c.md", options)
-    assert [r["metric"] for r in rows if r["subset"] == "all"][-1] == "p95"
+    assert [r["metric"] for r in rows if r["subset"] == "all"] == ["miou", "p50", "p60", "p70", "p80", "p90", "p95",
+                                                                   "cum_iou"]  # the means, then the ratio of sums
 
 
 def test_metrics_json_keeps_the_published_evaluators_layout(tmp_path):
