@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -121,6 +122,7 @@ def main():
             if args.trials:
                 with args.trials.open("a") as out:
                     out.write(json.dumps(trial) + "\n")
+            shutil.rmtree(ws)  # a long run keeps one trial's copy on disk at a time
     print(json.dumps({"kills": kills, **counts, "landed_in": dict(landed), "uninterrupted_s": round(uninterrupted_s, 1),
                       "kill_and_rerun_s": round(sum(recovery) / kills, 1), "ratio": counts["identical"] / kills,
                       "machine": machine(),
