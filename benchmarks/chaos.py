@@ -3,18 +3,19 @@ group at uniformly random moments, each time in a fresh copy, then re-run as doc
 the same command; tests/helpers/chaos_trials.py) and compared with an uninterrupted run.
 
     python benchmarks/chaos.py                 # 3 kills
-    python benchmarks/chaos.py --kills 100     # the full run (hours on 2 cores)
+    python benchmarks/chaos.py --kills 100     # the full run (about 1.5 h on 2 cores)
     python benchmarks/chaos.py --smoke         # 1 kill, synthetic data and conversion only (the suite's size)
     python benchmarks/chaos.py --kills 100 --trials chaos.jsonl   # also one JSON line per trial, as it ends
 
-A kill lands at a moment drawn uniformly from [0, T), T the uninterrupted run's wall time. A trial is `identical`
-when the re-run exits 0 and ends with the uninterrupted run's metrics, per-phrase results, training logs (but their
-images/s column), checkpoint tensors and a clean audit (smoke: the converted files, byte for byte); `differ` when
-it exits 0 with anything else; `failed` when it does not exit 0. `orphans`: trials where a process outlived the
-kill (alive 10 s after it, or writing results after it); `stray`: trials that left temp or part files or Snakemake
-temp folders. Prints one JSON object on its last line, with `ratio` = identical / kills and the rules the kills
-landed in; each trial's result is also printed to stderr as it ends (and appended to `--trials FILE`), so a long
-run's finished trials survive its end.
+A kill lands at a moment drawn uniformly from [0, T), T the uninterrupted run's wall time; a trial whose run ends
+before its moment is no kill (counted as `not_killed`, not re-run), and trials go on until `--kills` kills have
+landed. A trial is `identical` when the re-run exits 0 and ends with the uninterrupted run's metrics, per-phrase
+results, training logs (but their images/s column), checkpoint tensors and a clean audit (smoke: the converted
+files, byte for byte); `differ` when it exits 0 with anything else; `failed` when it does not exit 0. `orphans`:
+trials where a process outlived the kill (alive 10 s after it, or writing results after it); `stray`: trials that
+left temp or part files or Snakemake temp folders. Prints one JSON object on its last line, with `ratio` =
+identical / kills and the rules the kills landed in; each trial's result is also printed to stderr as it ends (and
+appended to `--trials FILE`), so a long run's finished trials survive its end.
 """
 import argparse
 import json
@@ -76,7 +77,7 @@ def machine() -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=3, help="trials, one kill each (default 3)")
+    parser.add_argument("--kills", type=int, default=3, help="kills that land, one a trial (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--smoke", action="store_true", help="1 kill, synthetic data and conversion only")
     parser.add_argument("--trials", type=Path, help="append one JSON line per trial to this file, as each ends")
@@ -94,36 +95,41 @@ def main():
         expected = result(ref, args.smoke)
         counts = Counter(identical=0, differ=0, failed=0, orphans=0, stray=0)
         landed, recovery = Counter(), []
-        for i in range(kills):
-            ws = workspace(root, f"trial{i}", args.smoke)
+        trial = not_killed = 0
+        while trial - not_killed < kills:
+            ws = workspace(root, f"trial{trial}", args.smoke)
             at = rng.uniform(0, uninterrupted_s)
             began = time.monotonic()
             job = start(ws, snakemake_args(target=target))
             kill = kill_when(ws, job, f"{at:.1f} s", lambda _: time.monotonic() - began >= at)
-            rules = "(ended before the kill)" if kill is None else landed_in(ws)
-            landed[rules] += 1
-            counts["orphans"] += bool(kill and (kill.orphans or kill.written))
-            code = start(ws, snakemake_args(target=target)).wait()
-            recovery.append(time.monotonic() - began)
-            diff = []
-            if code != 0:
-                counts["failed"] += 1
+            if kill is None:  # the run ended first: no kill, nothing to re-run
+                not_killed += 1
             else:
-                diff = differences(result(ws, args.smoke), expected)
-                counts["differ" if diff else "identical"] += 1
-            stray = stray_files(ws) + [f"pid {pid}: {cmd}" for pid, cmd in processes_in(ws).items()]
-            counts["stray"] += bool(stray)
-            trial = {"trial": i, "kill_at_s": round(at, 1), "landed_in": rules, "rerun_exit": code,
-                     "identical": code == 0 and not diff, "differs_in": diff[:5], "stray": stray[:5],
-                     "orphans": list((kill.orphans if kill else {}).values())[:5],
-                     "written_after_kill": (kill.written if kill else [])[:5],
-                     "kill_and_rerun_s": round(recovery[-1], 1)}
-            print(json.dumps(trial), file=sys.stderr, flush=True)
-            if args.trials:
-                with args.trials.open("a") as out:
-                    out.write(json.dumps(trial) + "\n")
+                rules = landed_in(ws)
+                landed[rules] += 1
+                counts["orphans"] += bool(kill.orphans or kill.written)
+                code = start(ws, snakemake_args(target=target)).wait()
+                recovery.append(time.monotonic() - began)
+                diff = []
+                if code != 0:
+                    counts["failed"] += 1
+                else:
+                    diff = differences(result(ws, args.smoke), expected)
+                    counts["differ" if diff else "identical"] += 1
+                stray = stray_files(ws) + [f"pid {pid}: {cmd}" for pid, cmd in processes_in(ws).items()]
+                counts["stray"] += bool(stray)
+                line = json.dumps({"trial": trial, "kill_at_s": round(at, 1), "landed_in": rules, "rerun_exit": code,
+                                   "identical": code == 0 and not diff, "differs_in": diff[:5], "stray": stray[:5],
+                                   "orphans": list(kill.orphans.values())[:5], "written_after_kill": kill.written[:5],
+                                   "kill_and_rerun_s": round(recovery[-1], 1)})
+                print(line, file=sys.stderr, flush=True)
+                if args.trials:
+                    with args.trials.open("a") as out:
+                        out.write(line + "\n")
             shutil.rmtree(ws)  # a long run keeps one trial's copy on disk at a time
-    print(json.dumps({"kills": kills, **counts, "landed_in": dict(landed), "uninterrupted_s": round(uninterrupted_s, 1),
+            trial += 1
+    print(json.dumps({"kills": kills, **counts, "not_killed": not_killed, "landed_in": dict(landed),
+                      "uninterrupted_s": round(uninterrupted_s, 1),
                       "kill_and_rerun_s": round(sum(recovery) / kills, 1), "ratio": counts["identical"] / kills,
                       "machine": machine(),
                       "smoke": args.smoke}))
