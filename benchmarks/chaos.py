@@ -12,10 +12,11 @@ before its moment is no kill (counted as `not_killed`, not re-run), and trials g
 landed. A trial is `identical` when the re-run exits 0 and ends with the uninterrupted run's metrics, per-phrase
 results, training logs (but their images/s column), checkpoint tensors and a clean audit (smoke: the converted
 files, byte for byte); `differ` when it exits 0 with anything else; `failed` when it does not exit 0. `orphans`:
-trials where a process outlived the kill (alive 10 s after it, or writing results after it); `stray`: trials that
-left temp or part files or Snakemake temp folders. Prints one JSON object on its last line, with `ratio` =
-identical / kills and the rules the kills landed in; each trial's result is also printed to stderr as it ends (and
-appended to `--trials FILE`), so a long run's finished trials survive its end.
+trials where a process outlived the kill (alive 10 s after it, or writing under results/ after it: each trial's
+line gives the bytes written); `stray`: trials that left temp or part files or Snakemake temp folders. Prints one
+JSON object on its last line, with `ratio` = identical / kills and the rules the kills landed in; each trial's
+result is also printed to stderr as it ends (and appended to `--trials FILE`), so a long run's finished
+trials survive its end.
 """
 import argparse
 import json
@@ -120,7 +121,7 @@ def main():
                 counts["stray"] += bool(stray)
                 line = json.dumps({"trial": trial, "kill_at_s": round(at, 1), "landed_in": rules, "rerun_exit": code,
                                    "identical": code == 0 and not diff, "differs_in": diff[:5], "stray": stray[:5],
-                                   "orphans": list(kill.orphans.values())[:5], "written_after_kill": kill.written[:5],
+                                   "orphans": list(kill.orphans.values())[:5], "written_after_kill": kill.written,
                                    "kill_and_rerun_s": round(recovery[-1], 1)})
                 print(line, file=sys.stderr, flush=True)
                 if args.trials:

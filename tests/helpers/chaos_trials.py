@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pandas as pd
 import torch
@@ -63,25 +63,39 @@ def processes_in(workspace: Path) -> Dict[int, str]:
             if (cwd == root or cwd.startswith(root + "/")) and state != "Z"}
 
 
-def _results(workspace: Path) -> Dict[str, int]:
-    """{path: mtime} of the files under results/."""
+def _results(workspace: Path) -> Dict[str, Tuple[int, int]]:
+    """{path: (mtime, size)} of the files under results/."""
     found = {}
     for path in (workspace / "results").rglob("*"):
         with contextlib.suppress(OSError):
             if path.is_file():
-                found[str(path.relative_to(workspace))] = path.stat().st_mtime_ns
+                stat = path.stat()
+                found[str(path.relative_to(workspace))] = (stat.st_mtime_ns, stat.st_size)
     return found
+
+
+def _written_since(workspace: Path, before: Dict[str, Tuple[int, int]]) -> Dict[str, str]:
+    """{path: its bytes past the size it had before (their last 300, as text)} of the files changed since."""
+    written = {}
+    for path, (mtime, size) in _results(workspace).items():
+        if before.get(path, (None,))[0] != mtime:
+            with contextlib.suppress(OSError), (workspace / path).open("rb") as f:
+                f.seek(min(before.get(path, (0, 0))[1], size))
+                written[path] = f.read()[-300:].decode(errors="replace")
+            written.setdefault(path, "")
+    return written
 
 
 @dataclass
 class Kill:
     """One kill: when it landed (seconds after the start, the moment's name), what outlived it, and the files
-    under results/ written once the killed process group was gone (by a process that outlived the kill)."""
+    under results/ written once the killed process group was gone (by a process that outlived the kill), each with
+    the bytes it gained (a log's last lines)."""
 
     moment: str
     at_s: float
     orphans: Dict[int, str] = field(default_factory=dict)
-    written: List[str] = field(default_factory=list)
+    written: Dict[str, str] = field(default_factory=dict)
 
 
 def kill_when(workspace: Path, job: subprocess.Popen, moment: str, holds: Callable[[Path], bool],
@@ -106,7 +120,7 @@ def kill_when(workspace: Path, job: subprocess.Popen, moment: str, holds: Callab
     while (left := processes_in(workspace)) and time.monotonic() < deadline:
         time.sleep(0.1)
     kill.orphans = left
-    kill.written = sorted(path for path, mtime in _results(workspace).items() if before.get(path) != mtime)
+    kill.written = _written_since(workspace, before)
     for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
