@@ -19,6 +19,7 @@ result is also printed to stderr as it ends (and appended to `--trials FILE`), s
 trials survive its end.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -96,16 +97,15 @@ def main():
         expected = result(ref, args.smoke)
         counts = Counter(identical=0, differ=0, failed=0, orphans=0, stray=0)
         landed, recovery = Counter(), []
-        trial = not_killed = 0
-        while trial - not_killed < kills:
+        for trial in itertools.count():
+            if len(recovery) == kills:
+                break
             ws = workspace(root, f"trial{trial}", args.smoke)
             at = rng.uniform(0, uninterrupted_s)
             began = time.monotonic()
             job = start(ws, snakemake_args(target=target))
             kill = kill_when(ws, job, f"{at:.1f} s", lambda _: time.monotonic() - began >= at)
-            if kill is None:  # the run ended first: no kill, nothing to re-run
-                not_killed += 1
-            else:
+            if kill is not None:  # else the run ended first: no kill, nothing to re-run
                 rules = landed_in(ws)
                 landed[rules] += 1
                 counts["orphans"] += bool(kill.orphans or kill.written)
@@ -128,8 +128,7 @@ def main():
                     with args.trials.open("a") as out:
                         out.write(line + "\n")
             shutil.rmtree(ws)  # a long run keeps one trial's copy on disk at a time
-            trial += 1
-    print(json.dumps({"kills": kills, **counts, "not_killed": not_killed, "landed_in": dict(landed),
+    print(json.dumps({"kills": kills, **counts, "not_killed": trial - kills, "landed_in": dict(landed),
                       "uninterrupted_s": round(uninterrupted_s, 1),
                       "kill_and_rerun_s": round(sum(recovery) / kills, 1), "ratio": counts["identical"] / kills,
                       "machine": machine(),

@@ -75,14 +75,18 @@ def _results(workspace: Path) -> Dict[str, Tuple[int, int]]:
 
 
 def _written_since(workspace: Path, before: Dict[str, Tuple[int, int]]) -> Dict[str, str]:
-    """{path: its bytes past the size it had before (their last 300, as text)} of the files changed since."""
+    """{path: the last 300 bytes it gained (all of it when it shrank: rewritten), as text} of the files under
+    results/ changed since `before`."""
     written = {}
     for path, (mtime, size) in _results(workspace).items():
-        if before.get(path, (None,))[0] != mtime:
-            with contextlib.suppress(OSError), (workspace / path).open("rb") as f:
-                f.seek(min(before.get(path, (0, 0))[1], size))
-                written[path] = f.read()[-300:].decode(errors="replace")
-            written.setdefault(path, "")
+        old_mtime, old_size = before.get(path, (None, 0))
+        if mtime == old_mtime:
+            continue
+        tail = b""
+        with contextlib.suppress(OSError), (workspace / path).open("rb") as f:
+            f.seek(max(old_size if size >= old_size else 0, size - 300))
+            tail = f.read(300)
+        written[path] = tail.decode(errors="replace")
     return written
 
 
