@@ -3,7 +3,7 @@ group at uniformly random moments, each time in a fresh copy, then re-run as doc
 the same command; tests/helpers/chaos_trials.py) and compared with an uninterrupted run.
 
     python benchmarks/chaos.py                 # 3 kills
-    python benchmarks/chaos.py --kills 100     # the full run (about 1.5 h on 2 cores)
+    python benchmarks/chaos.py --kills 100     # the full run (about 2 h on 2 cores)
     python benchmarks/chaos.py --smoke         # 1 kill, synthetic data and conversion only (the suite's size)
     python benchmarks/chaos.py --kills 100 --trials chaos.jsonl   # also one JSON line per trial, as it ends
 
